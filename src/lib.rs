@@ -3,4 +3,14 @@
 //! The binary (`src/main.rs`) only parses the command line; everything it runs lives here so
 //! that tests and benches exercise exactly what ships. See ARCHITECTURE.md for the map.
 
+pub mod api;
+pub mod app;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod fleet;
 pub mod model;
+pub mod secrets;
+pub mod store;
+pub mod telemetry;
+pub mod validate;

@@ -1,0 +1,775 @@
+//! Configurations, their versions, tags, diffs, validation, approval and conflicts
+//! (SPEC §5, configuration rows).
+
+use std::collections::BTreeMap;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::error::{ApiError, Detail};
+use super::extract::{Json, OptionalJson, PageQuery, Path, Principal, Query, page_body};
+use super::middleware::current_trace_id;
+use crate::app::AppState;
+use crate::model::{
+    Bump, ConfigStatus, ConfigType, Configuration, ConfigurationVersion, Role, Timestamp, new_id,
+};
+use crate::store::{Applied, Command, CommandEnvelope};
+use crate::validate::{self, OtherConfiguration, ValidationReport};
+
+/// Largest configuration content, as serialized JSON.
+pub const MAX_CONTENT_BYTES: usize = 1024 * 1024;
+
+fn envelope(principal: &Principal, command: Command) -> CommandEnvelope {
+    CommandEnvelope::new(principal.subject.clone(), current_trace_id(), command)
+}
+
+/// The configuration as the API shows it: secrets redacted.
+fn view(state: &AppState, mut configuration: Configuration) -> Configuration {
+    let _ = state;
+    validate::redact_secrets(configuration.config_type, &mut configuration.content);
+    configuration
+}
+
+fn version_view(
+    config_type: ConfigType,
+    mut version: ConfigurationVersion,
+) -> ConfigurationVersion {
+    validate::redact_secrets(config_type, &mut version.content);
+    version
+}
+
+async fn load(state: &AppState, id: String) -> Result<Configuration, ApiError> {
+    let shown = id.clone();
+    state
+        .store()
+        .read(move |reader| reader.configuration(&id))
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("configuration '{shown}' not found")))
+}
+
+/// Every other configuration, for the conflict layer (with secrets still sealed: conflicts
+/// never look at private keys).
+async fn others(state: &AppState) -> Result<Vec<Configuration>, ApiError> {
+    Ok(state.store().read(|reader| reader.configurations()).await?)
+}
+
+fn other_refs<'a>(all: &'a [Configuration], skip: Option<&str>) -> Vec<OtherConfiguration<'a>> {
+    all.iter()
+        .filter(|c| Some(c.configuration_id.as_str()) != skip)
+        .map(|c| OtherConfiguration {
+            configuration_id: &c.configuration_id,
+            name: &c.name,
+            config_type: c.config_type,
+            content: &c.content,
+        })
+        .collect()
+}
+
+fn report_error(report: &ValidationReport) -> ApiError {
+    let details: Vec<Detail> = report
+        .errors
+        .iter()
+        .map(|f| Detail::new(f.field.clone(), f.message.clone()))
+        .collect();
+    ApiError::ConfigValidation {
+        message: format!("the configuration is invalid: {} error(s)", details.len()),
+        details,
+    }
+}
+
+fn check_content(content: &Option<Value>) -> Result<Value, ApiError> {
+    let content = content
+        .clone()
+        .ok_or_else(|| ApiError::invalid_field("content", "content is required"))?;
+    if !content.is_object() {
+        return Err(ApiError::invalid_field(
+            "content",
+            "content must be a JSON object",
+        ));
+    }
+    let size = serde_json::to_vec(&content)
+        .map(|b| b.len())
+        .unwrap_or(usize::MAX);
+    if size > MAX_CONTENT_BYTES {
+        return Err(ApiError::invalid_field(
+            "content",
+            format!("content is {size} bytes; the limit is {MAX_CONTENT_BYTES}"),
+        ));
+    }
+    Ok(content)
+}
+
+fn check_metadata(
+    metadata: &Option<BTreeMap<String, String>>,
+) -> Result<BTreeMap<String, String>, ApiError> {
+    let metadata = metadata.clone().unwrap_or_default();
+    if metadata.len() > 64 {
+        return Err(ApiError::invalid_field(
+            "metadata",
+            "at most 64 metadata entries",
+        ));
+    }
+    for (key, value) in &metadata {
+        if key.is_empty() || key.len() > 128 || value.len() > 4096 {
+            return Err(ApiError::invalid_field(
+                format!("metadata.{key}"),
+                "metadata keys are 1–128 bytes and values at most 4096 bytes",
+            ));
+        }
+    }
+    Ok(metadata)
+}
+
+fn check_tag(tag: &str, field: &str) -> Result<(), ApiError> {
+    let ok = !tag.is_empty()
+        && tag.len() <= 64
+        && tag
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::invalid_field(
+            field,
+            "tags are 1–64 characters of letters, digits, '-', '_' and '.'",
+        ))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateBody {
+    name: Option<String>,
+    #[serde(rename = "type")]
+    config_type: Option<String>,
+    description: Option<String>,
+    content: Option<Value>,
+    schema_version: Option<String>,
+    tags: Option<Vec<String>>,
+    metadata: Option<BTreeMap<String, String>>,
+}
+
+fn parse_type(text: Option<&str>) -> Result<ConfigType, ApiError> {
+    let text = text.ok_or_else(|| ApiError::invalid_field("type", "type is required"))?;
+    text.parse()
+        .map_err(|e: String| ApiError::invalid_field("type", e))
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    principal: Principal,
+    Json(body): Json<CreateBody>,
+) -> Result<Response, ApiError> {
+    principal.require(Role::Developer)?;
+    let name = body
+        .name
+        .as_deref()
+        .map(str::trim)
+        .unwrap_or_default()
+        .to_string();
+    if name.is_empty() || name.chars().count() > 128 {
+        return Err(ApiError::invalid_field(
+            "name",
+            "name must be 1 to 128 characters",
+        ));
+    }
+    let config_type = parse_type(body.config_type.as_deref())?;
+    let mut content = check_content(&body.content)?;
+    let metadata = check_metadata(&body.metadata)?;
+    let tags = body.tags.clone().unwrap_or_default();
+    if tags.len() > 32 {
+        return Err(ApiError::invalid_field("tags", "at most 32 tags"));
+    }
+    for (i, tag) in tags.iter().enumerate() {
+        check_tag(tag, &format!("tags.{i}"))?;
+    }
+    let schema_version = body.schema_version.clone().unwrap_or_else(|| "1.0".into());
+    if schema_version != "1.0" {
+        return Err(ApiError::invalid_field(
+            "schemaVersion",
+            "the only schema version is \"1.0\"",
+        ));
+    }
+    let description = body.description.clone().unwrap_or_default();
+    if description.len() > 4096 {
+        return Err(ApiError::invalid_field("description", "at most 4096 bytes"));
+    }
+
+    let all = others(&state).await?;
+    let now = Timestamp::now();
+    let report = state
+        .validator()
+        .validate(config_type, &content, &other_refs(&all, None), now);
+    if !report.is_valid() {
+        return Err(report_error(&report));
+    }
+    validate::seal_secrets(config_type, &mut content, state.secrets());
+
+    let configuration_id = new_id("config");
+    let configuration = Configuration {
+        configuration_id: configuration_id.clone(),
+        name,
+        config_type,
+        description,
+        content: content.clone(),
+        schema_version: schema_version.clone(),
+        version: "1.0.0".into(),
+        tags,
+        status: ConfigStatus::Draft,
+        created_by: principal.subject.clone(),
+        created_at: now,
+        updated_at: now,
+        approved_by: None,
+        approved_at: None,
+        is_deployed: false,
+        deployed_locations: Vec::new(),
+        metadata: metadata.clone(),
+    };
+    let version = ConfigurationVersion {
+        version_id: new_id("ver"),
+        configuration_id: configuration_id.clone(),
+        version: "1.0.0".into(),
+        content,
+        schema_version,
+        change_description: "Initial version".into(),
+        created_by: principal.subject.clone(),
+        created_at: now,
+        status: ConfigStatus::Draft,
+        approved_by: None,
+        approved_at: None,
+        approval_notes: None,
+        is_deployed: false,
+        metadata,
+        tags: Vec::new(),
+    };
+    let applied = state
+        .store()
+        .apply(envelope(
+            &principal,
+            Command::CreateConfiguration {
+                configuration,
+                version,
+            },
+        ))
+        .await?;
+    let Applied::Configuration(configuration, _) = applied else {
+        return Err(ApiError::Internal(
+            "create applied without a configuration".into(),
+        ));
+    };
+    let location = format!("/api/v1/configurations/{configuration_id}");
+    let mut response = (
+        StatusCode::CREATED,
+        axum::Json(view(&state, *configuration)),
+    )
+        .into_response();
+    if let Ok(value) = location.parse() {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    Ok(response)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ListFilter {
+    #[serde(rename = "type")]
+    config_type: Option<String>,
+    status: Option<String>,
+    tags: Option<String>,
+    name: Option<String>,
+    #[serde(flatten)]
+    page: PageQuery,
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    principal: Principal,
+    Query(filter): Query<ListFilter>,
+) -> Result<axum::Json<Value>, ApiError> {
+    principal.require(Role::Viewer)?;
+    let page = filter.page.check()?;
+    let config_type = match filter.config_type.as_deref() {
+        Some(t) => Some(
+            t.parse::<ConfigType>()
+                .map_err(|e| ApiError::invalid_field("type", e))?,
+        ),
+        None => None,
+    };
+    let status = match filter.status.as_deref() {
+        Some(s) => Some(
+            s.parse::<ConfigStatus>()
+                .map_err(|e| ApiError::invalid_field("status", e))?,
+        ),
+        None => None,
+    };
+    let tags: Vec<String> = filter
+        .tags
+        .as_deref()
+        .map(|t| {
+            t.split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    let name = filter.name.clone().map(|n| n.to_lowercase());
+    let mut all = others(&state).await?;
+    all.retain(|c| {
+        config_type.is_none_or(|t| c.config_type == t)
+            && status.is_none_or(|s| c.status == s)
+            && tags.iter().all(|t| c.tags.contains(t))
+            && name
+                .as_deref()
+                .is_none_or(|n| c.name.to_lowercase().contains(n))
+    });
+    all.sort_by(|a, b| {
+        b.created_at
+            .cmp(&a.created_at)
+            .then(a.configuration_id.cmp(&b.configuration_id))
+    });
+    let views: Vec<Configuration> = all.into_iter().map(|c| view(&state, c)).collect();
+    Ok(axum::Json(page_body("configurations", views, page)))
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    principal.require(Role::Viewer)?;
+    let configuration = load(&state, id).await?;
+    let etag = format!("\"{}\"", configuration.version);
+    let mut response = axum::Json(view(&state, configuration)).into_response();
+    if let Ok(value) = etag.parse() {
+        response.headers_mut().insert(header::ETAG, value);
+    }
+    Ok(response)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UpdateBody {
+    content: Option<Value>,
+    change_description: Option<String>,
+    description: Option<String>,
+    bump: Option<String>,
+    metadata: Option<BTreeMap<String, String>>,
+}
+
+fn if_match(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    match headers.get(header::IF_MATCH) {
+        None => Ok(None),
+        Some(value) => {
+            let text = value
+                .to_str()
+                .map_err(|_| ApiError::invalid_field("If-Match", "If-Match must be ASCII"))?
+                .trim()
+                .trim_start_matches("W/")
+                .trim_matches('"')
+                .to_string();
+            if text == "*" {
+                Ok(None)
+            } else {
+                Ok(Some(text))
+            }
+        }
+    }
+}
+
+pub async fn update(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Json(body): Json<UpdateBody>,
+) -> Result<Response, ApiError> {
+    principal.require(Role::Developer)?;
+    let expected_version = if_match(&headers)?;
+    let mut content = check_content(&body.content)?;
+    let metadata = check_metadata(&body.metadata)?;
+    let bump = match body.bump.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        None | Some("minor") => Bump::Minor,
+        Some("major") => Bump::Major,
+        Some("patch") => Bump::Patch,
+        Some(_) => {
+            return Err(ApiError::invalid_field(
+                "bump",
+                "bump must be major, minor or patch",
+            ));
+        }
+    };
+    let change_description = body.change_description.clone().unwrap_or_default();
+    if change_description.len() > 4096 {
+        return Err(ApiError::invalid_field(
+            "changeDescription",
+            "at most 4096 bytes",
+        ));
+    }
+    let current = load(&state, id.clone()).await?;
+    let all = others(&state).await?;
+    let report = state.validator().validate(
+        current.config_type,
+        &content,
+        &other_refs(&all, Some(&id)),
+        Timestamp::now(),
+    );
+    if !report.is_valid() {
+        return Err(report_error(&report));
+    }
+    validate::seal_secrets(current.config_type, &mut content, state.secrets());
+    let applied = state
+        .store()
+        .apply(envelope(
+            &principal,
+            Command::UpdateConfiguration {
+                configuration_id: id,
+                expected_version,
+                bump,
+                version_id: new_id("ver"),
+                content,
+                change_description,
+                description: body.description.clone(),
+                metadata,
+                actor: principal.subject.clone(),
+                at: Timestamp::now(),
+            },
+        ))
+        .await?;
+    let Applied::Configuration(configuration, _) = applied else {
+        return Err(ApiError::Internal(
+            "update applied without a configuration".into(),
+        ));
+    };
+    let etag = format!("\"{}\"", configuration.version);
+    let mut response = axum::Json(view(&state, *configuration)).into_response();
+    if let Ok(value) = etag.parse() {
+        response.headers_mut().insert(header::ETAG, value);
+    }
+    Ok(response)
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    principal.require(Role::Admin)?;
+    state
+        .store()
+        .apply(envelope(
+            &principal,
+            Command::DeleteConfiguration {
+                configuration_id: id,
+            },
+        ))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn report_body(configuration_id: Option<&str>, report: &ValidationReport) -> Value {
+    json!({
+        "isValid": report.is_valid(),
+        "configurationId": configuration_id,
+        "validatedAt": Timestamp::now(),
+        "errors": report.errors,
+        "warnings": report.warnings,
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ValidateBody {
+    #[serde(rename = "type")]
+    config_type: Option<String>,
+    content: Option<Value>,
+}
+
+/// POST /configurations/validate: validates a body without saving it.
+pub async fn validate_unsaved(
+    State(state): State<AppState>,
+    principal: Principal,
+    Json(body): Json<ValidateBody>,
+) -> Result<axum::Json<Value>, ApiError> {
+    principal.require(Role::Developer)?;
+    let config_type = parse_type(body.config_type.as_deref())?;
+    let content = check_content(&body.content)?;
+    let all = others(&state).await?;
+    let report = state.validator().validate(
+        config_type,
+        &content,
+        &other_refs(&all, None),
+        Timestamp::now(),
+    );
+    Ok(axum::Json(report_body(None, &report)))
+}
+
+/// The stored content with its secrets opened, for validation and diffs.
+fn opened_content(
+    state: &AppState,
+    config_type: ConfigType,
+    content: &Value,
+) -> Result<Value, ApiError> {
+    let mut content = content.clone();
+    validate::open_secrets(config_type, &mut content, state.secrets())
+        .map_err(|e| ApiError::Internal(format!("cannot open sealed secret: {e}")))?;
+    Ok(content)
+}
+
+pub async fn validate_stored(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<axum::Json<Value>, ApiError> {
+    principal.require(Role::Developer)?;
+    let configuration = load(&state, id.clone()).await?;
+    let content = opened_content(&state, configuration.config_type, &configuration.content)?;
+    let all = others(&state).await?;
+    let report = state.validator().validate(
+        configuration.config_type,
+        &content,
+        &other_refs(&all, Some(&id)),
+        Timestamp::now(),
+    );
+    Ok(axum::Json(report_body(Some(&id), &report)))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApproveBody {
+    notes: Option<String>,
+    version: Option<String>,
+}
+
+pub async fn approve(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    OptionalJson(body): OptionalJson<ApproveBody>,
+) -> Result<axum::Json<Configuration>, ApiError> {
+    principal.require(Role::Admin)?;
+    let configuration = load(&state, id.clone()).await?;
+    let wanted = body
+        .version
+        .clone()
+        .unwrap_or_else(|| configuration.version.clone());
+    let lookup_id = id.clone();
+    let lookup_version = wanted.clone();
+    let version = state
+        .store()
+        .read(move |reader| reader.version(&lookup_id, &lookup_version))
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("version {wanted} of '{id}' not found")))?;
+    // Only a valid version can be approved; validation is re-run against today's fleet of
+    // configurations, since conflicts may have appeared since it was written.
+    let content = opened_content(&state, configuration.config_type, &version.content)?;
+    let all = others(&state).await?;
+    let report = state.validator().validate(
+        configuration.config_type,
+        &content,
+        &other_refs(&all, Some(&id)),
+        Timestamp::now(),
+    );
+    if !report.is_valid() {
+        return Err(report_error(&report));
+    }
+    let applied = state
+        .store()
+        .apply(envelope(
+            &principal,
+            Command::ApproveVersion {
+                configuration_id: id,
+                version: Some(wanted),
+                approver: principal.subject.clone(),
+                notes: body.notes.clone(),
+                allow_self_approval: state.settings().server.allow_self_approval,
+                at: Timestamp::now(),
+            },
+        ))
+        .await?;
+    let Applied::Configuration(configuration, _) = applied else {
+        return Err(ApiError::Internal(
+            "approve applied without a configuration".into(),
+        ));
+    };
+    Ok(axum::Json(view(&state, *configuration)))
+}
+
+pub async fn versions(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    Query(page): Query<PageQuery>,
+) -> Result<axum::Json<Value>, ApiError> {
+    principal.require(Role::Viewer)?;
+    let page = page.check()?;
+    let configuration = load(&state, id.clone()).await?;
+    let mut versions = state.store().read(move |r| r.versions(&id)).await?;
+    versions.reverse();
+    let views: Vec<ConfigurationVersion> = versions
+        .into_iter()
+        .map(|v| version_view(configuration.config_type, v))
+        .collect();
+    Ok(axum::Json(page_body("versions", views, page)))
+}
+
+async fn load_version(
+    state: &AppState,
+    id: String,
+    version: String,
+) -> Result<(Configuration, ConfigurationVersion), ApiError> {
+    let configuration = load(state, id.clone()).await?;
+    let shown = format!("version {version} of configuration '{id}' not found");
+    let found = state
+        .store()
+        .read(move |r| r.version(&id, &version))
+        .await?
+        .ok_or(ApiError::NotFound(shown))?;
+    Ok((configuration, found))
+}
+
+pub async fn version(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path((id, version)): Path<(String, String)>,
+) -> Result<axum::Json<ConfigurationVersion>, ApiError> {
+    principal.require(Role::Viewer)?;
+    let (configuration, found) = load_version(&state, id, version).await?;
+    Ok(axum::Json(version_view(configuration.config_type, found)))
+}
+
+pub async fn tag(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path((id, version, tag)): Path<(String, String, String)>,
+) -> Result<axum::Json<ConfigurationVersion>, ApiError> {
+    principal.require(Role::Operator)?;
+    check_tag(&tag, "tag")?;
+    let configuration = load(&state, id.clone()).await?;
+    let applied = state
+        .store()
+        .apply(envelope(
+            &principal,
+            Command::TagVersion {
+                configuration_id: id,
+                version,
+                tag,
+            },
+        ))
+        .await?;
+    let Applied::Version(version) = applied else {
+        return Err(ApiError::Internal("tag applied without a version".into()));
+    };
+    Ok(axum::Json(version_view(
+        configuration.config_type,
+        *version,
+    )))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct DiffQuery {
+    from: Option<String>,
+    to: Option<String>,
+}
+
+pub async fn diff(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    Query(query): Query<DiffQuery>,
+) -> Result<axum::Json<Value>, ApiError> {
+    principal.require(Role::Viewer)?;
+    let configuration = load(&state, id.clone()).await?;
+    let versions = state.store().read(move |r| r.versions(&id)).await?;
+    let find = |wanted: &str, field: &str| {
+        versions
+            .iter()
+            .find(|v| v.version == wanted)
+            .ok_or_else(|| ApiError::NotFound(format!("{field} version {wanted} not found")))
+    };
+    let to = match &query.to {
+        Some(v) => find(v, "to")?,
+        None => versions
+            .last()
+            .ok_or_else(|| ApiError::NotFound("no versions".into()))?,
+    };
+    let from = match &query.from {
+        Some(v) => find(v, "from")?,
+        None => {
+            let position = versions
+                .iter()
+                .position(|v| v.version == to.version)
+                .unwrap_or(0);
+            &versions[position.saturating_sub(1)]
+        }
+    };
+    let config_type = configuration.config_type;
+    let old = opened_content(&state, config_type, &from.content)?;
+    let new = opened_content(&state, config_type, &to.content)?;
+    let mut result = serde_json::to_value(validate::diff::diff(&old, &new, config_type))
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    // Secrets may be compared, never shown.
+    if let Some(changes) = result.get_mut("changes").and_then(Value::as_array_mut) {
+        for change in changes {
+            let secret = change
+                .get("field")
+                .and_then(Value::as_str)
+                .is_some_and(|f| f.ends_with("/privateKey"));
+            if secret {
+                for key in ["oldValue", "newValue"] {
+                    if change.get(key).is_some_and(|v| !v.is_null()) {
+                        change[key] = Value::String("[REDACTED]".into());
+                    }
+                }
+            }
+        }
+    }
+    if let Some(object) = result.as_object_mut() {
+        object.insert(
+            "configurationId".into(),
+            configuration.configuration_id.clone().into(),
+        );
+        object.insert("fromVersion".into(), from.version.clone().into());
+        object.insert("toVersion".into(), to.version.clone().into());
+    }
+    Ok(axum::Json(result))
+}
+
+pub async fn conflicts(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<axum::Json<Value>, ApiError> {
+    principal.require(Role::Viewer)?;
+    let configuration = load(&state, id.clone()).await?;
+    let all = others(&state).await?;
+    let report = state.validator().conflicts(
+        Some(&id),
+        configuration.config_type,
+        &configuration.content,
+        &other_refs(&all, Some(&id)),
+    );
+    Ok(axum::Json(json!({
+        "configurationId": id,
+        "hasConflicts": !report.errors.is_empty() || !report.warnings.is_empty(),
+        "errors": report.errors,
+        "warnings": report.warnings,
+    })))
+}
+
+pub async fn schema(
+    principal: Principal,
+    Path(config_type): Path<String>,
+) -> Result<Response, ApiError> {
+    principal.require(Role::Viewer)?;
+    let config_type: ConfigType = config_type
+        .parse()
+        .map_err(|e: String| ApiError::NotFound(e))?;
+    let schema = crate::validate::schema(config_type);
+    Ok((
+        [(header::CONTENT_TYPE, "application/schema+json")],
+        schema.to_string(),
+    )
+        .into_response())
+}

@@ -1,0 +1,428 @@
+//! Edge locations, their agent tokens and heartbeats (SPEC §2.3, §5 edge rows, §6).
+
+use std::collections::BTreeMap;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::error::ApiError;
+use super::extract::{Json, PageQuery, Path, Principal, Query, page_body};
+use super::middleware::current_trace_id;
+use crate::app::AppState;
+use crate::model::{Capacity, EdgeHealth, EdgeLocation, EdgeType, MetricsSample, Role, Timestamp};
+use crate::store::{Applied, Command, CommandEnvelope, EdgeChanges, EdgeRecord, HeartbeatRecord};
+
+/// Agent tokens are long-lived: an edge is re-keyed by rotation, not by expiry.
+const AGENT_TOKEN_TTL_SECONDS: i64 = 10 * 365 * 24 * 3600;
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EdgeBody {
+    location_id: Option<String>,
+    name: Option<String>,
+    region: Option<String>,
+    country_code: Option<String>,
+    city: Option<String>,
+    #[serde(rename = "type")]
+    edge_type: Option<String>,
+    endpoint: Option<String>,
+    capacity: Option<Capacity>,
+    is_active: Option<bool>,
+    metadata: Option<BTreeMap<String, String>>,
+}
+
+fn check_location_id(id: &str) -> Result<(), ApiError> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::invalid_field(
+            "locationId",
+            "locationId must be 1–64 characters of a-z, 0-9 and '-'",
+        ))
+    }
+}
+
+fn check_endpoint(endpoint: &str) -> Result<(), ApiError> {
+    let parsed = reqwest::Url::parse(endpoint).map_err(|e| {
+        ApiError::invalid_field("endpoint", format!("endpoint must be an absolute URL: {e}"))
+    })?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        return Err(ApiError::invalid_field(
+            "endpoint",
+            "endpoint must be an absolute http:// or https:// URL",
+        ));
+    }
+    Ok(())
+}
+
+impl EdgeBody {
+    fn changes(&self) -> Result<EdgeChanges, ApiError> {
+        let required = |value: &Option<String>, field: &str| -> Result<String, ApiError> {
+            let value = value.as_deref().map(str::trim).unwrap_or_default();
+            if value.is_empty() || value.len() > 128 {
+                return Err(ApiError::invalid_field(
+                    field,
+                    format!("{field} must be 1 to 128 characters"),
+                ));
+            }
+            Ok(value.to_string())
+        };
+        let name = required(&self.name, "name")?;
+        let region = required(&self.region, "region")?;
+        let country_code = self
+            .country_code
+            .clone()
+            .unwrap_or_default()
+            .to_ascii_uppercase();
+        if !crate::validate::is_country_code(&country_code) {
+            return Err(ApiError::invalid_field(
+                "countryCode",
+                "countryCode must be an ISO 3166-1 alpha-2 code",
+            ));
+        }
+        let endpoint = self.endpoint.clone().unwrap_or_default();
+        check_endpoint(&endpoint)?;
+        let edge_type = match self.edge_type.as_deref() {
+            None | Some("EdgePOP") => EdgeType::EdgePop,
+            Some("Shield") => EdgeType::Shield,
+            Some("Origin") => EdgeType::Origin,
+            Some(_) => {
+                return Err(ApiError::invalid_field(
+                    "type",
+                    "type must be EdgePOP, Shield or Origin",
+                ));
+            }
+        };
+        let metadata = self.metadata.clone().unwrap_or_default();
+        if metadata.len() > 64 {
+            return Err(ApiError::invalid_field(
+                "metadata",
+                "at most 64 metadata entries",
+            ));
+        }
+        Ok(EdgeChanges {
+            name,
+            region,
+            country_code,
+            city: self.city.clone().unwrap_or_default(),
+            edge_type,
+            endpoint,
+            capacity: self.capacity.clone().unwrap_or_default(),
+            is_active: self.is_active.unwrap_or(true),
+            metadata,
+        })
+    }
+}
+
+fn envelope(principal: &Principal, command: Command) -> CommandEnvelope {
+    CommandEnvelope::new(principal.subject.clone(), current_trace_id(), command)
+}
+
+/// Mints a fresh agent token for an edge: (token id, token, token sealed for the store).
+fn mint_agent_token(
+    state: &AppState,
+    location_id: &str,
+) -> Result<(String, String, String), ApiError> {
+    let (token, claims) = state.tokens().issue(
+        &format!("edge:{location_id}"),
+        Role::Edge,
+        Some(location_id),
+        Timestamp::now(),
+        AGENT_TOKEN_TTL_SECONDS,
+    )?;
+    let sealed = state.secrets().seal(&token);
+    Ok((claims.jti, token, sealed))
+}
+
+/// An edge with its health judged now.
+fn view(state: &AppState, mut location: EdgeLocation) -> Value {
+    let now = Timestamp::now();
+    let healthy_within = state.settings().edges.healthy_within.as_millis() as i64;
+    let healthy = location.is_healthy_at(now, healthy_within);
+    location.health.is_healthy = healthy;
+    serde_json::to_value(location).unwrap_or(Value::Null)
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    principal: Principal,
+    Json(body): Json<EdgeBody>,
+) -> Result<Response, ApiError> {
+    principal.require(Role::Admin)?;
+    let location_id = body.location_id.clone().unwrap_or_default();
+    check_location_id(&location_id)?;
+    let changes = body.changes()?;
+    let (token_id, token, token_sealed) = mint_agent_token(&state, &location_id)?;
+    let location = EdgeLocation {
+        location_id: location_id.clone(),
+        name: changes.name,
+        region: changes.region,
+        country_code: changes.country_code,
+        city: changes.city,
+        edge_type: changes.edge_type,
+        endpoint: changes.endpoint,
+        capacity: changes.capacity,
+        health: EdgeHealth {
+            is_healthy: false,
+            ..EdgeHealth::default()
+        },
+        metrics: None,
+        last_heartbeat: None,
+        started_at: None,
+        is_active: changes.is_active,
+        active_configurations: BTreeMap::new(),
+        metadata: changes.metadata,
+        is_quarantined: false,
+    };
+    let applied = state
+        .store()
+        .apply(envelope(
+            &principal,
+            Command::CreateEdge {
+                record: EdgeRecord {
+                    location,
+                    token_id,
+                    token_sealed,
+                },
+            },
+        ))
+        .await?;
+    let Applied::Edge(record) = applied else {
+        return Err(ApiError::Internal("edge created without a record".into()));
+    };
+    let mut body = view(&state, record.location);
+    body["agentToken"] = Value::String(token);
+    Ok((StatusCode::CREATED, axum::Json(body)).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListFilter {
+    region: Option<String>,
+    country_code: Option<String>,
+    #[serde(rename = "type")]
+    edge_type: Option<String>,
+    is_active: Option<String>,
+    is_healthy: Option<String>,
+    #[serde(flatten)]
+    page: PageQuery,
+}
+
+fn parse_bool(value: &Option<String>, field: &str) -> Result<Option<bool>, ApiError> {
+    match value.as_deref() {
+        None => Ok(None),
+        Some("true") => Ok(Some(true)),
+        Some("false") => Ok(Some(false)),
+        Some(_) => Err(ApiError::invalid_field(
+            field,
+            format!("{field} must be true or false"),
+        )),
+    }
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    principal: Principal,
+    Query(filter): Query<ListFilter>,
+) -> Result<axum::Json<Value>, ApiError> {
+    principal.require(Role::Viewer)?;
+    let page = filter.page.check()?;
+    let is_active = parse_bool(&filter.is_active, "isActive")?;
+    let is_healthy = parse_bool(&filter.is_healthy, "isHealthy")?;
+    let now = Timestamp::now();
+    let healthy_within = state.settings().edges.healthy_within.as_millis() as i64;
+    let records = state.store().read(|r| r.edges()).await?;
+    let views: Vec<Value> = records
+        .into_iter()
+        .map(|r| r.location)
+        .filter(|e| {
+            filter
+                .region
+                .as_deref()
+                .is_none_or(|r| e.region.eq_ignore_ascii_case(r))
+                && filter
+                    .country_code
+                    .as_deref()
+                    .is_none_or(|c| e.country_code.eq_ignore_ascii_case(c))
+                && filter
+                    .edge_type
+                    .as_deref()
+                    .is_none_or(|t| e.edge_type.as_str() == t)
+                && is_active.is_none_or(|a| e.is_active == a)
+                && is_healthy.is_none_or(|h| e.is_healthy_at(now, healthy_within) == h)
+        })
+        .map(|e| view(&state, e))
+        .collect();
+    Ok(axum::Json(page_body("edgeLocations", views, page)))
+}
+
+async fn load(state: &AppState, id: String) -> Result<EdgeRecord, ApiError> {
+    let shown = id.clone();
+    state
+        .store()
+        .read(move |r| r.edge(&id))
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("edge location '{shown}' not found")))
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<axum::Json<Value>, ApiError> {
+    principal.require(Role::Viewer)?;
+    let record = load(&state, id).await?;
+    Ok(axum::Json(view(&state, record.location)))
+}
+
+pub async fn update(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    Json(body): Json<EdgeBody>,
+) -> Result<axum::Json<Value>, ApiError> {
+    principal.require(Role::Admin)?;
+    if let Some(given) = &body.location_id
+        && *given != id
+    {
+        return Err(ApiError::invalid_field(
+            "locationId",
+            "locationId cannot change",
+        ));
+    }
+    let changes = body.changes()?;
+    let applied = state
+        .store()
+        .apply(envelope(
+            &principal,
+            Command::UpdateEdge {
+                location_id: id,
+                changes,
+            },
+        ))
+        .await?;
+    let Applied::Edge(record) = applied else {
+        return Err(ApiError::Internal("edge updated without a record".into()));
+    };
+    Ok(axum::Json(view(&state, record.location)))
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    principal.require(Role::Admin)?;
+    state
+        .store()
+        .apply(envelope(
+            &principal,
+            Command::DeleteEdge { location_id: id },
+        ))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// POST /edge-locations/{id}/token: a new agent token; the old one stops working at once.
+pub async fn rotate_token(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<axum::Json<Value>, ApiError> {
+    principal.require(Role::Admin)?;
+    let (token_id, token, token_sealed) = mint_agent_token(&state, &id)?;
+    state
+        .store()
+        .apply(envelope(
+            &principal,
+            Command::RotateEdgeToken {
+                location_id: id.clone(),
+                token_id,
+                token_sealed,
+            },
+        ))
+        .await?;
+    Ok(axum::Json(json!({"locationId": id, "agentToken": token})))
+}
+
+/// DELETE /edge-locations/{id}/quarantine: an Admin lets a quarantined edge back in.
+pub async fn clear_quarantine(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<axum::Json<Value>, ApiError> {
+    principal.require(Role::Admin)?;
+    let applied = state
+        .store()
+        .apply(envelope(
+            &principal,
+            Command::SetEdgeQuarantine {
+                location_id: id,
+                quarantined: false,
+            },
+        ))
+        .await?;
+    let Applied::Edge(record) = applied else {
+        return Err(ApiError::Internal("edge updated without a record".into()));
+    };
+    Ok(axum::Json(view(&state, record.location)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HeartbeatBody {
+    #[serde(default)]
+    health: EdgeHealth,
+    #[serde(default)]
+    active_configurations: BTreeMap<String, String>,
+    #[serde(default)]
+    metrics: Option<MetricsSample>,
+    #[serde(default)]
+    started_at: Option<Timestamp>,
+}
+
+pub async fn heartbeat(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    Json(body): Json<HeartbeatBody>,
+) -> Result<axum::Json<Value>, ApiError> {
+    // Object-level authorization: an edge token speaks for its own location only.
+    let allowed = match principal.role {
+        Role::Admin => true,
+        Role::Edge => principal.location.as_deref() == Some(id.as_str()),
+        _ => false,
+    };
+    if !allowed {
+        return Err(ApiError::Forbidden(format!(
+            "this token may not post heartbeats for '{id}'"
+        )));
+    }
+    if body.active_configurations.len() > 10_000 {
+        return Err(ApiError::invalid_field(
+            "activeConfigurations",
+            "too many entries",
+        ));
+    }
+    let received_at = Timestamp::now();
+    state
+        .heartbeats()
+        .submit(HeartbeatRecord {
+            location_id: id,
+            received_at,
+            health: body.health,
+            active_configurations: body.active_configurations,
+            metrics: body.metrics,
+            started_at: body.started_at,
+        })
+        .await?;
+    Ok(axum::Json(json!({"receivedAt": received_at})))
+}

@@ -1,0 +1,255 @@
+//! Request extractors that fail with the SPEC §5 error shape: the caller's identity, JSON
+//! bodies, query strings and paths.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::request::Parts;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use super::error::ApiError;
+use crate::auth::AuthError;
+use crate::model::Role;
+
+/// Who is calling, established from a verified token by the request middleware.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Principal {
+    pub subject: String,
+    pub role: Role,
+    /// For edge tokens, the location they speak for.
+    pub location: Option<String>,
+}
+
+impl Principal {
+    /// Refuses the request unless the caller's role includes `needed`.
+    pub fn require(&self, needed: Role) -> Result<(), ApiError> {
+        if self.role.at_least(needed) {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(format!(
+                "this action needs the {needed} role; you are {}",
+                self.role
+            )))
+        }
+    }
+}
+
+/// Why the middleware could not establish a principal.
+#[derive(Debug, Clone)]
+pub struct AuthFailure(pub AuthError);
+
+impl<S: Send + Sync> FromRequestParts<S> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        if let Some(principal) = parts.extensions.get::<Principal>() {
+            return Ok(principal.clone());
+        }
+        let failure = parts
+            .extensions
+            .get::<AuthFailure>()
+            .map(|f| f.0.clone())
+            .unwrap_or(AuthError::Missing);
+        Err(failure.into())
+    }
+}
+
+/// A JSON body: `Content-Type: application/json`, valid UTF-8, within the size limit,
+/// nested at most serde_json's recursion limit deep.
+pub struct Json<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let is_json = request
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(|v| {
+                let v = v.trim().to_ascii_lowercase();
+                v == "application/json" || (v.starts_with("application/") && v.ends_with("+json"))
+            })
+            .unwrap_or(false);
+        if !is_json {
+            return Err(ApiError::validation(
+                "the request body must be JSON with Content-Type: application/json",
+            ));
+        }
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| {
+                if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::PayloadTooLarge {
+                        limit: body_limit(),
+                    }
+                } else {
+                    ApiError::validation(format!("cannot read the request body: {rejection}"))
+                }
+            })?;
+        parse_json(&bytes).map(Json)
+    }
+}
+
+/// A JSON body that may be left out entirely (an empty body gives `T::default()`).
+pub struct OptionalJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let empty = request
+            .headers()
+            .get(axum::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim() == "0")
+            || (request.headers().get(CONTENT_TYPE).is_none()
+                && request
+                    .headers()
+                    .get(axum::http::header::CONTENT_LENGTH)
+                    .is_none()
+                && request
+                    .headers()
+                    .get(axum::http::header::TRANSFER_ENCODING)
+                    .is_none());
+        if empty {
+            return Ok(OptionalJson(T::default()));
+        }
+        Json::<T>::from_request(request, state)
+            .await
+            .map(|j| OptionalJson(j.0))
+    }
+}
+
+/// Parses a JSON body with an error that says where it went wrong.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if std::str::from_utf8(bytes).is_err() {
+        return Err(ApiError::validation("the request body is not valid UTF-8"));
+    }
+    serde_json::from_slice(bytes).map_err(|e| {
+        let message = match e.classify() {
+            serde_json::error::Category::Data => format!("invalid request body: {e}"),
+            _ => format!("malformed JSON: {e}"),
+        };
+        ApiError::validation(message)
+    })
+}
+
+static BODY_LIMIT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+
+/// Records the configured body limit for error messages.
+pub fn set_body_limit(limit: usize) {
+    let _ = BODY_LIMIT.set(limit);
+}
+
+fn body_limit() -> usize {
+    BODY_LIMIT.get().copied().unwrap_or(2 * 1024 * 1024)
+}
+
+/// A query string; a malformed one is a 400.
+pub struct Query<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| Query(q.0))
+            .map_err(|e| ApiError::validation(format!("invalid query string: {}", e.body_text())))
+    }
+}
+
+/// Path parameters; an undecodable one is a 400.
+pub struct Path<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Path<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| Path(p.0))
+            .map_err(|e| ApiError::validation(format!("invalid path: {}", e.body_text())))
+    }
+}
+
+/// `limit` and `offset` of list endpoints, as given.
+#[derive(Debug, Default, Deserialize)]
+pub struct PageQuery {
+    pub limit: Option<String>,
+    pub offset: Option<String>,
+}
+
+/// A checked page request: limit 1–100 (default 20), offset ≥ 0.
+#[derive(Debug, Clone, Copy)]
+pub struct PageRequest {
+    pub limit: usize,
+    pub offset: usize,
+}
+
+impl PageQuery {
+    pub fn check(&self) -> Result<PageRequest, ApiError> {
+        let limit = match &self.limit {
+            None => 20,
+            Some(text) => match text.parse::<usize>() {
+                Ok(n) if (1..=100).contains(&n) => n,
+                _ => {
+                    return Err(ApiError::invalid_field(
+                        "limit",
+                        "limit must be a whole number from 1 to 100",
+                    ));
+                }
+            },
+        };
+        let offset = match &self.offset {
+            None => 0,
+            Some(text) => text.parse::<usize>().map_err(|_| {
+                ApiError::invalid_field("offset", "offset must be a whole number, 0 or more")
+            })?,
+        };
+        Ok(PageRequest { limit, offset })
+    }
+}
+
+/// Renders a list page: `{<plural>: [...], total, limit, offset, hasMore, nextOffset}`.
+pub fn page_body<T: serde::Serialize>(
+    plural: &str,
+    all: Vec<T>,
+    page: PageRequest,
+) -> serde_json::Value {
+    let total = all.len();
+    let items: Vec<T> = all.into_iter().skip(page.offset).take(page.limit).collect();
+    page_of(plural, items, total, page)
+}
+
+/// Like [`page_body`] for items already cut to the page.
+pub fn page_of<T: serde::Serialize>(
+    plural: &str,
+    items: Vec<T>,
+    total: usize,
+    page: PageRequest,
+) -> serde_json::Value {
+    let end = page.offset + items.len();
+    let has_more = end < total;
+    let mut body = serde_json::Map::new();
+    body.insert(
+        plural.into(),
+        serde_json::to_value(items).unwrap_or(serde_json::Value::Array(Vec::new())),
+    );
+    body.insert("total".into(), total.into());
+    body.insert("limit".into(), page.limit.into());
+    body.insert("offset".into(), page.offset.into());
+    body.insert("hasMore".into(), has_more.into());
+    body.insert(
+        "nextOffset".into(),
+        if has_more {
+            end.into()
+        } else {
+            serde_json::Value::Null
+        },
+    );
+    serde_json::Value::Object(body)
+}

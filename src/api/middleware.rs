@@ -1,0 +1,321 @@
+//! What every request goes through: a request id and span, token verification, the rate
+//! budget and its headers, Prometheus counters, and the error shape for errors that did not
+//! come from a handler (unknown routes, panics, framework rejections).
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use tracing::Instrument;
+
+use super::error::{ApiError, ShapedError, error_response};
+use super::extract::{AuthFailure, Principal};
+use crate::app::AppState;
+use crate::auth::{AuthError, LimitClass};
+use crate::model::Role;
+
+tokio::task_local! {
+    static TRACE_ID: String;
+}
+
+/// The current request's id, for error bodies and logs ("" outside a request).
+pub fn current_trace_id() -> String {
+    TRACE_ID.try_with(Clone::clone).unwrap_or_default()
+}
+
+const REQUEST_ID: &str = "x-request-id";
+
+fn request_id(headers: &HeaderMap) -> String {
+    headers
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 128
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        })
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+}
+
+/// Route label for metrics: the path with ids replaced, so label values stay few.
+pub fn route_label(path: &str) -> String {
+    const WORDS: &[&str] = &[
+        "api",
+        "v1",
+        "configurations",
+        "validate",
+        "approve",
+        "versions",
+        "tags",
+        "diff",
+        "deploy",
+        "conflicts",
+        "edge-locations",
+        "heartbeat",
+        "metrics",
+        "token",
+        "deployments",
+        "events",
+        "promote",
+        "pause",
+        "resume",
+        "rollback",
+        "approve-next-region",
+        "regions",
+        "thresholds",
+        "audit",
+        "users",
+        "password",
+        "freeze",
+        "cluster",
+        "openapi.json",
+        "schemas",
+        "authentication",
+        "login",
+        "health",
+        "ready",
+        "quarantine",
+    ];
+    if path.len() > 256 {
+        return "other".into();
+    }
+    path.split('/')
+        .map(|segment| {
+            if segment.is_empty() || WORDS.contains(&segment) {
+                segment
+            } else {
+                ":id"
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// Which budget a request draws from (SPEC §5).
+fn limit_class(method: &Method, path: &str) -> LimitClass {
+    let api = path.strip_prefix("/api/v1/");
+    let Some(api) = api else {
+        return LimitClass::Public;
+    };
+    if api.starts_with("metrics/") || (method == Method::GET && api.ends_with("/metrics")) {
+        return LimitClass::MetricsRead;
+    }
+    if api.starts_with("edge-locations/") && api.ends_with("/heartbeat") {
+        return LimitClass::Heartbeat;
+    }
+    if method == Method::GET || method == Method::HEAD {
+        return LimitClass::Read;
+    }
+    if api.ends_with("/validate") || api == "configurations/validate" {
+        return LimitClass::Validate;
+    }
+    if api.starts_with("deployments") || api.ends_with("/deploy") || api.starts_with("freeze") {
+        return LimitClass::DeploymentAction;
+    }
+    LimitClass::Write
+}
+
+async fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<Option<Principal>, AuthError> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let text = value
+        .to_str()
+        .map_err(|_| AuthError::Invalid("malformed Authorization header".into()))?;
+    let token = text
+        .strip_prefix("Bearer ")
+        .or_else(|| text.strip_prefix("bearer "))
+        .ok_or_else(|| AuthError::Invalid("expected 'Authorization: Bearer <token>'".into()))?
+        .trim();
+    let claims = state.tokens().verify(token)?;
+    // A token is only as good as what it speaks for today: a deleted user, a changed role,
+    // a deleted edge or a rotated edge token end it at once.
+    let subject = claims.sub.clone();
+    let jti = claims.jti.clone();
+    let location = claims.loc.clone();
+    let role = claims.role;
+    let current_role = state
+        .store()
+        .read(move |reader| {
+            if role == Role::Edge {
+                let Some(location) = location else {
+                    return Ok(None);
+                };
+                Ok(reader
+                    .edge(&location)?
+                    .filter(|edge| edge.token_id == jti)
+                    .map(|_| Role::Edge))
+            } else {
+                Ok(reader.user(&subject)?.map(|user| user.role))
+            }
+        })
+        .await
+        .map_err(|e| AuthError::Unavailable(e.to_string()))?;
+    match current_role {
+        Some(role) => Ok(Some(Principal {
+            subject: claims.sub,
+            role,
+            location: claims.loc,
+        })),
+        None => Err(AuthError::Invalid(
+            "the token's subject no longer exists".into(),
+        )),
+    }
+}
+
+/// The middleware every request passes through.
+pub async fn guard(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let id = request_id(request.headers());
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let route = route_label(&path);
+    let span = tracing::info_span!("request", request_id = %id, method = %method, route = %route);
+    let address = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_string())
+        .unwrap_or_else(|| "local".into());
+
+    let work = async {
+        let mut principal_key = None;
+        match authenticate(&state, request.headers()).await {
+            Ok(Some(principal)) => {
+                principal_key = Some(principal.subject.clone());
+                request.extensions_mut().insert(principal);
+            }
+            Ok(None) => {}
+            Err(AuthError::Unavailable(message)) => {
+                return (
+                    None,
+                    ApiError::Unavailable(format!("cannot check the token now: {message}"))
+                        .into_response(),
+                );
+            }
+            Err(failure) => {
+                request.extensions_mut().insert(AuthFailure(failure));
+            }
+        }
+        request
+            .extensions_mut()
+            .insert(ClientAddress(address.clone()));
+        let class = limit_class(&method, &path);
+        let key = principal_key.unwrap_or_else(|| format!("addr:{address}"));
+        let budget = state.limits().check(class, &key);
+        let response = if budget.allowed {
+            next.run(request).await
+        } else {
+            ApiError::RateLimited {
+                message: format!(
+                    "rate limit of {} requests exceeded; retry in {} s",
+                    budget.limit, budget.reset_seconds
+                ),
+                retry_after: budget.reset_seconds,
+            }
+            .into_response()
+        };
+        (Some(budget), response)
+    };
+    let (budget, response) = TRACE_ID
+        .scope(id.clone(), work.instrument(span.clone()))
+        .await;
+    let mut response = TRACE_ID
+        .scope(id.clone(), async { shape_error(response).await })
+        .await;
+
+    let headers = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        headers.insert(REQUEST_ID, value);
+    }
+    if let Some(budget) = budget {
+        for (name, value) in [
+            ("x-ratelimit-limit", budget.limit as u64),
+            ("x-ratelimit-remaining", budget.remaining as u64),
+            ("x-ratelimit-reset", budget.reset_seconds),
+        ] {
+            headers.insert(name, HeaderValue::from(value));
+        }
+    }
+    let status = response.status().as_u16().to_string();
+    let elapsed = started.elapsed().as_secs_f64();
+    let labels = [
+        ("method", method.to_string()),
+        ("route", route),
+        ("status", status),
+    ];
+    metrics::counter!("edgeplane_http_requests_total", &labels).increment(1);
+    metrics::histogram!("edgeplane_http_request_duration_seconds", &labels).record(elapsed);
+    span.in_scope(|| {
+        tracing::info!(
+            status = response.status().as_u16(),
+            elapsed_ms = elapsed * 1000.0,
+            "request"
+        );
+    });
+    response
+}
+
+/// The caller's address, for login budgets.
+#[derive(Debug, Clone)]
+pub struct ClientAddress(pub String);
+
+/// Gives every error response the error shape and the request's trace id.
+async fn shape_error(response: Response) -> Response {
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let trace_id = current_trace_id();
+    let (parts, body) = response.into_parts();
+    if parts.extensions.get::<ShapedError>().is_some() {
+        return Response::from_parts(parts, body);
+    }
+    // A framework response (unknown route, wrong method, rejected body, panic): reshape it.
+    let bytes = axum::body::to_bytes(body, 1 << 16)
+        .await
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&bytes).trim().to_string();
+    let (code, message) = match status {
+        StatusCode::NOT_FOUND => ("NOT_FOUND", "no such resource".to_string()),
+        StatusCode::METHOD_NOT_ALLOWED => (
+            "METHOD_NOT_ALLOWED",
+            "this method is not allowed on this resource".to_string(),
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            ("PAYLOAD_TOO_LARGE", "request body too large".to_string())
+        }
+        StatusCode::UNAUTHORIZED => ("UNAUTHORIZED", text),
+        StatusCode::FORBIDDEN => ("FORBIDDEN", text),
+        StatusCode::REQUEST_TIMEOUT => ("REQUEST_TIMEOUT", "the request took too long".to_string()),
+        s if s.is_server_error() => {
+            tracing::error!(status = s.as_u16(), body = %text, "internal error");
+            (
+                "INTERNAL_ERROR",
+                "internal error; see the server log for this trace id".to_string(),
+            )
+        }
+        _ => (
+            "VALIDATION_ERROR",
+            if text.is_empty() {
+                "bad request".to_string()
+            } else {
+                text
+            },
+        ),
+    };
+    let mut rebuilt = error_response(status, code, message, Vec::new(), trace_id);
+    for (name, value) in parts.headers.iter() {
+        if name == header::RETRY_AFTER || name == header::ALLOW {
+            rebuilt.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    rebuilt
+}

@@ -1,0 +1,103 @@
+//! The HTTP API (SPEC §5). The only module that knows HTTP and axum: handlers turn requests
+//! into store commands and domain calls, and every failure into the one error shape.
+
+pub mod configurations;
+pub mod edges;
+pub mod error;
+pub mod extract;
+pub mod middleware;
+pub mod openapi;
+pub mod system;
+pub mod users;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{delete, get, post, put};
+use tower_http::catch_panic::CatchPanicLayer;
+
+use crate::app::AppState;
+
+pub use error::ApiError;
+
+/// The whole API with its middleware, ready to serve.
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.settings().server.max_body_bytes;
+    let timeout = state.settings().server.request_timeout;
+    let api = Router::new()
+        .route("/authentication/login", post(users::login))
+        .route("/users", post(users::create).get(users::list))
+        .route("/users/{username}", delete(users::delete))
+        .route("/users/{username}/password", put(users::set_password))
+        .route(
+            "/configurations",
+            post(configurations::create).get(configurations::list),
+        )
+        .route(
+            "/configurations/validate",
+            post(configurations::validate_unsaved),
+        )
+        .route(
+            "/configurations/{id}",
+            get(configurations::get)
+                .put(configurations::update)
+                .delete(configurations::delete),
+        )
+        .route(
+            "/configurations/{id}/validate",
+            post(configurations::validate_stored),
+        )
+        .route(
+            "/configurations/{id}/approve",
+            post(configurations::approve),
+        )
+        .route(
+            "/configurations/{id}/versions",
+            get(configurations::versions),
+        )
+        .route(
+            "/configurations/{id}/versions/{version}",
+            get(configurations::version),
+        )
+        .route(
+            "/configurations/{id}/versions/{version}/tags/{tag}",
+            put(configurations::tag),
+        )
+        .route("/configurations/{id}/diff", get(configurations::diff))
+        .route(
+            "/configurations/{id}/conflicts",
+            get(configurations::conflicts),
+        )
+        .route("/schemas", get(system::schemas))
+        .route("/schemas/{type}", get(configurations::schema))
+        .route("/edge-locations", post(edges::create).get(edges::list))
+        .route(
+            "/edge-locations/{id}",
+            get(edges::get).put(edges::update).delete(edges::delete),
+        )
+        .route("/edge-locations/{id}/heartbeat", post(edges::heartbeat))
+        .route("/edge-locations/{id}/token", post(edges::rotate_token))
+        .route(
+            "/edge-locations/{id}/quarantine",
+            delete(edges::clear_quarantine),
+        )
+        .route("/audit", get(system::audit))
+        .route("/openapi.json", get(openapi::document));
+
+    Router::new()
+        .nest("/api/v1", api)
+        .route("/health", get(system::health))
+        .route("/ready", get(system::ready))
+        .route("/metrics", get(system::prometheus))
+        .fallback(system::not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::guard,
+        ))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            timeout,
+        ))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(CatchPanicLayer::new())
+        .with_state(state)
+}

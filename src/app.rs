@@ -1,0 +1,318 @@
+//! Builds the control plane in dependency order — settings, secrets, store, tokens, limits,
+//! validator, router — and runs it until SIGTERM. The one place that wires subsystems.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use metrics_exporter_prometheus::PrometheusHandle;
+use rand::RngCore;
+
+use crate::auth::{RateLimits, TokenIssuer, hash_password};
+use crate::config::Settings;
+use crate::fleet::HeartbeatIntake;
+use crate::model::{Role, Timestamp, User};
+use crate::secrets::SecretBox;
+use crate::store::{Command, CommandEnvelope, Store};
+use crate::validate::Validator;
+
+/// Name of the file holding the generated secret key when none is configured.
+pub const SECRET_KEY_FILE: &str = "secret.key";
+/// Name of the file the generated bootstrap password is written to.
+pub const INITIAL_PASSWORD_FILE: &str = "initial-admin-password";
+/// Actor recorded for changes the server makes on its own.
+pub const SYSTEM_ACTOR: &str = "system";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Config(String),
+    #[error("{0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("{0}")]
+    Io(String),
+}
+
+/// Everything a request handler or engine needs; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    settings: Settings,
+    store: Store,
+    tokens: TokenIssuer,
+    limits: RateLimits,
+    secrets: SecretBox,
+    validator: Validator,
+    prometheus: PrometheusHandle,
+    heartbeats: HeartbeatIntake,
+    ready: AtomicBool,
+}
+
+impl AppState {
+    pub fn settings(&self) -> &Settings {
+        &self.inner.settings
+    }
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+    pub fn tokens(&self) -> &TokenIssuer {
+        &self.inner.tokens
+    }
+    pub fn limits(&self) -> &RateLimits {
+        &self.inner.limits
+    }
+    pub fn secrets(&self) -> &SecretBox {
+        &self.inner.secrets
+    }
+    pub fn validator(&self) -> &Validator {
+        &self.inner.validator
+    }
+    pub fn prometheus(&self) -> &PrometheusHandle {
+        &self.inner.prometheus
+    }
+    pub fn heartbeats(&self) -> &HeartbeatIntake {
+        &self.inner.heartbeats
+    }
+    pub fn is_ready(&self) -> bool {
+        self.inner.ready.load(Ordering::Acquire)
+    }
+    pub fn set_ready(&self, ready: bool) {
+        self.inner.ready.store(ready, Ordering::Release);
+    }
+}
+
+/// The store and the secrets that go with it, as offline commands need them too.
+pub struct Opened {
+    pub store: Store,
+    pub tokens: TokenIssuer,
+    pub secrets: SecretBox,
+}
+
+/// Opens the store in the configured data dir, creating its secrets on first use.
+pub fn open(settings: &Settings) -> Result<Opened, StartError> {
+    let data_dir = &settings.server.data_dir;
+    let secrets = load_secret_box(settings, data_dir)?;
+    let store = Store::open(data_dir)?;
+    let jwt_secret = if settings.auth.jwt_secret.is_empty() {
+        let reader = store.reader()?;
+        match reader.meta("jwt_secret")? {
+            Some(stored) => BASE64
+                .decode(&stored)
+                .map_err(|_| StartError::Config("stored JWT secret is not base64".into()))?,
+            None => {
+                let mut secret = vec![0u8; 32];
+                rand::rng().fill_bytes(&mut secret);
+                store.apply_blocking(CommandEnvelope::new(
+                    SYSTEM_ACTOR,
+                    "",
+                    Command::InitCluster {
+                        jwt_secret: BASE64.encode(&secret),
+                    },
+                ))?;
+                secret
+            }
+        }
+    } else {
+        BASE64
+            .decode(settings.auth.jwt_secret.trim())
+            .map_err(|_| {
+                StartError::Config("auth.jwt_secret: must be base64 (32 bytes or more)".into())
+            })?
+    };
+    let tokens = TokenIssuer::new(&jwt_secret, &settings.auth.issuer, &settings.auth.audience)
+        .map_err(|e| StartError::Config(format!("auth.jwt_secret: {e}")))?;
+    Ok(Opened {
+        store,
+        tokens,
+        secrets,
+    })
+}
+
+fn load_secret_box(settings: &Settings, data_dir: &Path) -> Result<SecretBox, StartError> {
+    if !settings.secrets.encryption_key.is_empty() {
+        return SecretBox::from_base64(settings.secrets.encryption_key.trim())
+            .map_err(|e| StartError::Config(format!("secrets.encryption_key: {e}")));
+    }
+    std::fs::create_dir_all(data_dir)
+        .map_err(|e| StartError::Io(format!("cannot create {}: {e}", data_dir.display())))?;
+    let path = data_dir.join(SECRET_KEY_FILE);
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        return SecretBox::from_base64(text.trim())
+            .map_err(|e| StartError::Config(format!("{}: {e}", path.display())));
+    }
+    let mut key = [0u8; 32];
+    rand::rng().fill_bytes(&mut key);
+    write_private_file(&path, &BASE64.encode(key))?;
+    Ok(SecretBox::new(key))
+}
+
+/// Writes a file readable by its owner only, durably.
+pub fn write_private_file(path: &Path, text: &str) -> Result<(), StartError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| StartError::Io(format!("cannot create {}: {e}", path.display())))?;
+    file.write_all(text.as_bytes())
+        .and_then(|_| file.write_all(b"\n"))
+        .and_then(|_| file.sync_all())
+        .map_err(|e| StartError::Io(format!("cannot write {}: {e}", path.display())))
+}
+
+/// Creates the `admin` user on first start with an empty store (SPEC §1).
+pub fn bootstrap_admin(
+    store: &Store,
+    data_dir: &Path,
+    password_from_env: Option<String>,
+) -> Result<(), StartError> {
+    if store.reader()?.user_count()? > 0 {
+        return Ok(());
+    }
+    let (password, generated) = match password_from_env.filter(|p| !p.is_empty()) {
+        Some(password) => {
+            crate::auth::check_password(&password).map_err(|e| {
+                StartError::Config(format!("EDGEPLANE_BOOTSTRAP_ADMIN_PASSWORD: {e}"))
+            })?;
+            (password, false)
+        }
+        None => {
+            let mut bytes = [0u8; 18];
+            rand::rng().fill_bytes(&mut bytes);
+            (
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes),
+                true,
+            )
+        }
+    };
+    let hash = hash_password(&password).map_err(|e| StartError::Io(e.to_string()))?;
+    let now = Timestamp::now();
+    store.apply_blocking(CommandEnvelope::new(
+        SYSTEM_ACTOR,
+        "",
+        Command::CreateUser {
+            user: User {
+                username: "admin".into(),
+                role: Role::Admin,
+                password_hash: hash,
+                created_at: now,
+                updated_at: now,
+            },
+        },
+    ))?;
+    if generated {
+        let path = data_dir.join(INITIAL_PASSWORD_FILE);
+        write_private_file(&path, &password)?;
+        tracing::warn!(
+            password = %password,
+            file = %path.display(),
+            "created user 'admin' with a generated password; change it after first login"
+        );
+    } else {
+        tracing::info!(
+            "created user 'admin' with the password from EDGEPLANE_BOOTSTRAP_ADMIN_PASSWORD"
+        );
+    }
+    Ok(())
+}
+
+/// Builds the whole application state from settings (no listening yet). On an empty store,
+/// `admin` gets `bootstrap_password`, or a generated one written to the data dir.
+pub fn build(
+    settings: Settings,
+    prometheus: PrometheusHandle,
+    bootstrap_password: Option<String>,
+) -> Result<AppState, StartError> {
+    let opened = open(&settings)?;
+    bootstrap_admin(&opened.store, &settings.server.data_dir, bootstrap_password)?;
+    crate::api::extract::set_body_limit(settings.server.max_body_bytes);
+    let limits = RateLimits::new(&settings.limits);
+    Ok(AppState {
+        inner: Arc::new(Inner {
+            settings,
+            store: opened.store.clone(),
+            tokens: opened.tokens,
+            limits,
+            secrets: opened.secrets,
+            validator: Validator::new(),
+            prometheus,
+            heartbeats: HeartbeatIntake::start(opened.store.clone()),
+            ready: AtomicBool::new(false),
+        }),
+    })
+}
+
+/// Runs the control plane until SIGTERM or Ctrl-C, then drains in-flight requests.
+pub async fn serve(settings: Settings, prometheus: PrometheusHandle) -> anyhow::Result<()> {
+    let listen = settings.server.listen;
+    let grace = settings.server.shutdown_grace;
+    let bootstrap_password = std::env::var("EDGEPLANE_BOOTSTRAP_ADMIN_PASSWORD").ok();
+    let state =
+        tokio::task::spawn_blocking(move || build(settings, prometheus, bootstrap_password))
+            .await??;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    let address = listener.local_addr()?;
+    let router = crate::api::router(state.clone());
+
+    let housekeeping = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+            loop {
+                tick.tick().await;
+                state.limits().forget_idle();
+            }
+        })
+    };
+
+    state.set_ready(true);
+    tracing::info!(%address, "edgeplane control plane started");
+    println!("listening on {address}");
+    let shutdown_state = state.clone();
+    let server = axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        shutdown_state.set_ready(false);
+        tracing::info!("shutting down: finishing in-flight requests");
+    });
+    let mut server = std::pin::pin!(server.into_future());
+    tokio::select! {
+        result = &mut server => result?,
+        _ = async {
+            shutdown_signal().await;
+            tokio::time::sleep(grace).await;
+        } => tracing::warn!("in-flight requests did not finish within {grace:?}; exiting"),
+    }
+    housekeeping.abort();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate => {}
+    }
+}

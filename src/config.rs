@@ -1,0 +1,492 @@
+//! Settings: defaults, then a TOML file, then `EDGEPLANE_<SECTION>_<KEY>` environment
+//! variables, then command-line flags (SPEC §1).
+//!
+//! Every key is known: an unknown or mistyped key stops start-up with a one-line reason that
+//! names it, so a typo never starts a half-configured server.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {reason}")]
+    Unreadable { path: String, reason: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A duration written the humantime way (`30s`, `5m`) or ISO-8601 (`PT5M`).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if let Some(iso) = text.strip_prefix("PT").or_else(|| text.strip_prefix("pt")) {
+        return parse_iso_time(iso).ok_or_else(|| format!("invalid ISO-8601 duration '{text}'"));
+    }
+    humantime::parse_duration(text).map_err(|e| format!("invalid duration '{text}': {e}"))
+}
+
+fn parse_iso_time(mut rest: &str) -> Option<Duration> {
+    let mut total = 0f64;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let end = rest.find(|c: char| c.is_ascii_alphabetic())?;
+        let number: f64 = rest[..end].parse().ok()?;
+        let unit = rest[end..].chars().next()?.to_ascii_uppercase();
+        total += number
+            * match unit {
+                'H' => 3600.0,
+                'M' => 60.0,
+                'S' => 1.0,
+                _ => return None,
+            };
+        rest = &rest[end + 1..];
+    }
+    (total.is_finite() && total >= 0.0).then(|| Duration::from_secs_f64(total))
+}
+
+fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    parse_duration(&text).map_err(serde::de::Error::custom)
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub log: LogSettings,
+    pub auth: AuthSettings,
+    pub secrets: SecretSettings,
+    pub limits: LimitSettings,
+    pub edges: EdgeSettings,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            server: ServerSettings::default(),
+            log: LogSettings::default(),
+            auth: AuthSettings::default(),
+            secrets: SecretSettings::default(),
+            limits: LimitSettings::default(),
+            edges: EdgeSettings::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// Lets the author of a version approve it (demo only; four-eyes otherwise).
+    pub allow_self_approval: bool,
+    /// Largest accepted request body; a configuration's content is at most 1 MiB.
+    pub max_body_bytes: usize,
+    #[serde(deserialize_with = "duration")]
+    pub request_timeout: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("./edgeplane-data"),
+            allow_self_approval: false,
+            max_body_bytes: 2 * 1024 * 1024,
+            request_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(20),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    /// A tracing filter, e.g. `info` or `edgeplane=debug,tower_http=info`.
+    pub level: String,
+    /// Also write daily-rotated log files into this directory.
+    pub directory: Option<PathBuf>,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".into(),
+            directory: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSettings {
+    /// HS256 signing secret (base64, at least 32 bytes). Empty: one is generated on first
+    /// start and kept in the store, so every node of the cluster shares it.
+    pub jwt_secret: String,
+    #[serde(deserialize_with = "duration")]
+    pub token_ttl: Duration,
+    pub issuer: String,
+    pub audience: String,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            jwt_secret: String::new(),
+            token_ttl: Duration::from_secs(3600),
+            issuer: "edgeplane".into(),
+            audience: "edgeplane-api".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecretSettings {
+    /// AES-256-GCM key (base64 of 32 bytes) sealing TLS private keys and edge tokens at rest.
+    /// Empty: read from, or generated once into, `DATA_DIR/secret.key` (mode 0600).
+    pub encryption_key: String,
+}
+
+/// Per-subject request budgets (SPEC §5).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitSettings {
+    pub writes_per_minute: u32,
+    pub reads_per_minute: u32,
+    pub validate_per_minute: u32,
+    pub deployment_actions_per_minute: u32,
+    pub metrics_reads_per_minute: u32,
+    pub heartbeats_per_second: u32,
+    /// Unauthenticated requests per client address (health, readiness, Prometheus).
+    pub public_per_minute: u32,
+    /// Login attempts per username (four times as many per client address).
+    pub login_attempts_per_minute: u32,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        Self {
+            writes_per_minute: 20,
+            reads_per_minute: 60,
+            validate_per_minute: 100,
+            deployment_actions_per_minute: 30,
+            metrics_reads_per_minute: 120,
+            heartbeats_per_second: 5,
+            public_per_minute: 600,
+            login_attempts_per_minute: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EdgeSettings {
+    /// An edge whose last heartbeat is older than this is unhealthy.
+    #[serde(deserialize_with = "duration")]
+    pub healthy_within: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub push_timeout: Duration,
+    pub push_retries: u32,
+    pub push_concurrency: usize,
+    /// PEM bundle of CAs trusted for https edge endpoints (none: only the built-in set).
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Default for EdgeSettings {
+    fn default() -> Self {
+        Self {
+            healthy_within: Duration::from_secs(120),
+            push_timeout: Duration::from_secs(5),
+            push_retries: 2,
+            push_concurrency: 256,
+            ca_file: None,
+        }
+    }
+}
+
+/// Command-line values that beat the file and the environment.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<SocketAddr>,
+}
+
+impl Settings {
+    /// Loads settings: defaults, then `file`, then the environment, then `overrides`.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        overrides: &Overrides,
+    ) -> Result<Settings, ConfigError> {
+        let mut table = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Unreadable {
+                    path: path.display().to_string(),
+                    reason: e.to_string(),
+                })?;
+                text.parse::<toml::Table>().map_err(|e| {
+                    ConfigError::Invalid(format!("{}: {}", path.display(), e.message().trim()))
+                })?
+            }
+            None => toml::Table::new(),
+        };
+        apply_env(&mut table, env)?;
+        let mut settings = deserialize_named(table)?;
+        if let Some(dir) = &overrides.data_dir {
+            settings.server.data_dir = dir.clone();
+        }
+        if let Some(listen) = overrides.listen {
+            settings.server.listen = listen;
+        }
+        settings.check()?;
+        Ok(settings)
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        let limits = &self.limits;
+        for (key, value) in [
+            ("limits.writes_per_minute", limits.writes_per_minute),
+            ("limits.reads_per_minute", limits.reads_per_minute),
+            ("limits.validate_per_minute", limits.validate_per_minute),
+            (
+                "limits.deployment_actions_per_minute",
+                limits.deployment_actions_per_minute,
+            ),
+            (
+                "limits.metrics_reads_per_minute",
+                limits.metrics_reads_per_minute,
+            ),
+            ("limits.heartbeats_per_second", limits.heartbeats_per_second),
+            ("limits.public_per_minute", limits.public_per_minute),
+            (
+                "limits.login_attempts_per_minute",
+                limits.login_attempts_per_minute,
+            ),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Invalid(format!("{key}: must be at least 1")));
+            }
+        }
+        if self.server.max_body_bytes < 1024 {
+            return Err(ConfigError::Invalid(
+                "server.max_body_bytes: must be at least 1024".into(),
+            ));
+        }
+        if self.edges.push_concurrency == 0 {
+            return Err(ConfigError::Invalid(
+                "edges.push_concurrency: must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Known sections, so `EDGEPLANE_<SECTION>_<KEY>` can be split where the key has underscores.
+const SECTIONS: [&str; 6] = ["server", "log", "auth", "secrets", "limits", "edges"];
+
+/// Variables that configure something other than settings keys.
+const NOT_SETTINGS: [&str; 1] = ["EDGEPLANE_BOOTSTRAP_ADMIN_PASSWORD"];
+
+fn apply_env(
+    table: &mut toml::Table,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<(), ConfigError> {
+    for (name, value) in env {
+        let Some(rest) = name.strip_prefix("EDGEPLANE_") else {
+            continue;
+        };
+        if NOT_SETTINGS.contains(&name.as_str()) {
+            continue;
+        }
+        let lower = rest.to_ascii_lowercase();
+        let Some((section, key)) = SECTIONS.iter().find_map(|s| {
+            lower
+                .strip_prefix(s)
+                .and_then(|r| r.strip_prefix('_'))
+                .map(|k| (*s, k.to_string()))
+        }) else {
+            return Err(ConfigError::Invalid(format!(
+                "{name}: unknown settings section (expected EDGEPLANE_<{}>_<KEY>)",
+                SECTIONS.join("|").to_ascii_uppercase()
+            )));
+        };
+        // A value that reads as a TOML literal (number, boolean) keeps its type; anything
+        // else is a string.
+        let parsed = format!("v = {value}")
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .filter(|v| !v.is_table())
+            .unwrap_or(toml::Value::String(value));
+        let section_table = table
+            .entry(section.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        match section_table {
+            toml::Value::Table(t) => {
+                t.insert(key, parsed);
+            }
+            _ => {
+                return Err(ConfigError::Invalid(format!("{section}: must be a table")));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Deserializes with errors that name the offending key.
+fn deserialize_named(table: toml::Table) -> Result<Settings, ConfigError> {
+    for (section, value) in &table {
+        if !SECTIONS.contains(&section.as_str()) {
+            return Err(ConfigError::Invalid(format!(
+                "{section}: unknown section (expected one of {})",
+                SECTIONS.join(", ")
+            )));
+        }
+        let toml::Value::Table(inner) = value else {
+            return Err(ConfigError::Invalid(format!("{section}: must be a table")));
+        };
+        // Deserialize each section alone so the error can carry `section.key`.
+        let result = match section.as_str() {
+            "server" => ServerSettings::deserialize(inner.clone()).map(drop),
+            "log" => LogSettings::deserialize(inner.clone()).map(drop),
+            "auth" => AuthSettings::deserialize(inner.clone()).map(drop),
+            "secrets" => SecretSettings::deserialize(inner.clone()).map(drop),
+            "limits" => LimitSettings::deserialize(inner.clone()).map(drop),
+            _ => EdgeSettings::deserialize(inner.clone()).map(drop),
+        };
+        if let Err(error) = result {
+            return Err(ConfigError::Invalid(name_key(
+                section,
+                inner,
+                &error.to_string(),
+            )));
+        }
+    }
+    Settings::deserialize(table).map_err(|e| ConfigError::Invalid(e.to_string().trim().to_string()))
+}
+
+fn name_key(section: &str, inner: &toml::Table, message: &str) -> String {
+    let message = message.trim().replace('\n', " ");
+    // serde names unknown fields itself; for a bad value, find the key the message is about.
+    if let Some(start) = message.find("unknown field `") {
+        let rest = &message[start + 15..];
+        let key = rest.split('`').next().unwrap_or("");
+        return format!("{section}.{key}: unknown key");
+    }
+    for key in inner.keys() {
+        if message.contains(&format!("`{key}`")) || message.contains(key.as_str()) {
+            return format!("{section}.{key}: {message}");
+        }
+    }
+    let key = inner.keys().next().map(String::as_str).unwrap_or("?");
+    format!("{section}.{key}: {message}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str, env: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("edgeplane.toml");
+        std::fs::write(&path, text).unwrap();
+        Settings::load(
+            Some(&path),
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+            &Overrides::default(),
+        )
+    }
+
+    #[test]
+    fn defaults_match_the_spec() {
+        let s = Settings::load(None, Vec::new(), &Overrides::default()).unwrap();
+        assert_eq!(s.server.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.server.data_dir, PathBuf::from("./edgeplane-data"));
+        assert_eq!(s.limits.writes_per_minute, 20);
+        assert_eq!(s.edges.healthy_within, Duration::from_secs(120));
+    }
+
+    #[test]
+    fn env_beats_file_and_flags_beat_env() {
+        let s = load(
+            "[server]\nlisten = \"127.0.0.1:9000\"\n[limits]\nreads_per_minute = 7\n",
+            &[
+                ("EDGEPLANE_LIMITS_READS_PER_MINUTE", "9"),
+                ("EDGEPLANE_AUTH_TOKEN_TTL", "PT5M"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(s.server.listen.port(), 9000);
+        assert_eq!(s.limits.reads_per_minute, 9);
+        assert_eq!(s.auth.token_ttl, Duration::from_secs(300));
+        let overridden = Settings::load(
+            None,
+            vec![(
+                "EDGEPLANE_SERVER_LISTEN".to_string(),
+                "127.0.0.1:9001".to_string(),
+            )],
+            &Overrides {
+                listen: Some("127.0.0.1:9002".parse().unwrap()),
+                data_dir: None,
+            },
+        )
+        .unwrap();
+        assert_eq!(overridden.server.listen.port(), 9002);
+    }
+
+    #[test]
+    fn bad_keys_are_named() {
+        let check = |text: &str, env: &[(&str, &str)], key: &str| {
+            let error = load(text, env).unwrap_err().to_string();
+            assert!(error.contains(key), "{error:?} should name {key}");
+            assert!(!error.contains('\n'), "one line: {error:?}");
+        };
+        check("[server]\nlisten = \"nope\"\n", &[], "server.listen");
+        check("[server]\nlisen = \"127.0.0.1:1\"\n", &[], "server.lisen");
+        check(
+            "[limits]\nreads_per_minute = \"x\"\n",
+            &[],
+            "limits.reads_per_minute",
+        );
+        check(
+            "[edges]\npush_timeout = \"soon\"\n",
+            &[],
+            "edges.push_timeout",
+        );
+        check(
+            "[limits]\nreads_per_minute = 0\n",
+            &[],
+            "limits.reads_per_minute",
+        );
+        check("[nonsense]\nx = 1\n", &[], "nonsense");
+        check("", &[("EDGEPLANE_SERVER_LISTEN", "bad")], "server.listen");
+        check("[server\n", &[], "edgeplane.toml");
+    }
+
+    #[test]
+    fn iso_and_humantime_durations() {
+        assert_eq!(
+            parse_duration("PT1H30M").unwrap(),
+            Duration::from_secs(5400)
+        );
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert!(parse_duration("PT").is_err());
+        assert!(parse_duration("PTxS").is_err());
+    }
+}

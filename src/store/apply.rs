@@ -1,0 +1,445 @@
+//! The one door: applies a command, appends it to the command log and writes its audit
+//! record, all in one durable write transaction.
+
+use redb::{Database, ReadableTable, WriteTransaction};
+
+use super::command::{Applied, AuditRecord, Command, CommandEnvelope, EdgeRecord, LogEntry};
+use super::{AUDIT, CONFIG_NAMES, CONFIGS, EDGES, LOG, META, StoreError, USERS, VERSIONS, codec};
+use crate::model::{ConfigStatus, Configuration, ConfigurationVersion, User};
+
+pub(crate) const TERM_KEY: &str = "term";
+pub(crate) const JWT_SECRET_KEY: &str = "jwt_secret";
+
+pub(crate) fn current_term_of(raw: &Option<Vec<u8>>) -> u64 {
+    raw.as_deref()
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map(u64::from_be_bytes)
+        .unwrap_or(1)
+}
+
+pub(crate) fn apply(db: &Database, envelope: CommandEnvelope) -> Result<Applied, StoreError> {
+    let txn = db.begin_write()?;
+    let applied = apply_in(&txn, &envelope)?;
+    append_log_and_audit(&txn, envelope)?;
+    txn.commit()?;
+    Ok(applied)
+}
+
+fn append_log_and_audit(
+    txn: &WriteTransaction,
+    envelope: CommandEnvelope,
+) -> Result<(), StoreError> {
+    let term = {
+        let meta = txn.open_table(META)?;
+        let raw = meta.get(TERM_KEY)?.map(|v| v.value().to_vec());
+        current_term_of(&raw)
+    };
+    let mut log = txn.open_table(LOG)?;
+    let index = log.last()?.map(|(k, _)| k.value() + 1).unwrap_or(1);
+    let audit_target = envelope.command.audit_target();
+    let summary = envelope.command.audit_summary();
+    let (actor, trace_id, at) = (
+        envelope.actor.clone(),
+        envelope.trace_id.clone(),
+        envelope.at,
+    );
+    log.insert(
+        index,
+        codec::encode(&LogEntry {
+            term,
+            index,
+            envelope,
+        })?
+        .as_slice(),
+    )?;
+    if let Some((action, entity_type, entity_id)) = audit_target {
+        let mut audit = txn.open_table(AUDIT)?;
+        let audit_index = audit.last()?.map(|(k, _)| k.value() + 1).unwrap_or(1);
+        let record = AuditRecord {
+            index: audit_index,
+            at,
+            actor,
+            action: action.into(),
+            entity_type: entity_type.into(),
+            entity_id,
+            summary,
+            trace_id,
+            log_index: index,
+        };
+        audit.insert(audit_index, codec::encode(&record)?.as_slice())?;
+    }
+    Ok(())
+}
+
+fn get<T: serde::de::DeserializeOwned>(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    key: &str,
+) -> Result<Option<T>, StoreError> {
+    table
+        .get(key)?
+        .map(|v| codec::decode(v.value()))
+        .transpose()
+}
+
+fn apply_in(txn: &WriteTransaction, envelope: &CommandEnvelope) -> Result<Applied, StoreError> {
+    match &envelope.command {
+        Command::InitCluster { jwt_secret } => {
+            let mut meta = txn.open_table(META)?;
+            if meta.get(JWT_SECRET_KEY)?.is_some() {
+                return Err(StoreError::Conflict("cluster already initialised".into()));
+            }
+            meta.insert(JWT_SECRET_KEY, jwt_secret.as_bytes())?;
+            meta.insert(TERM_KEY, 1u64.to_be_bytes().as_slice())?;
+            Ok(Applied::Nothing)
+        }
+        Command::CreateUser { user } => {
+            let mut users = txn.open_table(USERS)?;
+            if users.get(user.username.as_str())?.is_some() {
+                return Err(StoreError::Conflict(format!(
+                    "user '{}' already exists",
+                    user.username
+                )));
+            }
+            users.insert(user.username.as_str(), codec::encode(user)?.as_slice())?;
+            Ok(Applied::User(user.clone()))
+        }
+        Command::SetPassword {
+            username,
+            password_hash,
+            at,
+        } => {
+            let mut users = txn.open_table(USERS)?;
+            let mut user: User = get(&users, username)?
+                .ok_or_else(|| StoreError::NotFound(format!("user '{username}'")))?;
+            user.password_hash = password_hash.clone();
+            user.updated_at = *at;
+            users.insert(username.as_str(), codec::encode(&user)?.as_slice())?;
+            Ok(Applied::User(user))
+        }
+        Command::DeleteUser { username } => {
+            let mut users = txn.open_table(USERS)?;
+            let user: User = get(&users, username)?
+                .ok_or_else(|| StoreError::NotFound(format!("user '{username}'")))?;
+            if user.role == crate::model::Role::Admin {
+                let admins = users
+                    .iter()?
+                    .filter_map(|e| e.ok())
+                    .filter_map(|(_, v)| codec::decode::<User>(v.value()).ok())
+                    .filter(|u| u.role == crate::model::Role::Admin)
+                    .count();
+                if admins <= 1 {
+                    return Err(StoreError::Conflict(
+                        "cannot delete the last Admin user".into(),
+                    ));
+                }
+            }
+            users.remove(username.as_str())?;
+            Ok(Applied::Nothing)
+        }
+        Command::CreateConfiguration {
+            configuration,
+            version,
+        } => {
+            let mut names = txn.open_table(CONFIG_NAMES)?;
+            if names.get(configuration.name.as_str())?.is_some() {
+                return Err(StoreError::Conflict(format!(
+                    "a configuration named '{}' already exists",
+                    configuration.name
+                )));
+            }
+            names.insert(
+                configuration.name.as_str(),
+                configuration.configuration_id.as_str(),
+            )?;
+            let mut configs = txn.open_table(CONFIGS)?;
+            configs.insert(
+                configuration.configuration_id.as_str(),
+                codec::encode(configuration)?.as_slice(),
+            )?;
+            let mut versions = txn.open_table(VERSIONS)?;
+            versions.insert(
+                (configuration.configuration_id.as_str(), 1u64),
+                codec::encode(version)?.as_slice(),
+            )?;
+            Ok(Applied::Configuration(
+                Box::new(configuration.clone()),
+                Box::new(version.clone()),
+            ))
+        }
+        Command::UpdateConfiguration {
+            configuration_id,
+            expected_version,
+            bump,
+            version_id,
+            content,
+            change_description,
+            description,
+            metadata,
+            actor,
+            at,
+        } => {
+            let mut configs = txn.open_table(CONFIGS)?;
+            let mut config: Configuration = get(&configs, configuration_id)?.ok_or_else(|| {
+                StoreError::NotFound(format!("configuration '{configuration_id}'"))
+            })?;
+            if let Some(expected) = expected_version
+                && *expected != config.version
+            {
+                return Err(StoreError::Conflict(format!(
+                    "configuration is at version {}, not {expected} (If-Match): reload and retry",
+                    config.version
+                )));
+            }
+            let next = bump.apply(&config.version).ok_or_else(|| {
+                StoreError::Corrupt(format!("stored version '{}' is not semver", config.version))
+            })?;
+            let mut versions = txn.open_table(VERSIONS)?;
+            let seq = versions
+                .range((configuration_id.as_str(), 0)..=(configuration_id.as_str(), u64::MAX))?
+                .next_back()
+                .transpose()?
+                .map(|(k, _)| k.value().1 + 1)
+                .unwrap_or(1);
+            let version = ConfigurationVersion {
+                version_id: version_id.clone(),
+                configuration_id: configuration_id.clone(),
+                version: next.clone(),
+                content: content.clone(),
+                schema_version: config.schema_version.clone(),
+                change_description: change_description.clone(),
+                created_by: actor.clone(),
+                created_at: *at,
+                status: ConfigStatus::Draft,
+                approved_by: None,
+                approved_at: None,
+                approval_notes: None,
+                is_deployed: false,
+                metadata: metadata.clone(),
+                tags: Vec::new(),
+            };
+            versions.insert(
+                (configuration_id.as_str(), seq),
+                codec::encode(&version)?.as_slice(),
+            )?;
+            config.version = next;
+            config.content = content.clone();
+            config.status = ConfigStatus::Draft;
+            config.approved_by = None;
+            config.approved_at = None;
+            config.updated_at = *at;
+            if let Some(description) = description {
+                config.description = description.clone();
+            }
+            for (k, v) in metadata {
+                config.metadata.insert(k.clone(), v.clone());
+            }
+            configs.insert(
+                configuration_id.as_str(),
+                codec::encode(&config)?.as_slice(),
+            )?;
+            Ok(Applied::Configuration(Box::new(config), Box::new(version)))
+        }
+        Command::DeleteConfiguration { configuration_id } => {
+            let mut configs = txn.open_table(CONFIGS)?;
+            let config: Configuration = get(&configs, configuration_id)?.ok_or_else(|| {
+                StoreError::NotFound(format!("configuration '{configuration_id}'"))
+            })?;
+            if config.is_deployed {
+                return Err(StoreError::Conflict(format!(
+                    "configuration '{configuration_id}' is deployed at {} location(s); roll it back first",
+                    config.deployed_locations.len()
+                )));
+            }
+            configs.remove(configuration_id.as_str())?;
+            txn.open_table(CONFIG_NAMES)?.remove(config.name.as_str())?;
+            let mut versions = txn.open_table(VERSIONS)?;
+            versions.retain_in(
+                (configuration_id.as_str(), 0)..=(configuration_id.as_str(), u64::MAX),
+                |_, _| false,
+            )?;
+            Ok(Applied::Nothing)
+        }
+        Command::ApproveVersion {
+            configuration_id,
+            version,
+            approver,
+            notes,
+            allow_self_approval,
+            at,
+        } => {
+            let mut configs = txn.open_table(CONFIGS)?;
+            let mut config: Configuration = get(&configs, configuration_id)?.ok_or_else(|| {
+                StoreError::NotFound(format!("configuration '{configuration_id}'"))
+            })?;
+            let wanted = version.clone().unwrap_or_else(|| config.version.clone());
+            let (key, mut target) = find_version(txn, configuration_id, &wanted)?;
+            if target.created_by == *approver && !allow_self_approval {
+                return Err(StoreError::Forbidden(format!(
+                    "version {wanted} was written by '{approver}'; another Admin must approve it (four-eyes)"
+                )));
+            }
+            if target.status == ConfigStatus::Approved {
+                return Err(StoreError::Conflict(format!(
+                    "version {wanted} is already approved"
+                )));
+            }
+            target.status = ConfigStatus::Approved;
+            target.approved_by = Some(approver.clone());
+            target.approved_at = Some(*at);
+            target.approval_notes = notes.clone();
+            txn.open_table(VERSIONS)?.insert(
+                (configuration_id.as_str(), key),
+                codec::encode(&target)?.as_slice(),
+            )?;
+            if config.version == wanted {
+                config.status = ConfigStatus::Approved;
+                config.approved_by = Some(approver.clone());
+                config.approved_at = Some(*at);
+                config.updated_at = *at;
+                configs.insert(
+                    configuration_id.as_str(),
+                    codec::encode(&config)?.as_slice(),
+                )?;
+            }
+            Ok(Applied::Configuration(Box::new(config), Box::new(target)))
+        }
+        Command::TagVersion {
+            configuration_id,
+            version,
+            tag,
+        } => {
+            let (key, mut target) = find_version(txn, configuration_id, version)?;
+            let mut versions = txn.open_table(VERSIONS)?;
+            // A tag names at most one version: take it off every other version first.
+            let mut moved = Vec::new();
+            for entry in versions
+                .range((configuration_id.as_str(), 0)..=(configuration_id.as_str(), u64::MAX))?
+            {
+                let (k, v) = entry?;
+                let mut other: ConfigurationVersion = codec::decode(v.value())?;
+                if k.value().1 != key && other.tags.iter().any(|t| t == tag) {
+                    other.tags.retain(|t| t != tag);
+                    moved.push((k.value().1, other));
+                }
+            }
+            for (k, other) in moved {
+                versions.insert(
+                    (configuration_id.as_str(), k),
+                    codec::encode(&other)?.as_slice(),
+                )?;
+            }
+            if !target.tags.iter().any(|t| t == tag) {
+                target.tags.push(tag.clone());
+            }
+            versions.insert(
+                (configuration_id.as_str(), key),
+                codec::encode(&target)?.as_slice(),
+            )?;
+            Ok(Applied::Version(Box::new(target)))
+        }
+        Command::CreateEdge { record } => {
+            let mut edges = txn.open_table(EDGES)?;
+            let id = record.location.location_id.as_str();
+            if edges.get(id)?.is_some() {
+                return Err(StoreError::Conflict(format!(
+                    "edge location '{id}' already exists"
+                )));
+            }
+            edges.insert(id, codec::encode(record)?.as_slice())?;
+            Ok(Applied::Edge(Box::new(record.clone())))
+        }
+        Command::UpdateEdge {
+            location_id,
+            changes,
+        } => update_edge(txn, location_id, |record| {
+            let location = &mut record.location;
+            location.name = changes.name.clone();
+            location.region = changes.region.clone();
+            location.country_code = changes.country_code.clone();
+            location.city = changes.city.clone();
+            location.edge_type = changes.edge_type;
+            location.endpoint = changes.endpoint.clone();
+            location.capacity = changes.capacity.clone();
+            location.is_active = changes.is_active;
+            location.metadata = changes.metadata.clone();
+        }),
+        Command::RotateEdgeToken {
+            location_id,
+            token_id,
+            token_sealed,
+        } => update_edge(txn, location_id, |record| {
+            record.token_id = token_id.clone();
+            record.token_sealed = token_sealed.clone();
+        }),
+        Command::SetEdgeQuarantine {
+            location_id,
+            quarantined,
+        } => update_edge(txn, location_id, |record| {
+            record.location.is_quarantined = *quarantined;
+        }),
+        Command::DeleteEdge { location_id } => {
+            let mut edges = txn.open_table(EDGES)?;
+            if edges.remove(location_id.as_str())?.is_none() {
+                return Err(StoreError::NotFound(format!(
+                    "edge location '{location_id}'"
+                )));
+            }
+            Ok(Applied::Nothing)
+        }
+        Command::RecordHeartbeats { beats } => {
+            let mut edges = txn.open_table(EDGES)?;
+            for beat in beats {
+                // An edge deleted while its heartbeat was queued is simply gone.
+                let Some(mut record) = get::<EdgeRecord>(&edges, &beat.location_id)? else {
+                    continue;
+                };
+                let location = &mut record.location;
+                location.health = beat.health.clone();
+                location.active_configurations = beat.active_configurations.clone();
+                location.last_heartbeat = Some(beat.received_at);
+                if beat.started_at.is_some() {
+                    location.started_at = beat.started_at;
+                }
+                if beat.metrics.is_some() {
+                    location.metrics = beat.metrics.clone();
+                }
+                edges.insert(
+                    beat.location_id.as_str(),
+                    codec::encode(&record)?.as_slice(),
+                )?;
+            }
+            Ok(Applied::Nothing)
+        }
+    }
+}
+
+fn update_edge(
+    txn: &WriteTransaction,
+    location_id: &str,
+    change: impl FnOnce(&mut EdgeRecord),
+) -> Result<Applied, StoreError> {
+    let mut edges = txn.open_table(EDGES)?;
+    let mut record: EdgeRecord = get(&edges, location_id)?
+        .ok_or_else(|| StoreError::NotFound(format!("edge location '{location_id}'")))?;
+    change(&mut record);
+    edges.insert(location_id, codec::encode(&record)?.as_slice())?;
+    Ok(Applied::Edge(Box::new(record)))
+}
+
+fn find_version(
+    txn: &WriteTransaction,
+    configuration_id: &str,
+    version: &str,
+) -> Result<(u64, ConfigurationVersion), StoreError> {
+    let versions = txn.open_table(VERSIONS)?;
+    for entry in versions.range((configuration_id, 0)..=(configuration_id, u64::MAX))? {
+        let (k, v) = entry?;
+        let candidate: ConfigurationVersion = codec::decode(v.value())?;
+        if candidate.version == version {
+            return Ok((k.value().1, candidate));
+        }
+    }
+    Err(StoreError::NotFound(format!(
+        "version {version} of configuration '{configuration_id}'"
+    )))
+}

@@ -1,0 +1,257 @@
+//! The commands that change the store, and the records written beside each one.
+//!
+//! A command carries every value its effect needs (ids, times, hashes, sealed secrets), so
+//! applying the same log in the same order gives the same store on any node. Preconditions
+//! (a taken name, a lost update) are checked inside the write transaction that applies it.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::model::{
+    Bump, Configuration, ConfigurationVersion, EdgeHealth, EdgeLocation, MetricsSample, Timestamp,
+    User,
+};
+
+/// An edge location with the secrets kept beside it (never shown by the API).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EdgeRecord {
+    pub location: EdgeLocation,
+    /// `jti` of the one agent token that is valid for this edge.
+    pub token_id: String,
+    /// The agent token itself, sealed with the store's secret key: pushes carry it.
+    pub token_sealed: String,
+}
+
+/// One heartbeat as it is stored (SPEC §6).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HeartbeatRecord {
+    pub location_id: String,
+    pub received_at: Timestamp,
+    pub health: EdgeHealth,
+    pub active_configurations: BTreeMap<String, String>,
+    pub metrics: Option<MetricsSample>,
+    pub started_at: Option<Timestamp>,
+}
+
+/// Fields an Admin may change on an edge location.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EdgeChanges {
+    pub name: String,
+    pub region: String,
+    pub country_code: String,
+    pub city: String,
+    pub edge_type: crate::model::EdgeType,
+    pub endpoint: String,
+    pub capacity: crate::model::Capacity,
+    pub is_active: bool,
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// Every change the store knows how to make.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Command {
+    /// First start: the secrets every node of the cluster shares.
+    InitCluster {
+        jwt_secret: String,
+    },
+    CreateUser {
+        user: User,
+    },
+    SetPassword {
+        username: String,
+        password_hash: String,
+        at: Timestamp,
+    },
+    DeleteUser {
+        username: String,
+    },
+    CreateConfiguration {
+        configuration: Configuration,
+        version: ConfigurationVersion,
+    },
+    UpdateConfiguration {
+        configuration_id: String,
+        /// `If-Match`: the version the caller based its change on.
+        expected_version: Option<String>,
+        bump: Bump,
+        version_id: String,
+        #[serde(with = "crate::model::json")]
+        content: Value,
+        change_description: String,
+        description: Option<String>,
+        metadata: BTreeMap<String, String>,
+        actor: String,
+        at: Timestamp,
+    },
+    DeleteConfiguration {
+        configuration_id: String,
+    },
+    ApproveVersion {
+        configuration_id: String,
+        version: Option<String>,
+        approver: String,
+        notes: Option<String>,
+        allow_self_approval: bool,
+        at: Timestamp,
+    },
+    TagVersion {
+        configuration_id: String,
+        version: String,
+        tag: String,
+    },
+    CreateEdge {
+        record: EdgeRecord,
+    },
+    UpdateEdge {
+        location_id: String,
+        changes: EdgeChanges,
+    },
+    RotateEdgeToken {
+        location_id: String,
+        token_id: String,
+        token_sealed: String,
+    },
+    SetEdgeQuarantine {
+        location_id: String,
+        quarantined: bool,
+    },
+    DeleteEdge {
+        location_id: String,
+    },
+    RecordHeartbeats {
+        beats: Vec<HeartbeatRecord>,
+    },
+}
+
+impl Command {
+    /// What the audit log says about this command; `None` for telemetry that is not a
+    /// change made by a person (heartbeats).
+    pub fn audit_target(&self) -> Option<(&'static str, &'static str, String)> {
+        use Command::*;
+        Some(match self {
+            InitCluster { .. } => ("init", "cluster", "cluster".into()),
+            CreateUser { user } => ("create", "user", user.username.clone()),
+            SetPassword { username, .. } => ("set-password", "user", username.clone()),
+            DeleteUser { username } => ("delete", "user", username.clone()),
+            CreateConfiguration { configuration, .. } => (
+                "create",
+                "configuration",
+                configuration.configuration_id.clone(),
+            ),
+            UpdateConfiguration {
+                configuration_id, ..
+            } => ("update", "configuration", configuration_id.clone()),
+            DeleteConfiguration { configuration_id } => {
+                ("delete", "configuration", configuration_id.clone())
+            }
+            ApproveVersion {
+                configuration_id, ..
+            } => ("approve", "configuration", configuration_id.clone()),
+            TagVersion {
+                configuration_id, ..
+            } => ("tag", "configuration", configuration_id.clone()),
+            CreateEdge { record } => (
+                "create",
+                "edge-location",
+                record.location.location_id.clone(),
+            ),
+            UpdateEdge { location_id, .. } => ("update", "edge-location", location_id.clone()),
+            RotateEdgeToken { location_id, .. } => {
+                ("rotate-token", "edge-location", location_id.clone())
+            }
+            SetEdgeQuarantine { location_id, .. } => {
+                ("quarantine", "edge-location", location_id.clone())
+            }
+            DeleteEdge { location_id } => ("delete", "edge-location", location_id.clone()),
+            RecordHeartbeats { .. } => return None,
+        })
+    }
+
+    /// A one-line description for the audit record; never contains secrets.
+    pub fn audit_summary(&self) -> String {
+        use Command::*;
+        match self {
+            CreateUser { user } => format!("role {}", user.role),
+            CreateConfiguration { configuration, .. } => format!(
+                "{} '{}' version {}",
+                configuration.config_type, configuration.name, configuration.version
+            ),
+            UpdateConfiguration {
+                bump,
+                change_description,
+                ..
+            } => format!("{bump:?} bump: {change_description}"),
+            ApproveVersion { version, notes, .. } => format!(
+                "version {}{}",
+                version.as_deref().unwrap_or("latest"),
+                notes
+                    .as_deref()
+                    .map(|n| format!(": {n}"))
+                    .unwrap_or_default()
+            ),
+            TagVersion { version, tag, .. } => format!("tag '{tag}' -> {version}"),
+            CreateEdge { record } => format!(
+                "{} ({}) at {}",
+                record.location.name, record.location.region, record.location.endpoint
+            ),
+            UpdateEdge { changes, .. } => format!("endpoint {}", changes.endpoint),
+            SetEdgeQuarantine { quarantined, .. } => format!("quarantined = {quarantined}"),
+            _ => String::new(),
+        }
+    }
+}
+
+/// A command with who asked for it, when, and under which request.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CommandEnvelope {
+    pub actor: String,
+    pub trace_id: String,
+    pub at: Timestamp,
+    pub command: Command,
+}
+
+impl CommandEnvelope {
+    pub fn new(actor: impl Into<String>, trace_id: impl Into<String>, command: Command) -> Self {
+        Self {
+            actor: actor.into(),
+            trace_id: trace_id.into(),
+            at: Timestamp::now(),
+            command,
+        }
+    }
+}
+
+/// One entry of the numbered command log that a standby replays (SPEC §9).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LogEntry {
+    pub term: u64,
+    pub index: u64,
+    pub envelope: CommandEnvelope,
+}
+
+/// One append-only audit record (GET /api/v1/audit).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditRecord {
+    pub index: u64,
+    pub at: Timestamp,
+    pub actor: String,
+    pub action: String,
+    pub entity_type: String,
+    pub entity_id: String,
+    pub summary: String,
+    pub trace_id: String,
+    pub log_index: u64,
+}
+
+/// What applying a command produced, for the caller to answer with.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Applied {
+    Nothing,
+    User(User),
+    Configuration(Box<Configuration>, Box<ConfigurationVersion>),
+    Version(Box<ConfigurationVersion>),
+    Edge(Box<EdgeRecord>),
+}

@@ -1,0 +1,323 @@
+//! The embedded store: one redb file holding configurations, versions, users, edges, the
+//! numbered command log and the audit log.
+//!
+//! Every change goes through [`Store::apply`]: in one durable write transaction it checks the
+//! command's preconditions, applies it, appends it to the command log (term, index) and writes
+//! its audit record. Nothing else opens a write transaction on these tables, which is what the
+//! replication log, the audit trail and the crash tests rely on.
+
+mod apply;
+pub mod codec;
+pub mod command;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+
+pub use command::{
+    Applied, AuditRecord, Command, CommandEnvelope, EdgeChanges, EdgeRecord, HeartbeatRecord,
+    LogEntry,
+};
+
+use crate::model::{Configuration, ConfigurationVersion, User};
+
+pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+pub(crate) const CONFIGS: TableDefinition<&str, &[u8]> = TableDefinition::new("configurations");
+pub(crate) const CONFIG_NAMES: TableDefinition<&str, &str> =
+    TableDefinition::new("configuration_names");
+pub(crate) const VERSIONS: TableDefinition<(&str, u64), &[u8]> =
+    TableDefinition::new("configuration_versions");
+pub(crate) const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
+pub(crate) const EDGES: TableDefinition<&str, &[u8]> = TableDefinition::new("edge_locations");
+pub(crate) const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+pub(crate) const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("command_log");
+
+/// File name of the store inside the data directory.
+pub const STORE_FILE: &str = "edgeplane.redb";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("store is unavailable: {0}")]
+    Unavailable(String),
+    #[error("stored data is unreadable: {0}")]
+    Corrupt(String),
+}
+
+macro_rules! storage_error {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(error: $t) -> Self {
+                StoreError::Unavailable(error.to_string())
+            }
+        }
+    )*};
+}
+storage_error!(
+    redb::Error,
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+/// A cheap handle to the store; clones share one database.
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<Database>,
+    path: PathBuf,
+}
+
+/// A page of a listing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub total: usize,
+}
+
+impl Store {
+    /// Opens (or creates) the store file in `data_dir`, creating every table.
+    pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(|e| {
+            StoreError::Unavailable(format!("cannot create {}: {e}", data_dir.display()))
+        })?;
+        let path = data_dir.join(STORE_FILE);
+        let db = Database::create(&path)?;
+        let txn = db.begin_write()?;
+        {
+            txn.open_table(META)?;
+            txn.open_table(CONFIGS)?;
+            txn.open_table(CONFIG_NAMES)?;
+            txn.open_table(VERSIONS)?;
+            txn.open_table(USERS)?;
+            txn.open_table(EDGES)?;
+            txn.open_table(AUDIT)?;
+            txn.open_table(LOG)?;
+        }
+        txn.commit()?;
+        Ok(Self {
+            db: Arc::new(db),
+            path,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Applies one command durably (see the module doc), off the async threads.
+    pub async fn apply(&self, envelope: CommandEnvelope) -> Result<Applied, StoreError> {
+        let store = self.clone();
+        blocking(move || store.apply_blocking(envelope)).await
+    }
+
+    /// The synchronous form of [`Store::apply`], for offline commands and tests.
+    pub fn apply_blocking(&self, envelope: CommandEnvelope) -> Result<Applied, StoreError> {
+        apply::apply(&self.db, envelope)
+    }
+
+    /// Runs a read-only closure on a snapshot, off the async threads.
+    pub async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Reader) -> Result<T, StoreError> + Send + 'static,
+    {
+        let store = self.clone();
+        blocking(move || {
+            let reader = store.reader()?;
+            f(&reader)
+        })
+        .await
+    }
+
+    /// A consistent read snapshot.
+    pub fn reader(&self) -> Result<Reader, StoreError> {
+        Ok(Reader {
+            txn: self.db.begin_read()?,
+        })
+    }
+}
+
+async fn blocking<T, F>(f: F) -> Result<T, StoreError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, StoreError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))?
+}
+
+/// A read snapshot of the store.
+pub struct Reader {
+    txn: redb::ReadTransaction,
+}
+
+impl Reader {
+    pub fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let table = self.txn.open_table(META)?;
+        Ok(table.get(key)?.map(|v| v.value().to_vec()))
+    }
+
+    pub fn configuration(&self, id: &str) -> Result<Option<Configuration>, StoreError> {
+        let table = self.txn.open_table(CONFIGS)?;
+        table.get(id)?.map(|v| codec::decode(v.value())).transpose()
+    }
+
+    pub fn configuration_by_name(&self, name: &str) -> Result<Option<Configuration>, StoreError> {
+        let names = self.txn.open_table(CONFIG_NAMES)?;
+        match names.get(name)? {
+            Some(id) => self.configuration(id.value()),
+            None => Ok(None),
+        }
+    }
+
+    /// Every configuration, in id order.
+    pub fn configurations(&self) -> Result<Vec<Configuration>, StoreError> {
+        let table = self.txn.open_table(CONFIGS)?;
+        let mut out = Vec::with_capacity(table.len()? as usize);
+        for entry in table.iter()? {
+            let (_, value) = entry?;
+            out.push(codec::decode(value.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Versions of a configuration, oldest first.
+    pub fn versions(
+        &self,
+        configuration_id: &str,
+    ) -> Result<Vec<ConfigurationVersion>, StoreError> {
+        let table = self.txn.open_table(VERSIONS)?;
+        let mut out = Vec::new();
+        for entry in table.range((configuration_id, 0)..=(configuration_id, u64::MAX))? {
+            let (_, value) = entry?;
+            out.push(codec::decode(value.value())?);
+        }
+        Ok(out)
+    }
+
+    pub fn version(
+        &self,
+        configuration_id: &str,
+        version: &str,
+    ) -> Result<Option<ConfigurationVersion>, StoreError> {
+        Ok(self
+            .versions(configuration_id)?
+            .into_iter()
+            .find(|v| v.version == version))
+    }
+
+    pub fn user(&self, username: &str) -> Result<Option<User>, StoreError> {
+        let table = self.txn.open_table(USERS)?;
+        table
+            .get(username)?
+            .map(|v| codec::decode(v.value()))
+            .transpose()
+    }
+
+    pub fn users(&self) -> Result<Vec<User>, StoreError> {
+        let table = self.txn.open_table(USERS)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            let (_, value) = entry?;
+            out.push(codec::decode(value.value())?);
+        }
+        Ok(out)
+    }
+
+    pub fn user_count(&self) -> Result<u64, StoreError> {
+        Ok(self.txn.open_table(USERS)?.len()?)
+    }
+
+    pub fn edge(&self, location_id: &str) -> Result<Option<EdgeRecord>, StoreError> {
+        let table = self.txn.open_table(EDGES)?;
+        table
+            .get(location_id)?
+            .map(|v| codec::decode(v.value()))
+            .transpose()
+    }
+
+    pub fn edges(&self) -> Result<Vec<EdgeRecord>, StoreError> {
+        let table = self.txn.open_table(EDGES)?;
+        let mut out = Vec::with_capacity(table.len()? as usize);
+        for entry in table.iter()? {
+            let (_, value) = entry?;
+            out.push(codec::decode(value.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Audit records matching the filter, newest first.
+    pub fn audit(
+        &self,
+        filter: &AuditFilter,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Page<AuditRecord>, StoreError> {
+        let table = self.txn.open_table(AUDIT)?;
+        let mut matched = Vec::new();
+        for entry in table.iter()?.rev() {
+            let (_, value) = entry?;
+            let record: AuditRecord = codec::decode(value.value())?;
+            if filter.matches(&record) {
+                matched.push(record);
+            }
+        }
+        let total = matched.len();
+        let items = matched.into_iter().skip(offset).take(limit).collect();
+        Ok(Page { items, total })
+    }
+
+    /// Command log entries from `from_index` on, at most `limit` of them.
+    pub fn log_entries(&self, from_index: u64, limit: usize) -> Result<Vec<LogEntry>, StoreError> {
+        let table = self.txn.open_table(LOG)?;
+        let mut out = Vec::new();
+        for entry in table.range(from_index..)?.take(limit) {
+            let (_, value) = entry?;
+            out.push(codec::decode(value.value())?);
+        }
+        Ok(out)
+    }
+
+    /// (term, index) of the last log entry; (current term, 0) for an empty log.
+    pub fn last_log_position(&self) -> Result<(u64, u64), StoreError> {
+        let table = self.txn.open_table(LOG)?;
+        let last = table.last()?;
+        match last {
+            Some((_, value)) => {
+                let entry: LogEntry = codec::decode(value.value())?;
+                Ok((entry.term, entry.index))
+            }
+            None => Ok((apply::current_term_of(&self.meta(apply::TERM_KEY)?), 0)),
+        }
+    }
+}
+
+/// Filter of GET /api/v1/audit.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    /// Matches the entity id or the entity type.
+    pub entity: Option<String>,
+    pub user: Option<String>,
+    pub since: Option<crate::model::Timestamp>,
+}
+
+impl AuditFilter {
+    fn matches(&self, record: &AuditRecord) -> bool {
+        self.entity
+            .as_deref()
+            .is_none_or(|e| record.entity_id == e || record.entity_type == e)
+            && self.user.as_deref().is_none_or(|u| record.actor == u)
+            && self.since.is_none_or(|s| record.at >= s)
+    }
+}
