@@ -288,6 +288,8 @@ pub enum EdgeState {
     /// A rollback is in flight.
     RollingBack,
     RolledBack,
+    /// The rollback could not be confirmed after retries; reconciliation takes over.
+    RollbackFailed,
     Skipped,
 }
 
@@ -457,6 +459,8 @@ pub struct Wave {
     /// When true, the deployment waits for approval after this wave's watch passes.
     pub gate: bool,
     pub not_before: Option<Timestamp>,
+    /// Geographic waves: the region's representative offset from UTC, for local-time windows.
+    pub utc_offset_minutes: i32,
 }
 
 /// Where the engine stands; persisted with the deployment so a restart resumes it.
@@ -1058,6 +1062,7 @@ mod tests {
                     watch_ms: 60_000,
                     gate: true,
                     not_before: Some(Timestamp(100)),
+                    utc_offset_minutes: 540,
                 }],
                 wave: 0,
                 phase: Phase::Watching,
