@@ -483,8 +483,13 @@ pub struct EngineCursor {
     pub paused_from: Option<Phase>,
     /// The status to return to on resume.
     pub paused_status: Option<DeploymentStatus>,
-    /// Paused by a global freeze (lifted by unfreeze, not by resume).
+    /// A global freeze is in effect for this deployment; resume is refused until it lifts.
     pub frozen: bool,
+    /// The current pause was caused by the freeze, so lifting the freeze resumes.
+    pub paused_by_freeze: bool,
+    /// A wave whose edge failures an operator accepted by resuming after a failure pause;
+    /// they no longer fail that wave.
+    pub accepted_failures_wave: Option<u32>,
     /// Why the deployment is rolling back, for the final record.
     pub rollback_reason: Option<String>,
     /// The planned end, for progress displays.
@@ -1073,6 +1078,8 @@ mod tests {
                 paused_from: Some(Phase::Watching),
                 paused_status: Some(DeploymentStatus::Canary),
                 frozen: true,
+                paused_by_freeze: true,
+                accepted_failures_wave: Some(0),
                 rollback_reason: Some("p99".into()),
                 expected_finish: Some(Timestamp(999)),
             },
