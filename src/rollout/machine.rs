@@ -1318,3 +1318,977 @@ impl Run<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use super::*;
+    use crate::model::{EdgeLocation, Weekday};
+    use crate::rollout::plan::plan;
+    use crate::rollout::plan::tests::{NOW, deployment, fleet, nine_pops};
+
+    const MINUTE: i64 = 60_000;
+
+    type Judge = Box<dyn Fn(&[String], Timestamp) -> AnalysisOutcome>;
+
+    /// A fake fleet answering the machine's actions at once, with time as a value.
+    struct Sim {
+        d: Deployment,
+        edges: Vec<EdgeLocation>,
+        now: Timestamp,
+        ctx: StepContext,
+        nack: BTreeSet<String>,
+        unreachable: BTreeSet<String>,
+        judge: Judge,
+        /// When set, actions are recorded but not answered (a crash before executing them).
+        hold: bool,
+        held: Vec<Action>,
+        pushes: Vec<(Timestamp, String, PushMode)>,
+        rollbacks: Vec<Action>,
+        analyses: Vec<(Vec<String>, Vec<String>)>,
+        alerts: Vec<AlertKind>,
+        finished: usize,
+    }
+
+    impl Sim {
+        fn new(strategy: Strategy, body: serde_json::Value, edges: Vec<EdgeLocation>) -> Sim {
+            Sim {
+                d: deployment(strategy, body),
+                edges,
+                now: NOW,
+                ctx: StepContext::default(),
+                nack: BTreeSet::new(),
+                unreachable: BTreeSet::new(),
+                judge: Box::new(|_, _| AnalysisOutcome::Pass),
+                hold: false,
+                held: Vec::new(),
+                pushes: Vec::new(),
+                rollbacks: Vec::new(),
+                analyses: Vec::new(),
+                alerts: Vec::new(),
+                finished: 0,
+            }
+        }
+
+        fn nine(strategy: Strategy, body: serde_json::Value) -> Sim {
+            Sim::new(strategy, body, nine_pops())
+        }
+
+        fn start(mut self) -> Sim {
+            let p = plan(&self.d, &self.edges, self.now, 120_000);
+            self.apply(Event::Start { plan: p });
+            self
+        }
+
+        fn send(&mut self, event: Event) -> Result<(), StepError> {
+            let actions = step(&mut self.d, event, self.now, &self.ctx)?;
+            self.handle(actions);
+            Ok(())
+        }
+
+        fn apply(&mut self, event: Event) {
+            self.send(event).expect("event applies");
+        }
+
+        fn op(&mut self, action: OperatorAction) -> Result<(), StepError> {
+            self.send(Event::Operator {
+                action,
+                actor: "bob".into(),
+            })
+        }
+
+        fn handle(&mut self, actions: Vec<Action>) {
+            let mut queue = VecDeque::from(actions);
+            while let Some(action) = queue.pop_front() {
+                if self.hold && !matches!(action, Action::Alert { .. } | Action::Finished) {
+                    self.held.push(action);
+                    continue;
+                }
+                let reply = match &action {
+                    Action::Push {
+                        location,
+                        mode,
+                        version,
+                    } => {
+                        self.pushes.push((self.now, location.clone(), *mode));
+                        if self.nack.contains(location) {
+                            Event::EdgeNacked {
+                                location: location.clone(),
+                                reason: "nginx -t failed".into(),
+                            }
+                        } else if self.unreachable.contains(location) {
+                            Event::EdgeFailed {
+                                location: location.clone(),
+                                error: "timed out after 5s".into(),
+                            }
+                        } else {
+                            Event::EdgeAcked {
+                                location: location.clone(),
+                                version: version.clone(),
+                                latency_ms: 10 + (self.pushes.len() as u64 % 90),
+                            }
+                        }
+                    }
+                    Action::RollbackEdge { location, .. }
+                    | Action::ActivateVersion { location, .. } => {
+                        self.rollbacks.push(action.clone());
+                        if self.unreachable.contains(location) {
+                            Event::EdgeRollbackFailed {
+                                location: location.clone(),
+                                error: "connection refused".into(),
+                            }
+                        } else {
+                            Event::EdgeRolledBack {
+                                location: location.clone(),
+                            }
+                        }
+                    }
+                    Action::Analyze {
+                        canary, baseline, ..
+                    } => {
+                        self.analyses.push((canary.clone(), baseline.clone()));
+                        Event::Verdict {
+                            outcome: (self.judge)(canary, self.now),
+                            data: BTreeMap::from([("errorRate".into(), "0.2".into())]),
+                        }
+                    }
+                    Action::Alert { kind, .. } => {
+                        self.alerts.push(*kind);
+                        continue;
+                    }
+                    Action::Finished => {
+                        self.finished += 1;
+                        continue;
+                    }
+                };
+                let more = step(&mut self.d, reply, self.now, &self.ctx).expect("answer applies");
+                queue.extend(more);
+            }
+        }
+
+        /// Ticks every `tick_ms` until the deployment ends or waits for a person.
+        fn run(&mut self, tick_ms: i64) {
+            for _ in 0..20_000 {
+                if self.d.status.is_terminal()
+                    || matches!(
+                        self.d.status,
+                        DeploymentStatus::Paused | DeploymentStatus::AwaitingApproval
+                    )
+                {
+                    return;
+                }
+                self.advance(tick_ms);
+            }
+            panic!("deployment did not settle: {:?}", self.d.engine.phase);
+        }
+
+        fn advance(&mut self, ms: i64) {
+            self.now = self.now.plus_millis(ms);
+            self.apply(Event::Tick);
+        }
+
+        fn pushed(&self, mode: PushMode) -> Vec<String> {
+            self.pushes
+                .iter()
+                .filter(|(_, _, m)| *m == mode)
+                .map(|(_, l, _)| l.clone())
+                .collect()
+        }
+
+        fn rolled_back(&self) -> Vec<String> {
+            let mut out: Vec<String> = self
+                .rollbacks
+                .iter()
+                .map(|a| match a {
+                    Action::RollbackEdge { location, .. }
+                    | Action::ActivateVersion { location, .. } => location.clone(),
+                    _ => String::new(),
+                })
+                .collect();
+            out.sort();
+            out
+        }
+
+        fn kinds(&self) -> Vec<EventKind> {
+            self.d.events.iter().map(|e| e.kind).collect()
+        }
+    }
+
+    fn sorted(list: &[&str]) -> Vec<String> {
+        let mut out: Vec<String> = list.iter().map(|s| s.to_string()).collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn every_strategy_completes_on_healthy_fleets() {
+        let cases: Vec<(Strategy, serde_json::Value, usize)> = vec![
+            (Strategy::DirectDeployment, serde_json::json!({}), 1),
+            (Strategy::RegionalCanary, serde_json::json!({}), 3),
+            (Strategy::BlueGreenDeployment, serde_json::json!({}), 2),
+            (Strategy::RollingRegional, serde_json::json!({}), 3),
+            (
+                Strategy::GeographicWave,
+                serde_json::json!({"days": ["Wed", "Thu"]}),
+                3,
+            ),
+        ];
+        for edges in [nine_pops(), fleet(334)] {
+            let n = edges.len();
+            for (strategy, body, n_waves) in &cases {
+                let mut sim = Sim::new(*strategy, body.clone(), edges.clone()).start();
+                sim.run(MINUTE);
+                let d = &sim.d;
+                assert_eq!(d.status, DeploymentStatus::Completed, "{strategy:?} on {n}");
+                assert_eq!(d.engine.waves.len(), *n_waves, "{strategy:?}");
+                assert_eq!(d.progress_percentage, 100);
+                assert_eq!(d.successful_locations.len(), n, "{strategy:?}");
+                assert!(d.failed_locations.is_empty() && d.skipped_locations.is_empty());
+                assert!(sim.rollbacks.is_empty());
+                assert_eq!(sim.finished, 1);
+                assert_eq!(d.current_step as usize, *n_waves);
+                assert!(d.completed_at.is_some() && d.duration_seconds.is_some());
+                assert_eq!(progress(d).acked, n);
+                let expected_pushes = if *strategy == Strategy::BlueGreenDeployment {
+                    2 * n
+                } else {
+                    n
+                };
+                assert_eq!(sim.pushes.len(), expected_pushes, "{strategy:?}");
+                assert_eq!(sim.kinds().last(), Some(&EventKind::Completed));
+            }
+        }
+    }
+
+    #[test]
+    fn canary_watches_each_step_against_the_baseline() {
+        let mut sim = Sim::nine(Strategy::RegionalCanary, serde_json::json!({})).start();
+        assert_eq!(sim.pushed(PushMode::Apply), vec!["ap-east-1"]);
+        assert_eq!(sim.d.status, DeploymentStatus::Canary);
+        assert_eq!(sim.d.engine.phase, Phase::Watching);
+        let (canary, baseline) = sim.analyses[0].clone();
+        assert_eq!(canary, vec!["ap-east-1"]);
+        assert_eq!(baseline.len(), 8);
+        for _ in 0..4 {
+            sim.advance(MINUTE);
+        }
+        assert_eq!(sim.pushes.len(), 1, "no promotion before monitorDuration");
+        sim.advance(MINUTE);
+        assert_eq!(sim.pushes.len(), 5);
+        assert_eq!(sim.d.current_step, 2);
+        assert_eq!(sim.d.canary_config.current_step, 1);
+        assert_eq!(sim.d.progress_percentage, 55);
+        sim.run(MINUTE);
+        assert_eq!(sim.d.status, DeploymentStatus::Completed);
+        assert_eq!(sim.now, NOW.plus_millis(15 * MINUTE));
+    }
+
+    #[test]
+    fn nack_mid_canary_rolls_back_only_touched_edges() {
+        let mut sim = Sim::nine(Strategy::RegionalCanary, serde_json::json!({}));
+        sim.nack.insert("eu-central-1".into());
+        let mut sim = sim.start();
+        sim.run(MINUTE);
+        assert_eq!(sim.d.status, DeploymentStatus::RolledBack);
+        assert_eq!(
+            sim.rolled_back(),
+            sorted(&["ap-east-1", "us-central-1", "ap-south-1", "eu-north-1"])
+        );
+        assert!(sim.rollbacks.iter().all(|a| matches!(
+            a,
+            Action::RollbackEdge { to_version: Some(v), .. } if v == "1.0.0"
+        )));
+        assert_eq!(sim.d.failed_locations, vec!["eu-central-1"]);
+        assert!(sim.d.successful_locations.is_empty());
+        assert!(sim.d.errors.iter().any(|e| e.contains("eu-central-1")));
+        assert!(sim.alerts.contains(&AlertKind::RolledBack));
+        let progress = progress(&sim.d);
+        assert_eq!(progress.nacks[0].reason, "nginx -t failed");
+        assert!(
+            sim.d
+                .edges
+                .values()
+                .filter(|e| e.wave == 2)
+                .all(|e| e.state == EdgeState::Pending)
+        );
+    }
+
+    #[test]
+    fn failed_analysis_rolls_back_the_first_canary_of_a_large_fleet() {
+        let mut sim = Sim::new(Strategy::RegionalCanary, serde_json::json!({}), fleet(334));
+        sim.judge = Box::new(|_, _| AnalysisOutcome::Fail {
+            reason: "errorRate 4.1% > 1.0%".into(),
+        });
+        let mut sim = sim.start();
+        sim.run(MINUTE);
+        assert_eq!(sim.d.status, DeploymentStatus::RolledBack);
+        assert_eq!(sim.pushes.len(), 101);
+        assert_eq!(sim.rollbacks.len(), 101);
+        assert!(sim.d.events.iter().any(|e| e.kind == EventKind::Verdict
+            && e.data.get("errorRate").map(String::as_str) == Some("0.2")));
+        assert!(
+            sim.d
+                .engine
+                .rollback_reason
+                .as_deref()
+                .is_some_and(|r| r.contains("4.1%"))
+        );
+    }
+
+    #[test]
+    fn failure_action_pause_holds_and_resume_accepts_the_failure() {
+        let mut sim = Sim::nine(
+            Strategy::RegionalCanary,
+            serde_json::json!({"failureAction": "pause"}),
+        );
+        sim.nack.insert("eu-central-1".into());
+        let mut sim = sim.start();
+        sim.run(MINUTE);
+        assert_eq!(sim.d.status, DeploymentStatus::Paused);
+        assert!(sim.alerts.contains(&AlertKind::WaveFailed));
+        assert!(sim.rollbacks.is_empty());
+        let pushes = sim.pushes.len();
+        sim.advance(10 * MINUTE);
+        assert_eq!(
+            sim.pushes.len(),
+            pushes,
+            "a paused deployment pushes nothing"
+        );
+        sim.op(OperatorAction::Resume).unwrap();
+        sim.run(MINUTE);
+        assert_eq!(sim.d.status, DeploymentStatus::Completed);
+        assert_eq!(sim.d.failed_locations, vec!["eu-central-1"]);
+        assert_eq!(sim.d.successful_locations.len(), 8);
+    }
+
+    #[test]
+    fn edges_down_during_a_watch_fail_it_and_before_a_wave_are_skipped() {
+        let mut sim = Sim::nine(Strategy::RegionalCanary, serde_json::json!({})).start();
+        sim.ctx.unhealthy.insert("ap-east-1".into());
+        sim.advance(MINUTE);
+        assert_eq!(sim.d.status, DeploymentStatus::RolledBack);
+        assert_eq!(sim.rolled_back(), vec!["ap-east-1"]);
+        assert!(sim.d.errors[0].contains("stopped heartbeating"));
+
+        let mut sim = Sim::nine(Strategy::RegionalCanary, serde_json::json!({})).start();
+        sim.ctx.unhealthy.insert("us-east-1".into());
+        sim.run(MINUTE);
+        assert_eq!(sim.d.status, DeploymentStatus::Completed);
+        assert_eq!(sim.d.skipped_locations, vec!["us-east-1"]);
+        assert_eq!(
+            sim.d.skipped[0].reason,
+            "unhealthy at the start of its wave"
+        );
+        assert_eq!(progress(&sim.d).targets, 8);
+        assert_eq!(sim.d.progress_percentage, 100);
+    }
+
+    #[test]
+    fn inconclusive_extends_the_watch_then_pauses_with_an_alert() {
+        let mut sim = Sim::nine(Strategy::RegionalCanary, serde_json::json!({}));
+        sim.judge = Box::new(|_, _| AnalysisOutcome::Inconclusive {
+            reason: "412 requests < minSamples 1000".into(),
+        });
+        let mut sim = sim.start();
+        sim.run(MINUTE);
+        assert_eq!(sim.d.status, DeploymentStatus::Paused);
+        assert_eq!(
+            sim.now,
+            NOW.plus_millis(20 * MINUTE),
+            "5m watch + 15m extension"
+        );
+        assert_eq!(sim.d.engine.extension_used, Span::from_mins(15));
+        assert!(sim.alerts.contains(&AlertKind::Inconclusive));
+        assert_eq!(sim.pushes.len(), 1);
+        assert!(matches!(
+            sim.op(OperatorAction::Promote),
+            Err(StepError::Invalid(_))
+        ));
+        sim.op(OperatorAction::Rollback {
+            reason: "not enough traffic to judge".into(),
+        })
+        .unwrap();
+        assert_eq!(sim.d.status, DeploymentStatus::RolledBack);
+        let rollback = sim
+            .d
+            .events
+            .iter()
+            .find(|e| e.kind == EventKind::RollbackStarted);
+        assert_eq!(rollback.map(|e| e.actor.as_str()), Some("bob"));
+    }
+
+    #[test]
+    fn warnings_alert_without_stopping() {
+        let mut sim = Sim::nine(Strategy::RegionalCanary, serde_json::json!({}));
+        sim.judge = Box::new(|_, _| AnalysisOutcome::Warn {
+            message: "p99 112 ms > 100 ms".into(),
+        });
+        let mut sim = sim.start();
+        sim.advance(MINUTE);
+        assert!(sim.alerts.contains(&AlertKind::Warning));
+        assert_eq!(sim.d.status, DeploymentStatus::Canary);
+    }
+
+    #[test]
+    fn direct_retries_then_reports_failures_without_rolling_back() {
+        let mut sim = Sim::nine(Strategy::DirectDeployment, serde_json::json!({}));
+        sim.unreachable.insert("ap-south-1".into());
+        sim.nack.insert("eu-west-1".into());
+        let sim = sim.start();
+        assert_eq!(sim.d.status, DeploymentStatus::Completed);
+        let tries = sim
+            .pushes
+            .iter()
+            .filter(|(_, l, _)| l == "ap-south-1")
+            .count();
+        assert_eq!(tries, 3);
+        assert_eq!(sim.d.failed_locations, sorted(&["ap-south-1", "eu-west-1"]));
+        assert_eq!(sim.d.successful_locations.len(), 7);
+        assert!(sim.rollbacks.is_empty());
+        assert_eq!(sim.d.progress_percentage, 100);
+        assert_eq!(sim.d.edges["ap-south-1"].state, EdgeState::TimedOut);
+
+        let mut sim = Sim::nine(Strategy::DirectDeployment, serde_json::json!({}));
+        sim.nack = nine_pops().into_iter().map(|e| e.location_id).collect();
+        let sim = sim.start();
+        assert_eq!(sim.d.status, DeploymentStatus::Failed);
+    }
+
+    #[test]
+    fn blue_green_activates_after_staging_and_switches_back_on_failure() {
+        let mut edges = nine_pops();
+        edges[8].active_configurations.clear();
+        let mut sim = Sim::new(Strategy::BlueGreenDeployment, serde_json::json!({}), edges);
+        sim.judge = Box::new(|_, _| AnalysisOutcome::Fail {
+            reason: "hit rate 61% < 80%".into(),
+        });
+        let mut sim = sim.start();
+        assert_eq!(sim.pushed(PushMode::Stage).len(), 9);
+        assert_eq!(sim.pushed(PushMode::Activate).len(), 9);
+        assert!(
+            sim.pushes
+                .iter()
+                .position(|p| p.2 == PushMode::Activate)
+                .unwrap_or(0)
+                >= 9,
+            "activation only after every target staged"
+        );
+        sim.run(MINUTE);
+        assert_eq!(sim.d.status, DeploymentStatus::RolledBack);
+        let switch_backs = sim
+            .rollbacks
+            .iter()
+            .filter(|a| matches!(a, Action::ActivateVersion { version, .. } if version == "1.0.0"))
+            .count();
+        assert_eq!(switch_backs, 8);
+        assert!(sim.rollbacks.contains(&Action::RollbackEdge {
+            location: "ap-southeast-1".into(),
+            to_version: None
+        }));
+    }
+
+    #[test]
+    fn blue_green_failed_smoke_check_activates_nothing() {
+        let mut sim = Sim::nine(Strategy::BlueGreenDeployment, serde_json::json!({}));
+        sim.nack.insert("us-east-1".into());
+        let sim = sim.start();
+        assert_eq!(sim.d.status, DeploymentStatus::Failed);
+        assert!(sim.pushed(PushMode::Activate).is_empty());
+        assert!(sim.rollbacks.is_empty());
+        assert!(sim.d.errors[0].contains("smoke check"));
+        assert!(sim.d.successful_locations.is_empty());
+    }
+
+    #[test]
+    fn rolling_regional_waits_at_each_gate() {
+        let body = serde_json::json!({"requireApproval": true,
+            "targetRegions": ["Europe", "North America", "Asia Pacific"]});
+        let mut sim = Sim::nine(Strategy::RollingRegional, body.clone()).start();
+        assert_eq!(sim.pushes.len(), 3);
+        assert!(sim.pushes.iter().all(|(_, l, _)| l.starts_with("eu-")));
+        sim.run(MINUTE);
+        assert_eq!(sim.d.status, DeploymentStatus::AwaitingApproval);
+        assert_eq!(sim.now, NOW.plus_millis(15 * MINUTE));
+        for _ in 0..24 * 60 {
+            sim.advance(MINUTE);
+        }
+        assert_eq!(sim.pushes.len(), 3, "never approved: never pushed further");
+        sim.op(OperatorAction::ApproveNextRegion).unwrap();
+        assert_eq!(sim.pushes.len(), 6);
+        assert!(matches!(
+            sim.op(OperatorAction::ApproveNextRegion),
+            Err(StepError::Invalid(_))
+        ));
+        sim.run(MINUTE);
+        assert_eq!(sim.d.status, DeploymentStatus::AwaitingApproval);
+        sim.op(OperatorAction::Rollback {
+            reason: "rejected".into(),
+        })
+        .unwrap();
+        assert_eq!(sim.d.status, DeploymentStatus::RolledBack);
+        assert_eq!(sim.rolled_back().len(), 6);
+        let approved = sim.d.events.iter().find(|e| e.kind == EventKind::Approved);
+        assert_eq!(approved.map(|e| e.actor.as_str()), Some("bob"));
+    }
+
+    #[test]
+    fn rolling_regional_failure_rolls_back_done_regions_unless_told_to_continue() {
+        for (continue_on_failure, status, n_rollbacks) in [
+            (false, DeploymentStatus::RolledBack, 6),
+            (true, DeploymentStatus::Completed, 0),
+        ] {
+            let mut sim = Sim::nine(
+                Strategy::RollingRegional,
+                serde_json::json!({"continueOnFailure": continue_on_failure,
+                    "targetRegions": ["Europe", "North America", "Asia Pacific"]}),
+            );
+            sim.judge = Box::new(|canary, _| {
+                if canary.iter().any(|l| l.starts_with("us-")) {
+                    AnalysisOutcome::Fail {
+                        reason: "5xx".into(),
+                    }
+                } else {
+                    AnalysisOutcome::Pass
+                }
+            });
+            let mut sim = sim.start();
+            sim.run(MINUTE);
+            assert_eq!(
+                sim.d.status, status,
+                "continueOnFailure {continue_on_failure}"
+            );
+            assert_eq!(sim.rollbacks.len(), n_rollbacks);
+            assert!(!sim.d.errors.is_empty());
+        }
+    }
+
+    #[test]
+    fn geographic_waves_start_at_local_night_on_allowed_days() {
+        let mut sim = Sim::nine(
+            Strategy::GeographicWave,
+            serde_json::json!({"days": ["Wed"], "deploymentTime": "02:00", "monitorDuration": "1h"}),
+        )
+        .start();
+        assert!(sim.pushes.is_empty(), "Tuesday noon: nothing yet");
+        assert_eq!(sim.d.engine.phase, Phase::Scheduled);
+        sim.run(MINUTE);
+        assert_eq!(sim.d.status, DeploymentStatus::Completed);
+        let regions = ["Asia Pacific", "Europe", "North America"];
+        for (wave, region) in sim.d.engine.waves.iter().zip(regions) {
+            assert_eq!(wave.name, region);
+            let first = sim
+                .pushes
+                .iter()
+                .find(|(_, l, _)| wave.locations.contains(l))
+                .map(|p| p.0)
+                .expect("wave pushed");
+            assert_eq!(Some(first), wave.not_before);
+            let local = first.millis() + i64::from(wave.utc_offset_minutes) * MINUTE;
+            assert_eq!(local.rem_euclid(86_400_000), 2 * 60 * MINUTE, "{region}");
+            assert_eq!(
+                crate::rollout::plan::local_weekday(local),
+                Weekday::Wed,
+                "{region}"
+            );
+        }
+    }
+
+    #[test]
+    fn geographic_wave_held_past_its_window_waits_for_the_next() {
+        let mut sim = Sim::nine(Strategy::GeographicWave, serde_json::json!({})).start();
+        let first = sim.d.engine.phase_until.expect("scheduled");
+        sim.op(OperatorAction::Pause).unwrap();
+        sim.now = first.plus_millis(3 * 60 * MINUTE);
+        sim.op(OperatorAction::Resume).unwrap();
+        assert!(sim.pushes.is_empty());
+        assert_eq!(
+            sim.d.engine.phase_until,
+            Some(first.plus_millis(24 * 60 * MINUTE))
+        );
+        sim.op(OperatorAction::Promote).unwrap();
+        assert_eq!(sim.pushes.len(), 3, "promote starts a scheduled wave now");
+    }
+
+    /// Builds a deployment in a named state.
+    fn in_state(name: &str) -> Sim {
+        let canary = || Sim::nine(Strategy::RegionalCanary, serde_json::json!({}));
+        match name {
+            "pending" => canary(),
+            "pushing" => {
+                let mut sim = canary();
+                sim.hold = true;
+                sim.start()
+            }
+            "watching" => canary().start(),
+            "awaiting" => {
+                let mut sim = Sim::nine(
+                    Strategy::RegionalCanary,
+                    serde_json::json!({"canaryConfig": {"autoPromote": false}}),
+                )
+                .start();
+                sim.run(MINUTE);
+                sim
+            }
+            "paused" => {
+                let mut sim = canary().start();
+                sim.op(OperatorAction::Pause).unwrap();
+                sim
+            }
+            "rolling back" => {
+                let mut sim = canary().start();
+                sim.hold = true;
+                sim.op(OperatorAction::Rollback { reason: "x".into() })
+                    .unwrap();
+                sim
+            }
+            "scheduled" => Sim::nine(Strategy::GeographicWave, serde_json::json!({})).start(),
+            "completed" => {
+                let mut sim = canary().start();
+                sim.run(MINUTE);
+                sim
+            }
+            "rolled back" => {
+                let mut sim = canary().start();
+                sim.op(OperatorAction::Rollback { reason: "x".into() })
+                    .unwrap();
+                sim
+            }
+            "failed" => {
+                let mut sim = Sim::nine(Strategy::BlueGreenDeployment, serde_json::json!({}));
+                sim.nack.insert("us-east-1".into());
+                sim.start()
+            }
+            other => panic!("unknown state {other}"),
+        }
+    }
+
+    #[test]
+    fn operator_actions_in_every_state() {
+        // Columns: promote, pause, resume, rollback, approve-next-region.
+        // o = accepted, i = invalid here (409), t = terminal (409).
+        let table = [
+            ("pending", "iiioi"),
+            ("pushing", "ioioi"),
+            ("watching", "ooioi"),
+            ("awaiting", "ooioo"),
+            ("paused", "iiooi"),
+            ("rolling back", "iiiii"),
+            ("scheduled", "ooioi"),
+            ("completed", "ttttt"),
+            ("rolled back", "ttttt"),
+            ("failed", "ttttt"),
+        ];
+        let actions = [
+            OperatorAction::Promote,
+            OperatorAction::Pause,
+            OperatorAction::Resume,
+            OperatorAction::Rollback {
+                reason: "bad".into(),
+            },
+            OperatorAction::ApproveNextRegion,
+        ];
+        for (state, expected) in table {
+            for (action, want) in actions.iter().zip(expected.chars()) {
+                let mut sim = in_state(state);
+                let before = sim.d.clone();
+                let result = sim.op(action.clone());
+                match (want, &result) {
+                    ('o', Ok(())) => assert_ne!(sim.d, before, "{state} {action:?}"),
+                    ('i', Err(StepError::Invalid(_))) | ('t', Err(StepError::Terminal(_))) => {
+                        assert_eq!(sim.d, before, "{state} {action:?} must not change it")
+                    }
+                    _ => panic!("{state} {action:?}: expected {want}, got {result:?}"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn pause_resume_and_promote_move_as_operators_expect() {
+        let mut sim = Sim::nine(Strategy::RegionalCanary, serde_json::json!({})).start();
+        sim.op(OperatorAction::Pause).unwrap();
+        assert_eq!(sim.d.status, DeploymentStatus::Paused);
+        sim.advance(30 * MINUTE);
+        assert_eq!(sim.pushes.len(), 1);
+        sim.op(OperatorAction::Resume).unwrap();
+        assert_eq!(sim.d.status, DeploymentStatus::Canary);
+        assert_eq!(
+            sim.d.engine.phase_until,
+            Some(sim.now.plus_millis(5 * MINUTE))
+        );
+        sim.op(OperatorAction::Promote).unwrap();
+        assert_eq!(sim.pushes.len(), 5, "promote skips the rest of the watch");
+        let kinds = sim.kinds();
+        for kind in [EventKind::Paused, EventKind::Resumed, EventKind::Promoted] {
+            let event = sim
+                .d
+                .events
+                .iter()
+                .find(|e| e.kind == kind && e.actor == "bob");
+            assert!(event.is_some(), "{kind:?} by bob in {kinds:?}");
+        }
+    }
+
+    #[test]
+    fn a_push_failing_while_paused_is_held_until_resume() {
+        let mut sim = Sim::nine(Strategy::DirectDeployment, serde_json::json!({}));
+        sim.hold = true;
+        let mut sim = sim.start();
+        sim.hold = false;
+        sim.op(OperatorAction::Pause).unwrap();
+        sim.apply(Event::EdgeFailed {
+            location: "us-east-1".into(),
+            error: "timeout".into(),
+        });
+        assert_eq!(sim.d.edges["us-east-1"].state, EdgeState::Pending);
+        assert!(sim.pushes.is_empty());
+        for action in std::mem::take(&mut sim.held) {
+            let Action::Push {
+                location, version, ..
+            } = action
+            else {
+                continue;
+            };
+            if location != "us-east-1" {
+                sim.apply(Event::EdgeAcked {
+                    location,
+                    version,
+                    latency_ms: 5,
+                });
+            }
+        }
+        assert_eq!(sim.d.status, DeploymentStatus::Paused);
+        sim.op(OperatorAction::Resume).unwrap();
+        assert_eq!(sim.d.status, DeploymentStatus::Completed);
+        assert_eq!(sim.d.edges["us-east-1"].attempts, 2);
+    }
+
+    #[test]
+    fn freeze_pauses_and_only_its_lifting_resumes() {
+        let mut sim = Sim::nine(Strategy::RegionalCanary, serde_json::json!({})).start();
+        sim.apply(Event::Freeze);
+        assert_eq!(sim.d.status, DeploymentStatus::Paused);
+        assert!(matches!(
+            sim.op(OperatorAction::Resume),
+            Err(StepError::Invalid(_))
+        ));
+        sim.apply(Event::Unfreeze);
+        assert_eq!(sim.d.status, DeploymentStatus::Canary);
+
+        // Paused by an operator before the freeze: stays paused after it.
+        sim.op(OperatorAction::Pause).unwrap();
+        sim.apply(Event::Freeze);
+        sim.apply(Event::Unfreeze);
+        assert_eq!(sim.d.status, DeploymentStatus::Paused);
+
+        // A freeze never stops a rollback.
+        let mut sim = in_state("rolling back");
+        sim.apply(Event::Freeze);
+        sim.hold = false;
+        let held = std::mem::take(&mut sim.held);
+        sim.handle(held);
+        assert_eq!(sim.d.status, DeploymentStatus::RolledBack);
+
+        // A frozen deployment does not start.
+        let mut sim = Sim::nine(Strategy::DirectDeployment, serde_json::json!({}));
+        sim.apply(Event::Freeze);
+        let p = plan(&sim.d, &sim.edges, sim.now, 120_000);
+        assert!(matches!(
+            sim.send(Event::Start { plan: p }),
+            Err(StepError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn failed_rollbacks_are_retried_then_reported() {
+        let mut sim = Sim::nine(Strategy::RegionalCanary, serde_json::json!({})).start();
+        sim.unreachable.insert("ap-east-1".into());
+        sim.op(OperatorAction::Rollback {
+            reason: "manual".into(),
+        })
+        .unwrap();
+        assert_eq!(sim.rollbacks.len(), 3);
+        assert_eq!(sim.d.status, DeploymentStatus::Failed);
+        assert_eq!(sim.d.edges["ap-east-1"].state, EdgeState::RollbackFailed);
+        assert!(sim.alerts.contains(&AlertKind::RollbackIncomplete));
+    }
+
+    /// Persists the record the way the store does and returns the copy a restart would load.
+    fn restart(d: &Deployment) -> Deployment {
+        let bytes = postcard::to_stdvec(d).expect("encodes");
+        postcard::from_bytes(&bytes).expect("decodes")
+    }
+
+    #[test]
+    fn resume_actions_reissue_unanswered_work_after_a_crash() {
+        type Crash = fn() -> Sim;
+        let cases: Vec<(&str, Crash, Vec<&str>)> = vec![
+            (
+                "pushing",
+                || in_state("pushing"),
+                vec!["push apply ap-east-1"],
+            ),
+            (
+                "staging",
+                || {
+                    let mut sim = Sim::nine(Strategy::BlueGreenDeployment, serde_json::json!({}));
+                    sim.hold = true;
+                    sim.start()
+                },
+                vec!["push stage"; 9],
+            ),
+            (
+                "activating",
+                || {
+                    let mut sim =
+                        Sim::nine(Strategy::BlueGreenDeployment, serde_json::json!({})).start();
+                    sim.hold = true;
+                    let mut d = restart(&sim.d);
+                    // Crash right after activation was persisted: undo the answers.
+                    for edge in d.edges.values_mut() {
+                        edge.state = EdgeState::Pushed;
+                    }
+                    d.engine.phase = Phase::Activating;
+                    d.status = DeploymentStatus::InProgress;
+                    d.engine.waves.truncate(2);
+                    d.engine.wave = 1;
+                    sim.d = d;
+                    sim
+                },
+                vec!["push activate"; 9],
+            ),
+            ("watching", || in_state("watching"), vec!["analyze"]),
+            (
+                "rolling back",
+                || in_state("rolling back"),
+                vec!["rollback ap-east-1"],
+            ),
+            (
+                "paused while pushing",
+                || {
+                    let mut sim = in_state("pushing");
+                    sim.op(OperatorAction::Pause).unwrap();
+                    sim
+                },
+                vec!["push apply ap-east-1"],
+            ),
+            ("scheduled", || in_state("scheduled"), vec![]),
+            ("completed", || in_state("completed"), vec![]),
+        ];
+        for (name, crash, expected) in cases {
+            let sim = crash();
+            let d = restart(&sim.d);
+            let actions = resume_actions(&d, sim.now);
+            let described: Vec<String> = actions
+                .iter()
+                .map(|a| match a {
+                    Action::Push { location, mode, .. } if *mode == PushMode::Apply => {
+                        format!("push apply {location}")
+                    }
+                    Action::Push { mode, .. } => format!("push {mode:?}").to_lowercase(),
+                    Action::RollbackEdge { location, .. } => format!("rollback {location}"),
+                    Action::Analyze { .. } => "analyze".to_string(),
+                    other => format!("{other:?}"),
+                })
+                .collect();
+            assert_eq!(described, expected, "{name}");
+
+            // Feeding the edges' answers to the reloaded record carries it to the end.
+            let mut resumed = crash();
+            resumed.d = d;
+            resumed.hold = false;
+            resumed.handle(actions);
+            if resumed.d.engine.paused_from.is_some() {
+                resumed.op(OperatorAction::Resume).unwrap();
+            }
+            resumed.run(MINUTE);
+            assert!(
+                resumed.d.status.is_terminal(),
+                "{name}: {:?}",
+                resumed.d.status
+            );
+            assert!(
+                resumed
+                    .d
+                    .edges
+                    .values()
+                    .all(|e| !matches!(e.state, EdgeState::Pushed | EdgeState::RollingBack)),
+                "{name}: an edge was left without a decision"
+            );
+        }
+    }
+
+    #[test]
+    fn progress_reports_acks_nacks_and_apply_latency() {
+        let mut sim = Sim::nine(Strategy::DirectDeployment, serde_json::json!({}));
+        sim.hold = true;
+        let mut sim = sim.start();
+        sim.hold = false;
+        let latencies = [5u64, 10, 15, 20, 25, 30, 35, 400];
+        let held = std::mem::take(&mut sim.held);
+        for (action, latency) in held.into_iter().zip(latencies.iter().chain([&0])) {
+            let Action::Push {
+                location, version, ..
+            } = action
+            else {
+                continue;
+            };
+            if location == "us-west-1" {
+                sim.apply(Event::EdgeNacked {
+                    location,
+                    reason: "certificate expired".into(),
+                });
+            } else {
+                sim.apply(Event::EdgeAcked {
+                    location,
+                    version,
+                    latency_ms: *latency,
+                });
+            }
+        }
+        let p = progress(&sim.d);
+        assert_eq!((p.acked, p.targets), (8, 9));
+        assert_eq!(
+            p.nacks,
+            vec![EdgeNack {
+                location_id: "us-west-1".into(),
+                reason: "certificate expired".into()
+            }]
+        );
+        assert!(p.p50_apply_ms.is_some_and(|v| v <= 35));
+        assert_eq!(p.p99_apply_ms, Some(400));
+        let json = serde_json::to_value(&p).unwrap();
+        assert!(json.get("p99ApplyMs").is_some());
+    }
+
+    #[test]
+    fn stale_and_late_answers_change_nothing() {
+        let mut sim = in_state("completed");
+        let before = sim.d.clone();
+        sim.apply(Event::EdgeNacked {
+            location: "us-east-1".into(),
+            reason: "late".into(),
+        });
+        sim.apply(Event::Tick);
+        assert_eq!(sim.d, before);
+        let mut sim = in_state("watching");
+        sim.apply(Event::EdgeAcked {
+            location: "ap-east-1".into(),
+            version: "9.9.9".into(),
+            latency_ms: 1,
+        });
+        sim.apply(Event::EdgeAcked {
+            location: "nowhere".into(),
+            version: "2.0.0".into(),
+            latency_ms: 1,
+        });
+        assert_eq!(sim.d.engine.phase, Phase::Watching);
+        assert!(matches!(
+            sim.send(Event::Start {
+                plan: plan(&sim.d, &nine_pops(), NOW, 120_000)
+            }),
+            Err(StepError::Invalid(_))
+        ));
+    }
+}
