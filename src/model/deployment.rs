@@ -490,6 +490,10 @@ pub struct EngineCursor {
     /// A wave whose edge failures an operator accepted by resuming after a failure pause;
     /// they no longer fail that wave.
     pub accepted_failures_wave: Option<u32>,
+    /// When the current pushing or rolling-back phase began, for the stuck alert.
+    pub phase_since: Option<Timestamp>,
+    /// The stuck alert was raised for the current phase.
+    pub stuck_alerted: bool,
     /// Why the deployment is rolling back, for the final record.
     pub rollback_reason: Option<String>,
     /// The planned end, for progress displays.
@@ -1080,6 +1084,8 @@ mod tests {
                 frozen: true,
                 paused_by_freeze: true,
                 accepted_failures_wave: Some(0),
+                phase_since: Some(Timestamp(140)),
+                stuck_alerted: true,
                 rollback_reason: Some("p99".into()),
                 expected_finish: Some(Timestamp(999)),
             },

@@ -61,6 +61,8 @@ pub struct StepContext {
     pub max_push_attempts: u32,
     /// How much one inconclusive verdict extends a finished watch.
     pub extension_step_ms: i64,
+    /// A pushing or rolling-back phase older than this raises one alert (SPEC §7 `stuck_after`).
+    pub stuck_after_ms: i64,
     /// How late after its window a scheduled wave may still start; later, it waits for the
     /// next window.
     pub window_grace_ms: i64,
@@ -73,6 +75,7 @@ impl Default for StepContext {
             analyze_interval_ms: 10_000,
             max_push_attempts: 3,
             extension_step_ms: 60_000,
+            stuck_after_ms: 30 * 60_000,
             window_grace_ms: 3_600_000,
         }
     }
@@ -136,6 +139,8 @@ pub enum Event {
         outcome: AnalysisOutcome,
         /// The numbers behind the verdict, kept on the timeline.
         data: BTreeMap<String, String>,
+        /// The `since` of the `Analyze` this answers; a verdict on an earlier watch is stale.
+        since: Timestamp,
     },
     Operator {
         action: OperatorAction,
@@ -157,6 +162,7 @@ pub enum PushMode {
 pub enum AlertKind {
     WaveFailed,
     Inconclusive,
+    Stuck,
     Warning,
     RolledBack,
     RollbackIncomplete,
@@ -256,7 +262,11 @@ pub fn step(
         Event::EdgeRollbackFailed { location, error } => {
             run.edge_rollback_failed(&location, &error)
         }
-        Event::Verdict { outcome, data } => run.verdict(outcome, data),
+        Event::Verdict {
+            outcome,
+            data,
+            since,
+        } => run.verdict(outcome, data, since),
         Event::Operator { action, actor } => run.operator(action, &actor)?,
         Event::Freeze => run.freeze(),
         Event::Unfreeze => run.unfreeze(),
@@ -572,6 +582,8 @@ impl Run<'_> {
             (true, _) => Phase::Activating,
             _ => Phase::Pushing,
         };
+        self.d.engine.phase_since = Some(self.now);
+        self.d.engine.stuck_alerted = false;
         let mode = push_mode(self.d);
         let canary_step =
             self.d.strategy == Strategy::RegionalCanary && index + 1 < self.wave_count();
@@ -843,6 +855,8 @@ impl Run<'_> {
         self.d.engine.paused_by_freeze = false;
         self.d.engine.phase = Phase::RollingBack;
         self.d.engine.phase_until = None;
+        self.d.engine.phase_since = Some(self.now);
+        self.d.engine.stuck_alerted = false;
         self.d.engine.rollback_reason = Some(reason.clone());
         self.d.status = DeploymentStatus::InProgress;
         let mut actions = Vec::new();
@@ -930,6 +944,7 @@ impl Run<'_> {
     }
 
     fn tick(&mut self) {
+        self.check_stuck();
         if self.paused() {
             return;
         }
@@ -989,6 +1004,42 @@ impl Run<'_> {
             }
             _ => {}
         }
+    }
+
+    /// Pushes and rollbacks are bounded by the driver's timeouts and retries, so a phase that
+    /// lasts past `stuck_after` means answers are being lost: tell a person, once per phase.
+    fn check_stuck(&mut self) {
+        let busy = matches!(
+            self.d.engine.phase,
+            Phase::Pushing | Phase::Staging | Phase::Activating | Phase::RollingBack
+        );
+        let Some(since) = self.d.engine.phase_since else {
+            return;
+        };
+        if !busy
+            || self.d.engine.stuck_alerted
+            || self.now.millis_since(since) < self.ctx.stuck_after_ms
+        {
+            return;
+        }
+        let waiting: Vec<String> = self
+            .d
+            .edges
+            .iter()
+            .filter(|(_, e)| matches!(e.state, EdgeState::Pushed | EdgeState::RollingBack))
+            .map(|(l, _)| l.clone())
+            .take(10)
+            .collect();
+        self.d.engine.stuck_alerted = true;
+        self.alert(
+            AlertKind::Stuck,
+            format!(
+                "{:?} for {} min; waiting on {}",
+                self.d.engine.phase,
+                self.now.millis_since(since) / 60_000,
+                waiting.join(", ")
+            ),
+        );
     }
 
     fn edge_acked(&mut self, location: &str, version: &str, latency_ms: u64) {
@@ -1132,9 +1183,17 @@ impl Run<'_> {
         }
     }
 
-    fn verdict(&mut self, outcome: AnalysisOutcome, data: BTreeMap<String, String>) {
-        // Verdicts for anything but a running watch are stale (the watch moved on or paused).
-        if self.paused() || self.d.engine.phase != Phase::Watching {
+    fn verdict(
+        &mut self,
+        outcome: AnalysisOutcome,
+        data: BTreeMap<String, String>,
+        since: Timestamp,
+    ) {
+        // Verdicts for anything but the running watch are stale (it moved on or paused).
+        if self.paused()
+            || self.d.engine.phase != Phase::Watching
+            || self.d.engine.watch_started != Some(since)
+        {
             return;
         }
         let message = match &outcome {
@@ -1445,12 +1504,15 @@ mod tests {
                         }
                     }
                     Action::Analyze {
-                        canary, baseline, ..
+                        canary,
+                        baseline,
+                        since,
                     } => {
                         self.analyses.push((canary.clone(), baseline.clone()));
                         Event::Verdict {
                             outcome: (self.judge)(canary, self.now),
                             data: BTreeMap::from([("errorRate".into(), "0.2".into())]),
+                            since: *since,
                         }
                     }
                     Action::Alert { kind, .. } => {
@@ -2260,6 +2322,34 @@ mod tests {
         assert_eq!(p.p99_apply_ms, Some(400));
         let json = serde_json::to_value(&p).unwrap();
         assert!(json.get("p99ApplyMs").is_some());
+    }
+
+    #[test]
+    fn a_phase_stuck_past_the_limit_alerts_once() {
+        let mut sim = in_state("pushing");
+        sim.advance(29 * MINUTE);
+        assert!(sim.alerts.is_empty());
+        sim.advance(MINUTE);
+        assert_eq!(sim.alerts, vec![AlertKind::Stuck]);
+        sim.advance(MINUTE);
+        assert_eq!(sim.alerts, vec![AlertKind::Stuck]);
+    }
+
+    #[test]
+    fn a_verdict_on_an_earlier_watch_is_ignored() {
+        let mut sim = in_state("watching");
+        let started = sim.d.engine.watch_started.expect("watching");
+        sim.advance(5 * MINUTE);
+        assert_eq!(sim.d.current_step, 2, "first watch passed");
+        sim.apply(Event::Verdict {
+            outcome: AnalysisOutcome::Fail {
+                reason: "late".into(),
+            },
+            data: BTreeMap::new(),
+            since: started,
+        });
+        assert_eq!(sim.d.status, DeploymentStatus::Canary);
+        assert!(sim.rollbacks.is_empty());
     }
 
     #[test]
