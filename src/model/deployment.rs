@@ -532,11 +532,16 @@ pub struct Deployment {
     pub started_at: Option<Timestamp>,
     pub completed_at: Option<Timestamp>,
     pub duration_seconds: Option<u64>,
+    /// Share of the targets running the new version (blue-green: staging counts for half).
     pub progress_percentage: u8,
+    /// 1-based number of the wave being deployed or watched; 0 before the start.
     pub current_step: u32,
+    /// Edges running the new version.
     pub successful_locations: Vec<String>,
+    /// Edges that NACKed, could not be reached, or whose rollback was not confirmed.
     pub failed_locations: Vec<String>,
     pub skipped_locations: Vec<String>,
+    /// The skipped edges with the reason for each.
     pub skipped: Vec<SkippedLocation>,
     pub errors: Vec<String>,
     pub pre_deployment_metrics: Option<PerformanceSnapshot>,

@@ -26,6 +26,9 @@
 //! - Pause keeps edges where they are: in-flight pushes complete, failed pushes are held and
 //!   re-sent on resume. Resuming into a watch restarts the watch in full.
 //! - Freeze pauses (and blocks resume) but never stops a rollback.
+//! - A verdict names the watch it judged (`since`); verdicts on an earlier watch are dropped.
+//! - A pushing or rolling-back phase lasting past `stuck_after_ms` raises one alert.
+//! - Edges never pushed stay `Pending` when a deployment ends early: they never changed.
 
 use std::collections::BTreeMap;
 use std::collections::BTreeSet;
