@@ -947,10 +947,11 @@ impl Run<'_> {
     }
 
     fn tick(&mut self) {
-        self.check_stuck();
+        // A paused deployment waits for a person by design; it is not stuck.
         if self.paused() {
             return;
         }
+        self.check_stuck();
         match self.d.engine.phase {
             Phase::Scheduled => {
                 let Some(until) = self.d.engine.phase_until else {
@@ -2336,6 +2337,11 @@ mod tests {
         assert_eq!(sim.alerts, vec![AlertKind::Stuck]);
         sim.advance(MINUTE);
         assert_eq!(sim.alerts, vec![AlertKind::Stuck]);
+
+        let mut paused = in_state("pushing");
+        paused.op(OperatorAction::Pause).unwrap();
+        paused.advance(60 * MINUTE);
+        assert!(paused.alerts.is_empty());
     }
 
     #[test]
