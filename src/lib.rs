@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod fleet;
 pub mod model;
+pub mod rollout;
 pub mod secrets;
 pub mod store;
 pub mod telemetry;

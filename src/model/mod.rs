@@ -6,6 +6,7 @@
 //! and timestamps go through adapters that pick their encoding by `is_human_readable()`.
 
 pub mod configuration;
+pub mod deployment;
 pub mod edge_location;
 pub mod json;
 pub mod metrics;
@@ -13,6 +14,11 @@ pub mod timestamp;
 pub mod user;
 
 pub use configuration::{Bump, ConfigStatus, ConfigType, Configuration, ConfigurationVersion};
+pub use deployment::{
+    CanaryConfig, CreateDeployment, Deployment, DeploymentError, DeploymentEvent, DeploymentStatus,
+    EdgeDeploymentState, EdgeState, EngineCursor, EventKind, FailureAction, FieldError, Phase,
+    RollbackConfig, SkippedLocation, Span, Strategy, Wave, Weekday,
+};
 pub use edge_location::{Capacity, EdgeHealth, EdgeLocation, EdgeType};
 pub use metrics::{LatencyHistogram, MetricsSample, PerformanceSnapshot};
 pub use timestamp::Timestamp;
