@@ -3,4 +3,5 @@
 //! The binary (`src/main.rs`) only parses the command line; everything it runs lives here so
 //! that tests and benches exercise exactly what ships. See ARCHITECTURE.md for the map.
 
+pub mod edge;
 pub mod model;
