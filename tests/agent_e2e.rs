@@ -386,6 +386,21 @@ async fn heartbeats_carry_the_token_and_the_active_versions() {
             .push(&agent.endpoint, TOKEN, CONFIG_ID, &apply("1.0.0", rule(60)))
             .await,
     );
+    acked(
+        client
+            .push(&agent.endpoint, TOKEN, CONFIG_ID, &apply("1.1.0", rule(90)))
+            .await,
+    );
+
+    // `agent rollback` with the agent up goes through the agent, so what it serves changes.
+    let output = Command::new(env!("CARGO_BIN_EXE_edgeplane"))
+        .args(["agent", "--config"])
+        .arg(&config)
+        .args(["rollback", CONFIG_ID])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(active(&client, &agent).await.versions()[CONFIG_ID], "1.0.0");
 
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
@@ -426,6 +441,7 @@ async fn heartbeats_carry_the_token_and_the_active_versions() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(status.success(), "{status:?}");
+    assert!(!dir.path().join("state/agent.addr").exists());
 }
 
 #[test]

@@ -6,7 +6,9 @@
 //!   `keep_versions`, plus whatever is active or staged);
 //! - `state.json`: per configuration, the active and staged versions, the history of
 //!   versions that were active before (for rollback), and each kept version's checksum,
-//!   type and metadata.
+//!   type and metadata;
+//! - `agent.addr`: the address a running agent listens on, so that `edgeplane agent rollback`
+//!   goes through the running agent (which owns the state) instead of beside it.
 //!
 //! Both are written atomically (temp file in the same directory, fsync, rename, fsync of the
 //! directory), so a crash leaves either the old or the new file, never a torn one.
@@ -39,7 +41,7 @@ use super::protocol::{
     ActiveConfiguration, ActiveConfigurations, Heartbeat, PushMode, PushReply, PushRequest,
     RollbackRequest, canonical_checksum, is_safe_name,
 };
-use super::push::{PushOptions, build_http_client};
+use super::push::{PushOptions, build_http_client, chain};
 use crate::model::{ConfigType, EdgeHealth, MetricsSample, Timestamp};
 
 /// Longest command output quoted in a NACK reason.
@@ -783,6 +785,9 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {listen}"))?;
     let address = listener.local_addr()?;
+    let address_file = agent.config.state_dir.join(ADDRESS_FILE);
+    write_atomic(&address_file, address.to_string().as_bytes())
+        .with_context(|| format!("writing {}", address_file.display()))?;
     {
         let mut stdout = std::io::stdout().lock();
         writeln!(stdout, "listening on {address}")?;
@@ -796,21 +801,29 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         .await
         .context("serving the edge protocol")?;
     let _ = stop_tx.send(true);
+    let _ = std::fs::remove_file(&address_file);
     let _ = tokio::time::timeout(Duration::from_secs(5), heartbeats).await;
     tracing::info!("agent stopped");
     Ok(())
 }
 
 /// `edgeplane agent rollback CONFIG_ID`: puts the previous version back from local history,
-/// running the test and reload commands, without the control plane. Meant for a stopped
-/// agent (or one that cannot be reached); a running agent keeps its own view of the state,
-/// so with the agent up use the HTTP rollback instead. Returns the version now active.
+/// running the test and reload commands, without the control plane. A running agent owns
+/// the state, so when the one recorded in `state_dir` answers, the rollback goes through
+/// it; otherwise (agent stopped or crashed) the state on disk is changed directly. Returns
+/// the version now active.
 pub fn rollback_offline(config_path: &Path, configuration_id: &str) -> anyhow::Result<String> {
     let config = AgentConfig::load(config_path)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
+        if let Some(reply) = rollback_through_running_agent(&config, configuration_id).await {
+            return match reply {
+                PushReply::Acked { version } => Ok(version),
+                PushReply::Nacked { reason } => anyhow::bail!("rollback refused: {reason}"),
+            };
+        }
         let agent = Agent::open(config)?;
         match agent
             .handle_rollback(configuration_id, RollbackRequest::default())
@@ -820,6 +833,37 @@ pub fn rollback_offline(config_path: &Path, configuration_id: &str) -> anyhow::R
             PushReply::Nacked { reason } => anyhow::bail!("rollback refused: {reason}"),
         }
     })
+}
+
+/// Where a running agent records its bound address, for `edgeplane agent rollback`.
+const ADDRESS_FILE: &str = "agent.addr";
+
+/// Asks the running agent, if there is one, to roll back. None when no agent answers
+/// (none recorded, stale address, or not ours), so the caller works on the files itself.
+async fn rollback_through_running_agent(
+    config: &AgentConfig,
+    configuration_id: &str,
+) -> Option<PushReply> {
+    let address = std::fs::read_to_string(config.state_dir.join(ADDRESS_FILE)).ok()?;
+    let address: SocketAddr = address.trim().parse().ok()?;
+    let client = build_http_client(&PushOptions {
+        timeout: Duration::from_secs(2),
+        ..PushOptions::default()
+    })
+    .ok()?;
+    let response = client
+        .post(format!(
+            "http://{address}/edge/v1/configurations/{configuration_id}/rollback"
+        ))
+        .bearer_auth(&config.token)
+        .timeout(config.command_timeout * 2 + Duration::from_secs(5))
+        .send()
+        .await
+        .ok()?;
+    if response.status().as_u16() == 401 {
+        return None;
+    }
+    response.json::<PushReply>().await.ok()
 }
 
 async fn heartbeat_loop(agent: Arc<Agent>, mut stop: watch::Receiver<bool>) {
@@ -877,7 +921,7 @@ async fn heartbeat_loop(agent: Arc<Agent>, mut stop: watch::Receiver<bool>) {
                 tracing::warn!(?wait, "heartbeat rate limited");
             }
             Ok(response) => tracing::warn!(status = %response.status(), "heartbeat refused"),
-            Err(error) => tracing::warn!(%error, "heartbeat failed"),
+            Err(error) => tracing::warn!(error = %chain(&error), "heartbeat failed"),
         }
     }
 }

@@ -189,14 +189,14 @@ impl PushClient {
             "{}/edge/v1/active-configurations",
             endpoint.trim_end_matches('/')
         );
-        let (status, body, _) = self
+        let (status, body, _, attempts) = self
             .with_retries(endpoint, reqwest::Method::GET, &url, token, None)
             .await?;
         if status != 200 {
             return Err(PushError::Status {
                 endpoint: endpoint.to_owned(),
                 status,
-                attempts: 1,
+                attempts,
                 body: trimmed(&body),
             });
         }
@@ -211,7 +211,7 @@ impl PushClient {
         token: &str,
         body: Vec<u8>,
     ) -> Result<PushOutcome, PushError> {
-        let (status, reply, started) = self
+        let (status, reply, started, attempts) = self
             .with_retries(endpoint, method, &url, token, Some(body))
             .await?;
         match (status, parse_json::<PushReply>(endpoint, &reply)) {
@@ -224,7 +224,7 @@ impl PushClient {
             (status, _) => Err(PushError::Status {
                 endpoint: endpoint.to_owned(),
                 status,
-                attempts: 1,
+                attempts,
                 body: trimmed(&reply),
             }),
         }
@@ -239,7 +239,7 @@ impl PushClient {
         url: &str,
         token: &str,
         body: Option<Vec<u8>>,
-    ) -> Result<(u16, bytes::Bytes, Instant), PushError> {
+    ) -> Result<(u16, bytes::Bytes, Instant, u32), PushError> {
         // The semaphore is never closed, so acquire only fails if that invariant breaks.
         let _permit = self
             .in_flight
@@ -252,7 +252,7 @@ impl PushClient {
             attempts += 1;
             let error = match self.attempt(&method, url, token, body.as_ref()).await {
                 Ok((status, reply)) if !AttemptError::Status(status, String::new()).retryable() => {
-                    return Ok((status, reply, started));
+                    return Ok((status, reply, started, attempts));
                 }
                 Ok((status, reply)) => AttemptError::Status(status, trimmed(&reply)),
                 Err(error) => error,
@@ -390,7 +390,8 @@ fn classify(error: reqwest::Error) -> AttemptError {
     AttemptError::Protocol(detail)
 }
 
-fn chain(error: &dyn std::error::Error) -> String {
+/// An error with its causes, for logs and per-edge messages.
+pub(crate) fn chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
