@@ -31,6 +31,39 @@ struct StoreArgs {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The edge agent that runs beside a real edge proxy.
+    Agent {
+        #[arg(long, env = "EDGEPLANE_AGENT_CONFIG")]
+        config: PathBuf,
+        #[command(subcommand)]
+        action: Option<AgentAction>,
+    },
+    /// A fleet of simulated edges in one process, speaking the agent's protocol.
+    Simulate {
+        /// Base URL of the control plane, e.g. http://127.0.0.1:8080.
+        #[arg(long, env = "EDGEPLANE_SIMULATE_CONTROL_PLANE")]
+        control_plane: String,
+        /// Admin token used to register the edges.
+        #[arg(long, env = "EDGEPLANE_SIMULATE_TOKEN")]
+        token: String,
+        #[arg(long, default_value_t = 9)]
+        edges: usize,
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        heartbeat_interval: std::time::Duration,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Delay before each edge answers a push.
+        #[arg(long, default_value = "0s", value_parser = parse_duration)]
+        push_latency: std::time::Duration,
+        /// Probability (0 to 1) that an edge NACKs a push.
+        #[arg(long, default_value_t = 0.0)]
+        nack_rate: f64,
+        /// Edges that start down (comma separated ids).
+        #[arg(long, value_delimiter = ',')]
+        down: Vec<String>,
+        #[arg(long, default_value = "127.0.0.1")]
+        listen_host: std::net::IpAddr,
+    },
     /// Run the control plane.
     Serve {
         #[command(flatten)]
@@ -54,6 +87,12 @@ enum Command {
         #[command(flatten)]
         store: StoreArgs,
     },
+}
+
+#[derive(Subcommand)]
+enum AgentAction {
+    /// Put the previous version of a configuration back from the local history.
+    Rollback { configuration_id: String },
 }
 
 #[derive(Subcommand)]
@@ -127,13 +166,73 @@ fn read_password() -> Result<String, Failure> {
     Ok(password)
 }
 
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::Other(e.into()))
+}
+
+fn agent_failure(error: anyhow::Error) -> Failure {
+    if error
+        .downcast_ref::<edgeplane::edge::AgentConfigError>()
+        .is_some()
+    {
+        Failure::Usage(format!("{error:#}"))
+    } else {
+        Failure::Other(error)
+    }
+}
+
 fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
+        Command::Agent { config, action } => {
+            let _logs = edgeplane::telemetry::init_logs(&Default::default());
+            match action {
+                Some(AgentAction::Rollback { configuration_id }) => {
+                    let version = edgeplane::edge::agent::rollback_offline(&config, &configuration_id)
+                        .map_err(agent_failure)?;
+                    println!("{configuration_id} is now at {version}");
+                    Ok(())
+                }
+                None => runtime()?
+                    .block_on(edgeplane::edge::agent::run(&config))
+                    .map_err(agent_failure),
+            }
+        }
+        Command::Simulate {
+            control_plane,
+            token,
+            edges,
+            heartbeat_interval,
+            seed,
+            push_latency,
+            nack_rate,
+            down,
+            listen_host,
+        } => {
+            let _logs = edgeplane::telemetry::init_logs(&Default::default());
+            if !(0.0..=1.0).contains(&nack_rate) {
+                return Err(Failure::Usage("--nack-rate must be between 0 and 1".into()));
+            }
+            let options = edgeplane::edge::SimulateOptions {
+                control_plane,
+                admin_token: token,
+                edges,
+                heartbeat_interval,
+                seed,
+                push_latency,
+                nack_rate,
+                down,
+                listen_host,
+            };
+            runtime()?.block_on(edgeplane::edge::simulator::run(options))?;
+            Ok(())
+        }
         Command::Serve { store, listen } => {
             let settings = settings(&store, listen)?;
             let _logs = edgeplane::telemetry::init_logs(&settings.log);
-            let runtime = tokio::runtime::Runtime::new().map_err(anyhow::Error::from)?;
-            runtime.block_on(edgeplane::app::serve(
+            runtime()?.block_on(edgeplane::app::serve(
                 settings,
                 edgeplane::telemetry::prometheus(),
             ))?;

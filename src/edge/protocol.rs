@@ -1,0 +1,257 @@
+//! The edge protocol's JSON shapes (SPEC §6): what the control plane pushes, what an edge
+//! answers, and what an edge reports in its heartbeats.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::model::{ConfigType, EdgeHealth, MetricsSample, Timestamp};
+
+/// What a push asks the edge to do with the version it carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PushMode {
+    /// Write the version and make it active.
+    Apply,
+    /// Write the version beside the active one without activating it.
+    Stage,
+    /// Make the staged version (named by `version`) active; `content` may be null.
+    Activate,
+}
+
+/// Body of `PUT {endpoint}/edge/v1/configurations/{configurationId}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PushRequest {
+    pub version: String,
+    #[serde(rename = "type")]
+    pub config_type: ConfigType,
+    #[serde(default)]
+    pub content: Value,
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    /// Hex sha256 of the canonical content. For `activate` it may be empty; when given it
+    /// must match the staged version's checksum.
+    #[serde(default)]
+    pub checksum: String,
+    pub mode: PushMode,
+}
+
+impl PushRequest {
+    /// An `apply` push of `content`, with its checksum computed here.
+    pub fn apply(
+        version: impl Into<String>,
+        config_type: ConfigType,
+        content: Value,
+        metadata: BTreeMap<String, String>,
+    ) -> Self {
+        let checksum = canonical_checksum(&content);
+        Self {
+            version: version.into(),
+            config_type,
+            content,
+            metadata,
+            checksum,
+            mode: PushMode::Apply,
+        }
+    }
+}
+
+/// An edge's answer to a push or a rollback: 200 acked, 422 nacked.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "lowercase")]
+pub enum PushReply {
+    Acked { version: String },
+    Nacked { reason: String },
+}
+
+/// Optional body of `POST .../configurations/{configurationId}/rollback`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RollbackRequest {
+    /// The version to go back to; without it, the one active before the current one.
+    #[serde(default)]
+    pub to_version: Option<String>,
+}
+
+/// Body of `GET {endpoint}/edge/v1/active-configurations`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ActiveConfigurations {
+    pub location_id: String,
+    pub configurations: Vec<ActiveConfiguration>,
+}
+
+/// One configuration an edge runs. A configuration that is only staged (never active) is
+/// not listed, so `version` is always a real version.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ActiveConfiguration {
+    pub configuration_id: String,
+    pub version: String,
+    #[serde(rename = "type")]
+    pub config_type: ConfigType,
+    pub checksum: String,
+    pub activated_at: Timestamp,
+    pub staged_version: Option<String>,
+}
+
+impl ActiveConfigurations {
+    /// configurationId → active version, the shape heartbeats and reconciliation use.
+    pub fn versions(&self) -> BTreeMap<String, String> {
+        self.configurations
+            .iter()
+            .map(|c| (c.configuration_id.clone(), c.version.clone()))
+            .collect()
+    }
+}
+
+/// Body of `POST /api/v1/edge-locations/{id}/heartbeat`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Heartbeat {
+    pub health: EdgeHealth,
+    pub active_configurations: BTreeMap<String, String>,
+    pub metrics: Option<MetricsSample>,
+    pub started_at: Timestamp,
+    pub sent_at: Timestamp,
+}
+
+/// Body of `POST /api/v1/edge-locations` (and, without `locationId`, of the `PUT`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EdgeRegistration {
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub location_id: Option<String>,
+    pub name: String,
+    pub region: String,
+    pub country_code: String,
+    pub city: String,
+    #[serde(rename = "type")]
+    pub edge_type: String,
+    pub endpoint: String,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty", default)]
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// Hex sha256 of the RFC 8785 canonical form of `value`: object keys sorted by UTF-16 code
+/// units, no insignificant whitespace, strings escaped the way JSON.stringify does (which
+/// serde_json matches), numbers as serde_json writes them except that integral floats lose
+/// their `.0` (as in ECMAScript).
+// replaced by validate::canonical at merge
+pub(crate) fn canonical_checksum(value: &Value) -> String {
+    let mut text = String::new();
+    write_canonical(value, &mut text);
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+fn write_canonical(value: &Value, out: &mut String) {
+    match value {
+        Value::Null => out.push_str("null"),
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
+            (Some(i), _, _) => out.push_str(&i.to_string()),
+            (_, Some(u), _) => out.push_str(&u.to_string()),
+            (_, _, Some(f)) if f.fract() == 0.0 && f.abs() < 1e21 => {
+                out.push_str(&format!("{f:.0}"))
+            }
+            _ => out.push_str(&n.to_string()),
+        },
+        Value::String(s) => out.push_str(&Value::String(s.clone()).to_string()),
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(']');
+        }
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort_by(|a, b| a.encode_utf16().cmp(b.encode_utf16()));
+            out.push('{');
+            for (i, key) in keys.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String((*key).clone()).to_string());
+                out.push(':');
+                if let Some(item) = map.get(*key) {
+                    write_canonical(item, out);
+                }
+            }
+            out.push('}');
+        }
+    }
+}
+
+/// Whether `id` is safe to use as one path component on the edge's disk.
+pub(crate) fn is_safe_name(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id != "."
+        && id != ".."
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'+'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn canonical(value: Value) -> String {
+        let mut out = String::new();
+        write_canonical(&value, &mut out);
+        out
+    }
+
+    #[test]
+    fn canonical_form_sorts_keys_and_drops_whitespace() {
+        assert_eq!(
+            canonical(json!({"b": [1, 2.0, "x\n"], "a": {"d": null, "c": true}})),
+            r#"{"a":{"c":true,"d":null},"b":[1,2,"x\n"]}"#
+        );
+        assert_eq!(canonical(json!({"é": 1, "z": 2})), r#"{"z":2,"é":1}"#);
+        assert_eq!(canonical(json!(1.5)), "1.5");
+    }
+
+    #[test]
+    fn checksum_ignores_key_order() {
+        let a = canonical_checksum(&json!({"ttl": 3600, "pathPattern": "/a"}));
+        let b = canonical_checksum(&json!({"pathPattern": "/a", "ttl": 3600}));
+        assert_eq!(a, b);
+        assert_eq!(a.len(), 64);
+    }
+
+    #[test]
+    fn replies_are_tagged_by_status() {
+        let acked = serde_json::to_value(PushReply::Acked {
+            version: "1.0.0".into(),
+        })
+        .unwrap();
+        assert_eq!(acked, json!({"status": "acked", "version": "1.0.0"}));
+        let nacked: PushReply =
+            serde_json::from_value(json!({"status": "nacked", "reason": "bad"})).unwrap();
+        assert_eq!(
+            nacked,
+            PushReply::Nacked {
+                reason: "bad".into()
+            }
+        );
+    }
+
+    #[test]
+    fn unsafe_names_are_refused() {
+        assert!(is_safe_name("config-1b4e28ba-2fa1-11d2-883f-0016d3cca427"));
+        assert!(is_safe_name("1.2.0"));
+        assert!(!is_safe_name(".."));
+        assert!(!is_safe_name("a/b"));
+        assert!(!is_safe_name(""));
+    }
+}

@@ -1,0 +1,443 @@
+//! The push client the deployment engine uses to talk to thousands of edges: one shared
+//! connection pool, a bound on pushes in flight, a deadline on every attempt, and retries
+//! with exponential backoff and full jitter for failures that may pass (SPEC §6, §7).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use serde::de::DeserializeOwned;
+use tokio::sync::Semaphore;
+
+use super::protocol::{ActiveConfigurations, PushReply, PushRequest, RollbackRequest};
+
+/// Tuning of a [`PushClient`].
+#[derive(Clone, Debug)]
+pub struct PushOptions {
+    /// Deadline of one attempt, connect included.
+    pub timeout: Duration,
+    /// Attempts after the first for timeouts, connection failures and 5xx/429 answers.
+    pub retries: u32,
+    /// First backoff ceiling; doubled per retry, capped by `backoff_max`.
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    /// Pushes in flight at once across the whole client.
+    pub max_in_flight: usize,
+    /// Idle keep-alive connections kept per edge.
+    pub pool_idle_per_edge: usize,
+    /// PEM bundle of the CAs that sign edge certificates. Without it the system store is
+    /// used when there is one; a machine with no CA bundle still gets a working client that
+    /// speaks plain HTTP (and refuses https until a CA file is given).
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Default for PushOptions {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(5),
+            retries: 2,
+            backoff_base: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(2),
+            max_in_flight: 256,
+            pool_idle_per_edge: 2,
+            ca_file: None,
+        }
+    }
+}
+
+/// What an edge said to a push or rollback.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PushOutcome {
+    /// The edge runs `version`; `latency` runs from the first attempt to the ack.
+    Acked { version: String, latency: Duration },
+    /// The edge refused; final, never retried.
+    Nacked { reason: String },
+}
+
+/// Why a push got no answer from the edge, by kind.
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    #[error("edge {endpoint}: no answer within {timeout:?} ({attempts} attempts)")]
+    Timeout {
+        endpoint: String,
+        timeout: Duration,
+        attempts: u32,
+    },
+    #[error("edge {endpoint}: connection failed or dropped ({attempts} attempts): {detail}")]
+    Connect {
+        endpoint: String,
+        attempts: u32,
+        detail: String,
+    },
+    #[error("edge {endpoint}: unintelligible reply: {detail}")]
+    Protocol { endpoint: String, detail: String },
+    #[error("edge {endpoint}: refused our token (401/403)")]
+    Unauthorized { endpoint: String },
+    #[error("edge {endpoint}: HTTP {status} ({attempts} attempts): {body}")]
+    Status {
+        endpoint: String,
+        status: u16,
+        attempts: u32,
+        body: String,
+    },
+    #[error("push client setup: {0}")]
+    Setup(String),
+}
+
+impl PushError {
+    /// Short kind name for logs, metrics and deployment events.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PushError::Timeout { .. } => "timeout",
+            PushError::Connect { .. } => "connect",
+            PushError::Protocol { .. } => "protocol",
+            PushError::Unauthorized { .. } => "unauthorized",
+            PushError::Status { .. } => "status",
+            PushError::Setup(_) => "setup",
+        }
+    }
+}
+
+/// A cheap-to-clone handle over one connection pool and one in-flight bound.
+#[derive(Clone, Debug)]
+pub struct PushClient {
+    http: reqwest::Client,
+    in_flight: Arc<Semaphore>,
+    options: Arc<PushOptions>,
+}
+
+/// One attempt's failure, before the retry policy decides.
+enum AttemptError {
+    Timeout,
+    Connect(String),
+    Protocol(String),
+    Unauthorized,
+    Status(u16, String),
+}
+
+impl AttemptError {
+    fn retryable(&self) -> bool {
+        match self {
+            AttemptError::Timeout | AttemptError::Connect(_) => true,
+            AttemptError::Status(status, _) => *status >= 500 || *status == 429 || *status == 408,
+            AttemptError::Protocol(_) | AttemptError::Unauthorized => false,
+        }
+    }
+}
+
+const BODY_LIMIT: usize = 2048;
+
+impl PushClient {
+    pub fn new(options: PushOptions) -> Result<Self, PushError> {
+        let http = build_http_client(&options)?;
+        Ok(Self {
+            http,
+            in_flight: Arc::new(Semaphore::new(options.max_in_flight.max(1))),
+            options: Arc::new(options),
+        })
+    }
+
+    pub fn options(&self) -> &PushOptions {
+        &self.options
+    }
+
+    /// `PUT {endpoint}/edge/v1/configurations/{configuration_id}`.
+    pub async fn push(
+        &self,
+        endpoint: &str,
+        token: &str,
+        configuration_id: &str,
+        request: &PushRequest,
+    ) -> Result<PushOutcome, PushError> {
+        let url = format!(
+            "{}/edge/v1/configurations/{configuration_id}",
+            endpoint.trim_end_matches('/')
+        );
+        let body = serde_json::to_vec(request).map_err(|e| PushError::Setup(e.to_string()))?;
+        self.send_reply(endpoint, reqwest::Method::PUT, url, token, body)
+            .await
+    }
+
+    /// `POST {endpoint}/edge/v1/configurations/{configuration_id}/rollback`.
+    pub async fn rollback(
+        &self,
+        endpoint: &str,
+        token: &str,
+        configuration_id: &str,
+        to_version: Option<&str>,
+    ) -> Result<PushOutcome, PushError> {
+        let url = format!(
+            "{}/edge/v1/configurations/{configuration_id}/rollback",
+            endpoint.trim_end_matches('/')
+        );
+        let request = RollbackRequest {
+            to_version: to_version.map(str::to_owned),
+        };
+        let body = serde_json::to_vec(&request).map_err(|e| PushError::Setup(e.to_string()))?;
+        self.send_reply(endpoint, reqwest::Method::POST, url, token, body)
+            .await
+    }
+
+    /// `GET {endpoint}/edge/v1/active-configurations`.
+    pub async fn active(
+        &self,
+        endpoint: &str,
+        token: &str,
+    ) -> Result<ActiveConfigurations, PushError> {
+        let url = format!(
+            "{}/edge/v1/active-configurations",
+            endpoint.trim_end_matches('/')
+        );
+        let (status, body, _, attempts) = self
+            .with_retries(endpoint, reqwest::Method::GET, &url, token, None)
+            .await?;
+        if status != 200 {
+            return Err(PushError::Status {
+                endpoint: endpoint.to_owned(),
+                status,
+                attempts,
+                body: trimmed(&body),
+            });
+        }
+        parse_json(endpoint, &body)
+    }
+
+    async fn send_reply(
+        &self,
+        endpoint: &str,
+        method: reqwest::Method,
+        url: String,
+        token: &str,
+        body: Vec<u8>,
+    ) -> Result<PushOutcome, PushError> {
+        let (status, reply, started, attempts) = self
+            .with_retries(endpoint, method, &url, token, Some(body))
+            .await?;
+        match (status, parse_json::<PushReply>(endpoint, &reply)) {
+            (200, Ok(PushReply::Acked { version })) => Ok(PushOutcome::Acked {
+                version,
+                latency: started.elapsed(),
+            }),
+            (200 | 422, Ok(PushReply::Nacked { reason })) => Ok(PushOutcome::Nacked { reason }),
+            (200 | 422, Err(e)) => Err(e),
+            (status, _) => Err(PushError::Status {
+                endpoint: endpoint.to_owned(),
+                status,
+                attempts,
+                body: trimmed(&reply),
+            }),
+        }
+    }
+
+    /// Runs attempts until one gets an answer that is final (2xx, 422, other 4xx) or the
+    /// retries are spent. Returns status, body and when the first attempt started.
+    async fn with_retries(
+        &self,
+        endpoint: &str,
+        method: reqwest::Method,
+        url: &str,
+        token: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(u16, bytes::Bytes, Instant, u32), PushError> {
+        // The semaphore is never closed, so acquire only fails if that invariant breaks.
+        let _permit = self
+            .in_flight
+            .acquire()
+            .await
+            .map_err(|e| PushError::Setup(e.to_string()))?;
+        let started = Instant::now();
+        let mut attempts = 0u32;
+        loop {
+            attempts += 1;
+            let error = match self.attempt(&method, url, token, body.as_ref()).await {
+                Ok((status, reply)) if !AttemptError::Status(status, String::new()).retryable() => {
+                    return Ok((status, reply, started, attempts));
+                }
+                Ok((status, reply)) => AttemptError::Status(status, trimmed(&reply)),
+                Err(error) => error,
+            };
+            if !error.retryable() || attempts > self.options.retries {
+                return Err(self.final_error(endpoint, error, attempts));
+            }
+            tokio::time::sleep(self.backoff(attempts)).await;
+        }
+    }
+
+    async fn attempt(
+        &self,
+        method: &reqwest::Method,
+        url: &str,
+        token: &str,
+        body: Option<&Vec<u8>>,
+    ) -> Result<(u16, bytes::Bytes), AttemptError> {
+        let mut request = self.http.request(method.clone(), url).bearer_auth(token);
+        if let Some(body) = body {
+            request = request
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .body(body.clone());
+        }
+        let exchange = async {
+            let response = request.send().await.map_err(classify)?;
+            let status = response.status().as_u16();
+            if status == 401 || status == 403 {
+                return Err(AttemptError::Unauthorized);
+            }
+            let reply = response.bytes().await.map_err(classify)?;
+            Ok((status, reply))
+        };
+        match tokio::time::timeout(self.options.timeout, exchange).await {
+            Ok(result) => result,
+            Err(_) => Err(AttemptError::Timeout),
+        }
+    }
+
+    /// Full jitter: uniform in [0, min(max, base * 2^(attempt-1))].
+    fn backoff(&self, attempt: u32) -> Duration {
+        let base = self.options.backoff_base.as_millis() as u64;
+        let ceiling = base
+            .saturating_mul(1u64 << (attempt.saturating_sub(1)).min(20))
+            .min(self.options.backoff_max.as_millis() as u64);
+        Duration::from_millis(rand::rng().random_range(0..=ceiling))
+    }
+
+    fn final_error(&self, endpoint: &str, error: AttemptError, attempts: u32) -> PushError {
+        let endpoint = endpoint.to_owned();
+        match error {
+            AttemptError::Timeout => PushError::Timeout {
+                endpoint,
+                timeout: self.options.timeout,
+                attempts,
+            },
+            AttemptError::Connect(detail) => PushError::Connect {
+                endpoint,
+                attempts,
+                detail,
+            },
+            AttemptError::Protocol(detail) => PushError::Protocol { endpoint, detail },
+            AttemptError::Unauthorized => PushError::Unauthorized { endpoint },
+            AttemptError::Status(status, body) => PushError::Status {
+                endpoint,
+                status,
+                attempts,
+                body,
+            },
+        }
+    }
+}
+
+/// Builds the shared client. TLS roots come from `ca_file` when given (and only from it);
+/// otherwise from the system store, falling back to an empty store on a machine without
+/// one, so that start-up never fails for lack of a CA bundle.
+pub(crate) fn build_http_client(options: &PushOptions) -> Result<reqwest::Client, PushError> {
+    let base = || {
+        reqwest::Client::builder()
+            .no_proxy()
+            .connect_timeout(options.timeout)
+            .pool_max_idle_per_host(options.pool_idle_per_edge)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .tcp_nodelay(true)
+            .user_agent(concat!("edgeplane/", env!("CARGO_PKG_VERSION")))
+    };
+    match &options.ca_file {
+        Some(path) => {
+            let pem = std::fs::read(path).map_err(|e| {
+                PushError::Setup(format!("reading CA file {}: {e}", path.display()))
+            })?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                PushError::Setup(format!("parsing CA file {}: {e}", path.display()))
+            })?;
+            base()
+                .tls_certs_only(certs)
+                .build()
+                .map_err(|e| PushError::Setup(e.to_string()))
+        }
+        None => match base().build() {
+            Ok(client) => Ok(client),
+            Err(error) => {
+                tracing::warn!(%error, "no usable system CA store; https edges need a CA file");
+                base()
+                    .tls_certs_only(Vec::new())
+                    .build()
+                    .map_err(|e| PushError::Setup(e.to_string()))
+            }
+        },
+    }
+}
+
+/// Connection-level failures (refused, reset, closed early) are retryable; anything that
+/// got bytes back that are not HTTP is a protocol error, which retrying will not fix.
+fn classify(error: reqwest::Error) -> AttemptError {
+    if error.is_timeout() {
+        return AttemptError::Timeout;
+    }
+    if error.is_connect() {
+        return AttemptError::Connect(chain(&error));
+    }
+    let detail = chain(&error);
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
+    while let Some(cause) = source {
+        if cause.is::<std::io::Error>() {
+            return AttemptError::Connect(detail);
+        }
+        source = cause.source();
+    }
+    // hyper reports a peer that closed without answering as an incomplete message, with no
+    // io::Error underneath.
+    if detail.contains("connection closed") || detail.contains("connection reset") {
+        return AttemptError::Connect(detail);
+    }
+    AttemptError::Protocol(detail)
+}
+
+/// An error with its causes, for logs and per-edge messages.
+pub(crate) fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn parse_json<T: DeserializeOwned>(endpoint: &str, body: &[u8]) -> Result<T, PushError> {
+    serde_json::from_slice(body).map_err(|e| PushError::Protocol {
+        endpoint: endpoint.to_owned(),
+        detail: format!("{e}; body: {}", trimmed(body)),
+    })
+}
+
+fn trimmed(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&body[..body.len().min(BODY_LIMIT)]);
+    text.into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_stays_under_its_ceiling() {
+        let client = PushClient::new(PushOptions {
+            backoff_base: Duration::from_millis(100),
+            backoff_max: Duration::from_millis(250),
+            ..PushOptions::default()
+        })
+        .unwrap();
+        for attempt in 1..10 {
+            let wait = client.backoff(attempt);
+            let ceiling = (100u64 << (attempt - 1)).min(250);
+            assert!(
+                wait <= Duration::from_millis(ceiling),
+                "{attempt}: {wait:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn client_builds_without_a_ca_file() {
+        assert!(PushClient::new(PushOptions::default()).is_ok());
+    }
+}

@@ -1,0 +1,213 @@
+//! The push client against edges that misbehave: every failure is bounded in time, has the
+//! right kind, and is retried only when retrying can help.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use edgeplane::edge::{PushClient, PushError, PushOptions, PushOutcome, PushRequest};
+use edgeplane::model::ConfigType;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+const TIMEOUT: Duration = Duration::from_millis(300);
+const RETRIES: u32 = 2;
+
+fn client() -> PushClient {
+    PushClient::new(PushOptions {
+        timeout: TIMEOUT,
+        retries: RETRIES,
+        backoff_base: Duration::from_millis(20),
+        backoff_max: Duration::from_millis(50),
+        ..PushOptions::default()
+    })
+    .unwrap()
+}
+
+fn request() -> PushRequest {
+    PushRequest::apply(
+        "1.0.0",
+        ConfigType::CacheRule,
+        json!({"pathPattern": "/static/*", "ttl": 3600, "cacheControl": "public"}),
+        Default::default(),
+    )
+}
+
+/// Longest a failing push may take: every attempt may use its whole deadline, plus backoff
+/// and scheduling slack.
+fn bound() -> Duration {
+    TIMEOUT * (RETRIES + 1) + Duration::from_millis(600)
+}
+
+#[derive(Clone, Copy)]
+enum Behaviour {
+    /// Accept and never answer.
+    Stall,
+    /// Read the request and close without answering.
+    Close,
+    /// Answer correctly, but only after the deadline.
+    Slow,
+    /// Answer bytes that are not HTTP.
+    NotHttp,
+    /// Answer HTTP 200 whose body is not JSON.
+    NotJson,
+    /// Answer 503.
+    Unavailable,
+    /// Answer 422 nacked.
+    Nack,
+}
+
+/// A raw TCP edge with the given behaviour; returns its endpoint and a connection counter.
+async fn edge(behaviour: Behaviour) -> (String, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counter = connections.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            counter.fetch_add(1, Ordering::SeqCst);
+            if let Behaviour::Stall = behaviour {
+                held.push(socket);
+                continue;
+            }
+            tokio::spawn(async move {
+                let mut buffer = vec![0u8; 16 * 1024];
+                let _ = socket.read(&mut buffer).await;
+                let reply = |status: &str, body: &str| {
+                    format!(
+                        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    )
+                };
+                let answer = match behaviour {
+                    Behaviour::Stall | Behaviour::Close => return,
+                    Behaviour::Slow => {
+                        tokio::time::sleep(TIMEOUT * 3).await;
+                        reply("200 OK", r#"{"status":"acked","version":"1.0.0"}"#)
+                    }
+                    Behaviour::NotHttp => "SSH-2.0-OpenSSH_9.6\r\nnonsense\r\n\r\n".to_string(),
+                    Behaviour::NotJson => reply("200 OK", "<html>hello</html>"),
+                    Behaviour::Unavailable => reply("503 Service Unavailable", "{}"),
+                    Behaviour::Nack => reply(
+                        "422 Unprocessable Entity",
+                        r#"{"status":"nacked","reason":"test command failed"}"#,
+                    ),
+                };
+                let _ = socket.write_all(answer.as_bytes()).await;
+                let _ = socket.shutdown().await;
+            });
+        }
+    });
+    (endpoint, connections)
+}
+
+async fn push_to(behaviour: Behaviour) -> (Result<PushOutcome, PushError>, Duration, usize) {
+    let (endpoint, connections) = edge(behaviour).await;
+    let started = Instant::now();
+    let result = client()
+        .push(&endpoint, "token", "config-1", &request())
+        .await;
+    let elapsed = started.elapsed();
+    assert!(elapsed < bound(), "took {elapsed:?}");
+    (result, elapsed, connections.load(Ordering::SeqCst))
+}
+
+#[tokio::test]
+async fn a_stalled_edge_times_out_after_every_retry() {
+    let (result, elapsed, connections) = push_to(Behaviour::Stall).await;
+    assert!(
+        matches!(result, Err(PushError::Timeout { attempts: 3, .. })),
+        "{result:?}"
+    );
+    assert!(elapsed >= TIMEOUT * 3, "{elapsed:?}");
+    assert_eq!(connections, 3);
+}
+
+#[tokio::test]
+async fn a_dropped_connection_is_a_retried_connect_error() {
+    let (result, _, connections) = push_to(Behaviour::Close).await;
+    assert!(
+        matches!(result, Err(PushError::Connect { attempts: 3, .. })),
+        "{result:?}"
+    );
+    assert_eq!(connections, 3);
+}
+
+#[tokio::test]
+async fn a_slow_edge_times_out() {
+    let (result, _, connections) = push_to(Behaviour::Slow).await;
+    assert!(
+        matches!(result, Err(PushError::Timeout { .. })),
+        "{result:?}"
+    );
+    assert_eq!(connections, 3);
+}
+
+#[tokio::test]
+async fn a_non_http_answer_is_a_protocol_error_not_retried() {
+    let (result, _, connections) = push_to(Behaviour::NotHttp).await;
+    assert!(
+        matches!(result, Err(PushError::Protocol { .. })),
+        "{result:?}"
+    );
+    assert_eq!(connections, 1);
+}
+
+#[tokio::test]
+async fn a_non_json_answer_is_a_protocol_error_not_retried() {
+    let (result, _, connections) = push_to(Behaviour::NotJson).await;
+    assert!(
+        matches!(result, Err(PushError::Protocol { .. })),
+        "{result:?}"
+    );
+    assert_eq!(connections, 1);
+}
+
+#[tokio::test]
+async fn a_5xx_is_retried_then_reported_with_its_status() {
+    let (result, _, connections) = push_to(Behaviour::Unavailable).await;
+    assert!(
+        matches!(
+            result,
+            Err(PushError::Status {
+                status: 503,
+                attempts: 3,
+                ..
+            })
+        ),
+        "{result:?}"
+    );
+    assert_eq!(connections, 3);
+}
+
+#[tokio::test]
+async fn a_nack_is_final() {
+    let (result, _, connections) = push_to(Behaviour::Nack).await;
+    assert_eq!(
+        result.unwrap(),
+        PushOutcome::Nacked {
+            reason: "test command failed".into()
+        }
+    );
+    assert_eq!(connections, 1);
+}
+
+#[tokio::test]
+async fn a_refused_connection_fails_fast() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    drop(listener);
+    let started = Instant::now();
+    let result = client()
+        .push(&endpoint, "token", "config-1", &request())
+        .await;
+    assert!(started.elapsed() < bound());
+    let error = result.unwrap_err();
+    assert_eq!(error.kind(), "connect", "{error}");
+    assert!(error.to_string().contains(&endpoint), "{error}");
+}
