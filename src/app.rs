@@ -6,15 +6,18 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use base64::Engine;
+use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use metrics_exporter_prometheus::PrometheusHandle;
 use rand::RngCore;
 
 use crate::auth::{RateLimits, TokenIssuer, hash_password};
 use crate::config::Settings;
+use crate::edge::{PushClient, PushOptions};
 use crate::fleet::HeartbeatIntake;
-use crate::model::{Role, Timestamp, User};
+use crate::model::{Role, RollbackConfig, Timestamp, User};
+use crate::rollout::StepContext;
+use crate::rollout::engine::{Engine, EngineSettings, HealthOnlyAnalysis, LogAlerts, SystemClock};
 use crate::secrets::SecretBox;
 use crate::store::{Command, CommandEnvelope, Store};
 use crate::validate::Validator;
@@ -34,6 +37,8 @@ pub enum StartError {
     Store(#[from] crate::store::StoreError),
     #[error("{0}")]
     Io(String),
+    #[error("{0}")]
+    Engine(#[from] crate::rollout::engine::EngineError),
 }
 
 /// Everything a request handler or engine needs; cheap to clone.
@@ -51,6 +56,8 @@ struct Inner {
     validator: Validator,
     prometheus: PrometheusHandle,
     heartbeats: HeartbeatIntake,
+    engine: Engine,
+    push_client: PushClient,
     ready: AtomicBool,
 }
 
@@ -78,6 +85,16 @@ impl AppState {
     }
     pub fn heartbeats(&self) -> &HeartbeatIntake {
         &self.inner.heartbeats
+    }
+    pub fn push_client(&self) -> &PushClient {
+        &self.inner.push_client
+    }
+    pub fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+    /// The server-wide default RollbackConfig.
+    pub async fn thresholds(&self) -> Result<RollbackConfig, crate::store::StoreError> {
+        self.store().read(|r| r.thresholds()).await
     }
     pub fn is_ready(&self) -> bool {
         self.inner.ready.load(Ordering::Acquire)
@@ -224,6 +241,21 @@ pub fn bootstrap_admin(
     Ok(())
 }
 
+/// The engine's settings, from the server's.
+pub fn engine_settings(settings: &Settings) -> EngineSettings {
+    EngineSettings {
+        healthy_within_ms: settings.edges.healthy_within.as_millis() as i64,
+        tick: std::time::Duration::from_millis(500),
+        step: StepContext {
+            analyze_interval_ms: settings.rollout.analysis_interval.as_millis() as i64,
+            max_push_attempts: settings.rollout.max_push_attempts,
+            stuck_after_ms: settings.rollout.stuck_after.as_millis() as i64,
+            ..StepContext::default()
+        },
+        quarantine_after: settings.rollout.quarantine_after,
+    }
+}
+
 /// Builds the whole application state from settings (no listening yet). On an empty store,
 /// `admin` gets `bootstrap_password`, or a generated one written to the data dir.
 pub fn build(
@@ -235,6 +267,23 @@ pub fn build(
     bootstrap_admin(&opened.store, &settings.server.data_dir, bootstrap_password)?;
     crate::api::extract::set_body_limit(settings.server.max_body_bytes);
     let limits = RateLimits::new(&settings.limits);
+    let push_client = PushClient::new(PushOptions {
+        timeout: settings.edges.push_timeout,
+        retries: settings.edges.push_retries,
+        max_in_flight: settings.edges.push_concurrency,
+        ca_file: settings.edges.ca_file.clone(),
+        ..PushOptions::default()
+    })
+    .map_err(|e| StartError::Config(format!("edges: {e}")))?;
+    let engine = Engine::start(
+        opened.store.clone(),
+        opened.secrets.clone(),
+        Arc::new(push_client.clone()),
+        Arc::new(HealthOnlyAnalysis),
+        Arc::new(LogAlerts),
+        Arc::new(SystemClock),
+        engine_settings(&settings),
+    )?;
     Ok(AppState {
         inner: Arc::new(Inner {
             settings,
@@ -245,6 +294,8 @@ pub fn build(
             validator: Validator::new(),
             prometheus,
             heartbeats: HeartbeatIntake::start(opened.store.clone()),
+            engine,
+            push_client,
             ready: AtomicBool::new(false),
         }),
     })

@@ -62,6 +62,7 @@ pub struct Settings {
     pub secrets: SecretSettings,
     pub limits: LimitSettings,
     pub edges: EdgeSettings,
+    pub rollout: RolloutSettings,
 }
 
 impl Default for Settings {
@@ -73,6 +74,7 @@ impl Default for Settings {
             secrets: SecretSettings::default(),
             limits: LimitSettings::default(),
             edges: EdgeSettings::default(),
+            rollout: RolloutSettings::default(),
         }
     }
 }
@@ -220,6 +222,35 @@ impl Default for EdgeSettings {
     }
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RolloutSettings {
+    /// Deployments running at once (at most one per configuration).
+    pub max_concurrent_deployments: usize,
+    /// A pushing or rolling-back phase older than this raises an alert.
+    #[serde(deserialize_with = "duration")]
+    pub stuck_after: Duration,
+    /// NACKs of the same version after which an edge is quarantined.
+    pub quarantine_after: u32,
+    /// How often a watch period is analysed.
+    #[serde(deserialize_with = "duration")]
+    pub analysis_interval: Duration,
+    /// Pushes (and rollbacks) per edge before it counts as failed in a wave.
+    pub max_push_attempts: u32,
+}
+
+impl Default for RolloutSettings {
+    fn default() -> Self {
+        Self {
+            max_concurrent_deployments: 50,
+            stuck_after: Duration::from_secs(30 * 60),
+            quarantine_after: 3,
+            analysis_interval: Duration::from_secs(10),
+            max_push_attempts: 3,
+        }
+    }
+}
+
 /// Command-line values that beat the file and the environment.
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
@@ -288,6 +319,16 @@ impl Settings {
                 "server.max_body_bytes: must be at least 1024".into(),
             ));
         }
+        if self.rollout.max_concurrent_deployments == 0 {
+            return Err(ConfigError::Invalid(
+                "rollout.max_concurrent_deployments: must be at least 1".into(),
+            ));
+        }
+        if self.rollout.max_push_attempts == 0 {
+            return Err(ConfigError::Invalid(
+                "rollout.max_push_attempts: must be at least 1".into(),
+            ));
+        }
         if self.edges.push_concurrency == 0 {
             return Err(ConfigError::Invalid(
                 "edges.push_concurrency: must be at least 1".into(),
@@ -298,7 +339,9 @@ impl Settings {
 }
 
 /// Known sections, so `EDGEPLANE_<SECTION>_<KEY>` can be split where the key has underscores.
-const SECTIONS: [&str; 6] = ["server", "log", "auth", "secrets", "limits", "edges"];
+const SECTIONS: [&str; 7] = [
+    "server", "log", "auth", "secrets", "limits", "edges", "rollout",
+];
 
 /// Variables that configure something other than settings keys.
 const NOT_SETTINGS: [&str; 1] = ["EDGEPLANE_BOOTSTRAP_ADMIN_PASSWORD"];
@@ -368,7 +411,8 @@ fn deserialize_named(table: toml::Table) -> Result<Settings, ConfigError> {
             "auth" => AuthSettings::deserialize(inner.clone()).map(drop),
             "secrets" => SecretSettings::deserialize(inner.clone()).map(drop),
             "limits" => LimitSettings::deserialize(inner.clone()).map(drop),
-            _ => EdgeSettings::deserialize(inner.clone()).map(drop),
+            "edges" => EdgeSettings::deserialize(inner.clone()).map(drop),
+            _ => RolloutSettings::deserialize(inner.clone()).map(drop),
         };
         if let Err(error) = result {
             return Err(ConfigError::Invalid(name_key(

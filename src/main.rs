@@ -190,8 +190,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let _logs = edgeplane::telemetry::init_logs(&Default::default());
             match action {
                 Some(AgentAction::Rollback { configuration_id }) => {
-                    let version = edgeplane::edge::agent::rollback_offline(&config, &configuration_id)
-                        .map_err(agent_failure)?;
+                    let version =
+                        edgeplane::edge::agent::rollback_offline(&config, &configuration_id)
+                            .map_err(agent_failure)?;
                     println!("{configuration_id} is now at {version}");
                     Ok(())
                 }

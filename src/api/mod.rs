@@ -2,6 +2,7 @@
 //! into store commands and domain calls, and every failure into the one error shape.
 
 pub mod configurations;
+pub mod deployments;
 pub mod edges;
 pub mod error;
 pub mod extract;
@@ -79,6 +80,38 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/edge-locations/{id}/quarantine",
             delete(edges::clear_quarantine),
+        )
+        .route(
+            "/configurations/{id}/versions/{version}/deploy",
+            post(deployments::deploy_version),
+        )
+        .route(
+            "/deployments",
+            post(deployments::create).get(deployments::list),
+        )
+        .route("/deployments/{id}", get(deployments::get))
+        .route(
+            "/deployments/{id}/edge-locations",
+            get(deployments::edge_locations),
+        )
+        .route("/deployments/{id}/events", get(deployments::events))
+        .route("/deployments/{id}/promote", post(deployments::promote))
+        .route("/deployments/{id}/pause", post(deployments::pause))
+        .route("/deployments/{id}/resume", post(deployments::resume))
+        .route("/deployments/{id}/rollback", post(deployments::rollback))
+        .route(
+            "/deployments/{id}/approve-next-region",
+            post(deployments::approve_next_region),
+        )
+        .route(
+            "/freeze",
+            post(deployments::set_freeze)
+                .get(deployments::get_freeze)
+                .delete(deployments::lift_freeze),
+        )
+        .route(
+            "/metrics/thresholds",
+            get(system::get_thresholds).put(system::set_thresholds),
         )
         .route("/audit", get(system::audit))
         .route("/openapi.json", get(openapi::document));

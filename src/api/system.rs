@@ -7,10 +7,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::error::ApiError;
-use super::extract::{PageQuery, Principal, Query, page_of};
+use super::extract::{Json, PageQuery, Principal, Query, page_of};
 use crate::app::AppState;
-use crate::model::{ConfigType, Role, Timestamp};
-use crate::store::AuditFilter;
+use crate::model::{ConfigType, Role, RollbackConfig, Timestamp};
+use crate::store::{AuditFilter, Command, CommandEnvelope};
 
 pub async fn health() -> axum::Json<Value> {
     axum::Json(json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}))
@@ -87,4 +87,41 @@ pub async fn audit(
         found.total,
         page,
     )))
+}
+
+pub async fn get_thresholds(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<axum::Json<RollbackConfig>, ApiError> {
+    principal.require(Role::Viewer)?;
+    Ok(axum::Json(state.thresholds().await?))
+}
+
+pub async fn set_thresholds(
+    State(state): State<AppState>,
+    principal: Principal,
+    Json(thresholds): Json<RollbackConfig>,
+) -> Result<axum::Json<RollbackConfig>, ApiError> {
+    principal.require(Role::Admin)?;
+    let problems = thresholds.validate();
+    if !problems.is_empty() {
+        return Err(ApiError::Validation {
+            message: "invalid thresholds".into(),
+            details: problems
+                .into_iter()
+                .map(|e| super::error::Detail::new(e.field, e.message))
+                .collect(),
+        });
+    }
+    state
+        .store()
+        .apply(CommandEnvelope::new(
+            principal.subject.clone(),
+            super::middleware::current_trace_id(),
+            Command::SetThresholds {
+                thresholds: thresholds.clone(),
+            },
+        ))
+        .await?;
+    Ok(axum::Json(thresholds))
 }

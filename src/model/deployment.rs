@@ -405,6 +405,42 @@ impl Default for RollbackConfig {
     }
 }
 
+impl RollbackConfig {
+    /// Field-level problems: percentages within 0–100, positive latency, at least one interval.
+    pub fn validate(&self) -> Vec<FieldError> {
+        let mut errors = Vec::new();
+        let percent = |value: f64| value.is_finite() && (0.0..=100.0).contains(&value);
+        if !percent(self.cache_hit_rate_threshold) {
+            errors.push(FieldError::new(
+                "cacheHitRateThreshold",
+                "must be a percentage from 0 to 100",
+            ));
+        }
+        if !percent(self.error_rate_threshold) {
+            errors.push(FieldError::new(
+                "errorRateThreshold",
+                "must be a percentage from 0 to 100",
+            ));
+        }
+        if !(self.p99_latency_threshold_ms.is_finite() && self.p99_latency_threshold_ms > 0.0) {
+            errors.push(FieldError::new(
+                "p99LatencyThresholdMs",
+                "must be a positive number of milliseconds",
+            ));
+        }
+        if !(self.max_regression.is_finite() && self.max_regression >= 0.0) {
+            errors.push(FieldError::new(
+                "maxRegression",
+                "must be a percentage of 0 or more",
+            ));
+        }
+        if self.breach_intervals == 0 {
+            errors.push(FieldError::new("breachIntervals", "must be at least 1"));
+        }
+        errors
+    }
+}
+
 /// One entry of the deployment's timeline.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -153,13 +153,8 @@ pub enum Event {
     Unfreeze,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PushMode {
-    Apply,
-    Stage,
-    Activate,
-}
+/// Pushes use the edge protocol's modes.
+pub use crate::edge::protocol::PushMode;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AlertKind {

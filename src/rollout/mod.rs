@@ -2,6 +2,7 @@
 //! (SPEC §7). Nothing here does I/O or reads a clock; the engine feeds time and edge answers
 //! in as values and executes the actions that come back.
 
+pub mod engine;
 pub mod machine;
 pub mod plan;
 

@@ -4,11 +4,16 @@
 use redb::{Database, ReadableTable, WriteTransaction};
 
 use super::command::{Applied, AuditRecord, Command, CommandEnvelope, EdgeRecord, LogEntry};
-use super::{AUDIT, CONFIG_NAMES, CONFIGS, EDGES, LOG, META, StoreError, USERS, VERSIONS, codec};
+use super::{
+    AUDIT, CONFIG_NAMES, CONFIGS, DEPLOYMENTS, DESIRED, EDGES, LOG, META, StoreError, USERS,
+    VERSIONS, codec,
+};
 use crate::model::{ConfigStatus, Configuration, ConfigurationVersion, User};
 
 pub(crate) const TERM_KEY: &str = "term";
 pub(crate) const JWT_SECRET_KEY: &str = "jwt_secret";
+pub(crate) const FREEZE_KEY: &str = "freeze";
+pub(crate) const THRESHOLDS_KEY: &str = "thresholds";
 
 pub(crate) fn current_term_of(raw: &Option<Vec<u8>>) -> u64 {
     raw.as_deref()
@@ -384,6 +389,20 @@ fn apply_in(txn: &WriteTransaction, envelope: &CommandEnvelope) -> Result<Applie
                     "edge location '{location_id}'"
                 )));
             }
+            let mut desired = txn.open_table(DESIRED)?;
+            let keys: Vec<String> = desired
+                .range((location_id.as_str(), "")..)?
+                .filter_map(Result::ok)
+                .map(|(key, _)| {
+                    let (location, config) = key.value();
+                    (location.to_string(), config.to_string())
+                })
+                .take_while(|(location, _)| location == location_id)
+                .map(|(_, config)| config)
+                .collect();
+            for config in keys {
+                desired.remove((location_id.as_str(), config.as_str()))?;
+            }
             Ok(Applied::Nothing)
         }
         Command::RecordHeartbeats { beats } => {
@@ -410,7 +429,105 @@ fn apply_in(txn: &WriteTransaction, envelope: &CommandEnvelope) -> Result<Applie
             }
             Ok(Applied::Nothing)
         }
+        Command::SaveDeployment {
+            deployment,
+            edge_versions,
+        } => {
+            txn.open_table(DEPLOYMENTS)?.insert(
+                deployment.deployment_id.as_str(),
+                codec::encode(deployment.as_ref())?.as_slice(),
+            )?;
+            if !edge_versions.is_empty() {
+                record_edge_versions(txn, &deployment.configuration_id, edge_versions)?;
+            }
+            Ok(Applied::Deployment(deployment.clone()))
+        }
+        Command::SetThresholds { thresholds } => {
+            txn.open_table(META)?
+                .insert(THRESHOLDS_KEY, codec::encode(thresholds)?.as_slice())?;
+            Ok(Applied::Nothing)
+        }
+        Command::SetFreeze { freeze } => {
+            let mut meta = txn.open_table(META)?;
+            match freeze {
+                Some(freeze) => {
+                    meta.insert(FREEZE_KEY, codec::encode(freeze)?.as_slice())?;
+                }
+                None => {
+                    meta.remove(FREEZE_KEY)?;
+                }
+            }
+            Ok(Applied::Nothing)
+        }
     }
+}
+
+/// Keeps the desired versions, each edge's reported view, and the configuration's
+/// `isDeployed` / `deployedLocations` (and each version's `isDeployed`) true to the acks.
+fn record_edge_versions(
+    txn: &WriteTransaction,
+    configuration_id: &str,
+    edge_versions: &[(String, Option<String>)],
+) -> Result<(), StoreError> {
+    let mut desired = txn.open_table(DESIRED)?;
+    let mut edges = txn.open_table(EDGES)?;
+    for (location, version) in edge_versions {
+        match version {
+            Some(version) => {
+                desired.insert((location.as_str(), configuration_id), version.as_str())?;
+            }
+            None => {
+                desired.remove((location.as_str(), configuration_id))?;
+            }
+        }
+        if let Some(mut record) = get::<EdgeRecord>(&edges, location)? {
+            match version {
+                Some(version) => {
+                    record
+                        .location
+                        .active_configurations
+                        .insert(configuration_id.to_string(), version.clone());
+                }
+                None => {
+                    record
+                        .location
+                        .active_configurations
+                        .remove(configuration_id);
+                }
+            }
+            edges.insert(location.as_str(), codec::encode(&record)?.as_slice())?;
+        }
+    }
+    // Recompute the configuration's deployment view from the desired table.
+    let mut running: std::collections::BTreeMap<String, String> = Default::default();
+    for entry in desired.iter()? {
+        let (key, value) = entry?;
+        let (location, config) = key.value();
+        if config == configuration_id {
+            running.insert(location.to_string(), value.value().to_string());
+        }
+    }
+    let mut configs = txn.open_table(CONFIGS)?;
+    if let Some(mut config) = get::<Configuration>(&configs, configuration_id)? {
+        config.deployed_locations = running.keys().cloned().collect();
+        config.is_deployed = !running.is_empty();
+        configs.insert(configuration_id, codec::encode(&config)?.as_slice())?;
+    }
+    let mut versions = txn.open_table(VERSIONS)?;
+    let mut changed = Vec::new();
+    for entry in versions.range((configuration_id, 0)..=(configuration_id, u64::MAX))? {
+        let (key, value) = entry?;
+        let mut version: ConfigurationVersion = codec::decode(value.value())?;
+        let deployed = running.values().any(|v| *v == version.version);
+        if version.is_deployed != deployed {
+            version.is_deployed = deployed;
+            changed.push((key.value().1, version));
+        }
+    }
+    for (seq, version) in changed {
+        versions.insert((configuration_id, seq), codec::encode(&version)?.as_slice())?;
+    }
+    Ok(())
 }
 
 fn update_edge(

@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::model::{
-    Bump, Configuration, ConfigurationVersion, EdgeHealth, EdgeLocation, MetricsSample, Timestamp,
-    User,
+    Bump, Configuration, ConfigurationVersion, Deployment, EdgeHealth, EdgeLocation, MetricsSample,
+    RollbackConfig, Timestamp, User,
 };
 
 /// An edge location with the secrets kept beside it (never shown by the API).
@@ -123,6 +123,28 @@ pub enum Command {
     RecordHeartbeats {
         beats: Vec<HeartbeatRecord>,
     },
+    /// A deployment's new state, with what its edges acknowledged since the last save: each
+    /// `(location, version)` is the configuration version now active there (`None`: none).
+    SaveDeployment {
+        deployment: Box<Deployment>,
+        edge_versions: Vec<(String, Option<String>)>,
+    },
+    SetFreeze {
+        freeze: Option<Freeze>,
+    },
+    /// The server-wide default RollbackConfig (`PUT /metrics/thresholds`).
+    SetThresholds {
+        thresholds: RollbackConfig,
+    },
+}
+
+/// A global stop of rollouts (SPEC §7).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Freeze {
+    pub reason: String,
+    pub frozen_by: String,
+    pub frozen_at: Timestamp,
 }
 
 impl Command {
@@ -166,6 +188,24 @@ impl Command {
             }
             DeleteEdge { location_id } => ("delete", "edge-location", location_id.clone()),
             RecordHeartbeats { .. } => return None,
+            // Deployment progress is on the deployment's own timeline; its creation and every
+            // operator action are audited.
+            SaveDeployment { deployment, .. } => {
+                if deployment.events.len() > 1 && !deployment.status.is_terminal() {
+                    return None;
+                }
+                ("deployment", "deployment", deployment.deployment_id.clone())
+            }
+            SetThresholds { .. } => ("set-thresholds", "thresholds", "thresholds".into()),
+            SetFreeze { freeze } => (
+                if freeze.is_some() {
+                    "freeze"
+                } else {
+                    "unfreeze"
+                },
+                "fleet",
+                "freeze".into(),
+            ),
         })
     }
 
@@ -198,6 +238,17 @@ impl Command {
             ),
             UpdateEdge { changes, .. } => format!("endpoint {}", changes.endpoint),
             SetEdgeQuarantine { quarantined, .. } => format!("quarantined = {quarantined}"),
+            SaveDeployment { deployment, .. } => format!(
+                "{:?} of {} version {}: {:?}",
+                deployment.strategy,
+                deployment.configuration_id,
+                deployment.configuration_version,
+                deployment.status
+            ),
+            SetFreeze { freeze } => freeze
+                .as_ref()
+                .map(|f| f.reason.clone())
+                .unwrap_or_default(),
             _ => String::new(),
         }
     }
@@ -254,4 +305,5 @@ pub enum Applied {
     Configuration(Box<Configuration>, Box<ConfigurationVersion>),
     Version(Box<ConfigurationVersion>),
     Edge(Box<EdgeRecord>),
+    Deployment(Box<Deployment>),
 }

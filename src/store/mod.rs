@@ -16,11 +16,11 @@ use std::sync::Arc;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 pub use command::{
-    Applied, AuditRecord, Command, CommandEnvelope, EdgeChanges, EdgeRecord, HeartbeatRecord,
-    LogEntry,
+    Applied, AuditRecord, Command, CommandEnvelope, EdgeChanges, EdgeRecord, Freeze,
+    HeartbeatRecord, LogEntry,
 };
 
-use crate::model::{Configuration, ConfigurationVersion, User};
+use crate::model::{Configuration, ConfigurationVersion, Deployment, User};
 
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 pub(crate) const CONFIGS: TableDefinition<&str, &[u8]> = TableDefinition::new("configurations");
@@ -30,6 +30,11 @@ pub(crate) const VERSIONS: TableDefinition<(&str, u64), &[u8]> =
     TableDefinition::new("configuration_versions");
 pub(crate) const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
 pub(crate) const EDGES: TableDefinition<&str, &[u8]> = TableDefinition::new("edge_locations");
+pub(crate) const DEPLOYMENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("deployments");
+/// (locationId, configurationId) → the version that edge should run: what it last acknowledged
+/// in a deployment. The reconciler pushes it again where an edge reports otherwise.
+pub(crate) const DESIRED: TableDefinition<(&str, &str), &str> =
+    TableDefinition::new("desired_versions");
 pub(crate) const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 pub(crate) const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("command_log");
 
@@ -100,6 +105,8 @@ impl Store {
             txn.open_table(VERSIONS)?;
             txn.open_table(USERS)?;
             txn.open_table(EDGES)?;
+            txn.open_table(DEPLOYMENTS)?;
+            txn.open_table(DESIRED)?;
             txn.open_table(AUDIT)?;
             txn.open_table(LOG)?;
         }
@@ -255,6 +262,52 @@ impl Reader {
             out.push(codec::decode(value.value())?);
         }
         Ok(out)
+    }
+
+    pub fn deployment(&self, id: &str) -> Result<Option<Deployment>, StoreError> {
+        let table = self.txn.open_table(DEPLOYMENTS)?;
+        table.get(id)?.map(|v| codec::decode(v.value())).transpose()
+    }
+
+    pub fn deployments(&self) -> Result<Vec<Deployment>, StoreError> {
+        let table = self.txn.open_table(DEPLOYMENTS)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            let (_, value) = entry?;
+            out.push(codec::decode(value.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Every (location, configuration, version) the fleet should be running.
+    pub fn desired_versions(&self) -> Result<Vec<(String, String, String)>, StoreError> {
+        let table = self.txn.open_table(DESIRED)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            let (key, value) = entry?;
+            let (location, config) = key.value();
+            out.push((
+                location.to_string(),
+                config.to_string(),
+                value.value().to_string(),
+            ));
+        }
+        Ok(out)
+    }
+
+    pub fn freeze(&self) -> Result<Option<Freeze>, StoreError> {
+        match self.meta(apply::FREEZE_KEY)? {
+            Some(bytes) => Ok(Some(codec::decode(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The server-wide default RollbackConfig.
+    pub fn thresholds(&self) -> Result<crate::model::RollbackConfig, StoreError> {
+        match self.meta(apply::THRESHOLDS_KEY)? {
+            Some(bytes) => codec::decode(&bytes),
+            None => Ok(crate::model::RollbackConfig::default()),
+        }
     }
 
     /// Audit records matching the filter, newest first.

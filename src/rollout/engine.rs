@@ -1,0 +1,1014 @@
+//! The deployment engine: one task, one loop over a closed set of messages, driving every
+//! running deployment through the pure state machine ([`super::machine`]).
+//!
+//! Each turn of the loop takes every message that has queued up, steps the deployments they
+//! concern, persists each changed deployment through the store's command door, and only then
+//! answers callers, publishes timeline events and carries out the returned actions (pushes,
+//! rollbacks, analyses) as tasks whose answers come back as messages. Batching the turn is
+//! what keeps a thousand acks from costing a thousand commits; persisting before acting is
+//! what lets a restart resume every deployment from its last step ([`resume_actions`]).
+//!
+//! Time comes from a [`Clock`]; edges are reached through an [`EdgeTransport`]; verdicts come
+//! from an [`Analysis`]: the three seams tests replace.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use serde_json::Value;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use super::machine::{
+    Action, AlertKind, AnalysisOutcome, Event, OperatorAction, PushMode, StepContext, StepError,
+    resume_actions, step,
+};
+use super::plan::plan;
+use crate::app::SYSTEM_ACTOR;
+use crate::model::{
+    ConfigType, Deployment, DeploymentEvent, PerformanceSnapshot, RollbackConfig, Timestamp,
+};
+use crate::secrets::SecretBox;
+use crate::store::{Command, CommandEnvelope, Store, StoreError};
+
+/// The source of time for the engine; tests drive a [`ManualClock`].
+pub trait Clock: Send + Sync + 'static {
+    fn now(&self) -> Timestamp;
+}
+
+/// Wall-clock time.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::now()
+    }
+}
+
+/// A clock that moves only when told to.
+pub struct ManualClock {
+    millis: std::sync::atomic::AtomicI64,
+}
+
+impl ManualClock {
+    pub fn new(start: Timestamp) -> Self {
+        Self {
+            millis: std::sync::atomic::AtomicI64::new(start.millis()),
+        }
+    }
+
+    pub fn advance(&self, by: Duration) {
+        self.millis
+            .fetch_add(by.as_millis() as i64, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn set(&self, to: Timestamp) {
+        self.millis
+            .store(to.millis(), std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Timestamp {
+        Timestamp(self.millis.load(std::sync::atomic::Ordering::SeqCst))
+    }
+}
+
+/// Where and how to reach one edge.
+#[derive(Clone, Debug)]
+pub struct EdgeTarget {
+    pub location_id: String,
+    pub endpoint: String,
+    /// The edge's agent token (pushes carry it as a bearer).
+    pub token: String,
+}
+
+/// What to push: one version of one configuration.
+#[derive(Clone, Debug)]
+pub struct PushContent {
+    pub configuration_id: String,
+    pub version: String,
+    pub config_type: ConfigType,
+    /// Content with secrets opened (the edge needs the real private key).
+    pub content: Arc<Value>,
+    pub metadata: BTreeMap<String, String>,
+    pub mode: PushMode,
+}
+
+/// An edge's answer to a push or rollback.
+#[derive(Clone, Debug, PartialEq)]
+pub enum EdgeAnswer {
+    Acked { latency_ms: u64 },
+    Nacked { reason: String },
+    Failed { error: String },
+}
+
+/// How the engine reaches edges (the HTTP push client in production).
+pub trait EdgeTransport: Send + Sync + 'static {
+    fn push(&self, target: EdgeTarget, content: PushContent) -> BoxFuture<'static, EdgeAnswer>;
+    /// Makes `to_version` (or, with `None`, the agent's previous version) active again from
+    /// the edge's local history.
+    fn rollback(
+        &self,
+        target: EdgeTarget,
+        configuration_id: String,
+        to_version: Option<String>,
+    ) -> BoxFuture<'static, EdgeAnswer>;
+}
+
+/// One analysis request: canary edges against baseline edges since `since`.
+#[derive(Clone, Debug)]
+pub struct AnalysisRequest {
+    pub deployment_id: String,
+    pub configuration_id: String,
+    pub version: String,
+    pub rollback_config: RollbackConfig,
+    pub canary: Vec<String>,
+    pub baseline: Vec<String>,
+    pub since: Timestamp,
+    pub now: Timestamp,
+    pub pre_deployment: Option<PerformanceSnapshot>,
+}
+
+/// A verdict and the numbers behind it.
+#[derive(Clone, Debug)]
+pub struct AnalysisAnswer {
+    pub outcome: AnalysisOutcome,
+    pub data: BTreeMap<String, String>,
+}
+
+/// Judges watch periods (the monitor implements it with metrics).
+pub trait Analysis: Send + Sync + 'static {
+    fn analyze(&self, request: AnalysisRequest) -> BoxFuture<'static, AnalysisAnswer>;
+    /// A snapshot of the targets before anything changes (`preDeploymentMetrics`).
+    fn snapshot(
+        &self,
+        _locations: Vec<String>,
+        _now: Timestamp,
+    ) -> BoxFuture<'static, Option<PerformanceSnapshot>> {
+        Box::pin(async { None })
+    }
+}
+
+/// Analysis from health alone: the machine already fails a watch on NACKs and on target edges
+/// that stop heartbeating, so with no metrics every watch passes on those grounds.
+pub struct HealthOnlyAnalysis;
+
+impl Analysis for HealthOnlyAnalysis {
+    fn analyze(&self, _request: AnalysisRequest) -> BoxFuture<'static, AnalysisAnswer> {
+        Box::pin(async {
+            AnalysisAnswer {
+                outcome: AnalysisOutcome::Pass,
+                data: BTreeMap::from([("basis".to_string(), "edge health only".to_string())]),
+            }
+        })
+    }
+}
+
+/// Receives the engine's alerts (the monitor's notifier in production).
+pub trait AlertSink: Send + Sync + 'static {
+    fn alert(&self, deployment: &Deployment, kind: AlertKind, message: &str);
+}
+
+/// Alerts to the log and a Prometheus counter only.
+pub struct LogAlerts;
+
+impl AlertSink for LogAlerts {
+    fn alert(&self, deployment: &Deployment, kind: AlertKind, message: &str) {
+        metrics::counter!("edgeplane_alerts_total", "kind" => format!("{kind:?}")).increment(1);
+        tracing::warn!(
+            deployment_id = %deployment.deployment_id,
+            configuration_id = %deployment.configuration_id,
+            kind = ?kind,
+            "{message}"
+        );
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("deployment '{0}' not found")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("the deployment engine has stopped")]
+    Stopped,
+}
+
+impl From<StepError> for EngineError {
+    fn from(error: StepError) -> Self {
+        EngineError::Conflict(error.to_string())
+    }
+}
+
+/// Settings the engine works with.
+#[derive(Clone, Debug)]
+pub struct EngineSettings {
+    pub healthy_within_ms: i64,
+    pub tick: Duration,
+    pub step: StepContext,
+    pub quarantine_after: u32,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        Self {
+            healthy_within_ms: 120_000,
+            tick: Duration::from_millis(500),
+            step: StepContext::default(),
+            quarantine_after: 3,
+        }
+    }
+}
+
+enum Message {
+    Start {
+        deployment: Box<Deployment>,
+        reply: oneshot::Sender<Result<Deployment, EngineError>>,
+    },
+    Operator {
+        deployment_id: String,
+        action: OperatorAction,
+        actor: String,
+        reply: oneshot::Sender<Result<Deployment, EngineError>>,
+    },
+    Answer {
+        deployment_id: String,
+        event: Event,
+        /// The edge version this answer makes active, when it does.
+        edge_version: Option<(String, Option<String>)>,
+    },
+    Freeze(bool),
+    Tick,
+}
+
+/// A timeline event of one deployment, as SSE streams forward it.
+#[derive(Clone, Debug)]
+pub struct Published {
+    pub deployment_id: String,
+    /// Position of the event on the deployment's timeline.
+    pub index: usize,
+    pub event: DeploymentEvent,
+    /// The deployment's status after the event.
+    pub status: crate::model::DeploymentStatus,
+}
+
+/// Handle to the running engine; clones share it.
+#[derive(Clone)]
+pub struct Engine {
+    queue: mpsc::UnboundedSender<Message>,
+    published: broadcast::Sender<Published>,
+    running: Arc<Mutex<BTreeMap<String, RunningSummary>>>,
+}
+
+/// What the API needs to know about a running deployment without asking the loop.
+#[derive(Clone, Debug)]
+pub struct RunningSummary {
+    pub configuration_id: String,
+    pub targets: BTreeSet<String>,
+}
+
+struct Loop {
+    store: Store,
+    secrets: SecretBox,
+    transport: Arc<dyn EdgeTransport>,
+    analysis: Arc<dyn Analysis>,
+    alerts: Arc<dyn AlertSink>,
+    clock: Arc<dyn Clock>,
+    settings: EngineSettings,
+    deployments: HashMap<String, Deployment>,
+    contents: HashMap<(String, String), PushContent>,
+    targets: HashMap<String, EdgeTarget>,
+    nack_counts: HashMap<(String, String, String), u32>,
+    queue: mpsc::UnboundedSender<Message>,
+    published: broadcast::Sender<Published>,
+    running: Arc<Mutex<BTreeMap<String, RunningSummary>>>,
+}
+
+impl Engine {
+    /// Loads every unfinished deployment from the store, re-issues its pending work and
+    /// starts the loop.
+    pub fn start(
+        store: Store,
+        secrets: SecretBox,
+        transport: Arc<dyn EdgeTransport>,
+        analysis: Arc<dyn Analysis>,
+        alerts: Arc<dyn AlertSink>,
+        clock: Arc<dyn Clock>,
+        settings: EngineSettings,
+    ) -> Result<Engine, EngineError> {
+        let (queue, receiver) = mpsc::unbounded_channel();
+        let (published, _) = broadcast::channel(16_384);
+        let running = Arc::new(Mutex::new(BTreeMap::new()));
+        let mut engine_loop = Loop {
+            store: store.clone(),
+            secrets,
+            transport,
+            analysis,
+            alerts,
+            clock,
+            settings,
+            deployments: HashMap::new(),
+            contents: HashMap::new(),
+            targets: HashMap::new(),
+            nack_counts: HashMap::new(),
+            queue: queue.clone(),
+            published: published.clone(),
+            running: running.clone(),
+        };
+        let unfinished: Vec<Deployment> = store
+            .reader()?
+            .deployments()?
+            .into_iter()
+            .filter(|d| !d.status.is_terminal())
+            .collect();
+        let now = engine_loop.clock.now();
+        let mut resumed = Vec::new();
+        for deployment in unfinished {
+            tracing::info!(
+                deployment_id = %deployment.deployment_id,
+                status = ?deployment.status,
+                "resuming deployment after restart"
+            );
+            let actions = resume_actions(&deployment, now);
+            engine_loop.track(&deployment);
+            resumed.push((deployment.deployment_id.clone(), actions));
+            engine_loop
+                .deployments
+                .insert(deployment.deployment_id.clone(), deployment);
+        }
+        tokio::spawn(async move {
+            engine_loop.refresh_targets().await;
+            for (id, actions) in resumed {
+                engine_loop.execute(&id, actions).await;
+            }
+            engine_loop.run(receiver).await;
+        });
+        Ok(Engine {
+            queue,
+            published,
+            running,
+        })
+    }
+
+    /// Starts a new deployment (already validated, status Pending); answers once the start
+    /// is persisted.
+    pub async fn start_deployment(
+        &self,
+        deployment: Deployment,
+    ) -> Result<Deployment, EngineError> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(Message::Start {
+                deployment: Box::new(deployment),
+                reply,
+            })
+            .map_err(|_| EngineError::Stopped)?;
+        answer.await.map_err(|_| EngineError::Stopped)?
+    }
+
+    /// An operator's action; answers with the persisted result, or a conflict.
+    pub async fn operator(
+        &self,
+        deployment_id: &str,
+        action: OperatorAction,
+        actor: &str,
+    ) -> Result<Deployment, EngineError> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(Message::Operator {
+                deployment_id: deployment_id.into(),
+                action,
+                actor: actor.into(),
+                reply,
+            })
+            .map_err(|_| EngineError::Stopped)?;
+        answer.await.map_err(|_| EngineError::Stopped)?
+    }
+
+    /// Pauses (or lets go of) every running deployment for a global freeze.
+    pub fn set_frozen(&self, frozen: bool) {
+        let _ = self.queue.send(Message::Freeze(frozen));
+    }
+
+    /// Makes the loop look at the clock now (tests advance a manual clock, then tick).
+    pub fn tick(&self) {
+        let _ = self.queue.send(Message::Tick);
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Published> {
+        self.published.subscribe()
+    }
+
+    /// Running deployments by id.
+    pub fn running(&self) -> BTreeMap<String, RunningSummary> {
+        self.running.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+}
+
+impl Loop {
+    async fn run(mut self, mut receiver: mpsc::UnboundedReceiver<Message>) {
+        let mut tick = tokio::time::interval(self.settings.tick);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let first = tokio::select! {
+                message = receiver.recv() => match message {
+                    Some(message) => message,
+                    None => return,
+                },
+                _ = tick.tick() => Message::Tick,
+            };
+            let mut batch = vec![first];
+            while batch.len() < 8192 {
+                match receiver.try_recv() {
+                    Ok(message) => batch.push(message),
+                    Err(_) => break,
+                }
+            }
+            self.turn(batch).await;
+        }
+    }
+
+    /// One turn: step everything, persist, answer, publish, act.
+    async fn turn(&mut self, batch: Vec<Message>) {
+        let now = self.clock.now();
+        let mut touched: BTreeMap<String, (usize, Vec<(String, Option<String>)>)> = BTreeMap::new();
+        let mut actions: BTreeMap<String, Vec<Action>> = BTreeMap::new();
+        let mut replies = Vec::new();
+        let mut ticked = false;
+        let mut context = self.settings.step.clone();
+        context.unhealthy = self.unhealthy_edges(now).await;
+
+        for message in batch {
+            match message {
+                Message::Tick => ticked = true,
+                Message::Start { deployment, reply } => {
+                    let id = deployment.deployment_id.clone();
+                    match self.begin(*deployment, now, &context).await {
+                        Ok(new_actions) => {
+                            touched.entry(id.clone()).or_insert((0, Vec::new()));
+                            actions.entry(id.clone()).or_default().extend(new_actions);
+                            replies.push((reply, id));
+                        }
+                        Err(error) => {
+                            let _ = reply.send(Err(error));
+                        }
+                    }
+                }
+                Message::Operator {
+                    deployment_id,
+                    action,
+                    actor,
+                    reply,
+                } => {
+                    let Some(deployment) = self.deployments.get_mut(&deployment_id) else {
+                        let answer = match self
+                            .store
+                            .reader()
+                            .and_then(|r| r.deployment(&deployment_id))
+                        {
+                            Ok(Some(finished)) => Err(EngineError::Conflict(format!(
+                                "deployment is {:?} and can no longer change",
+                                finished.status
+                            ))),
+                            Ok(None) => Err(EngineError::NotFound(deployment_id)),
+                            Err(error) => Err(error.into()),
+                        };
+                        let _ = reply.send(answer);
+                        continue;
+                    };
+                    let before = deployment.events.len();
+                    match step(deployment, Event::Operator { action, actor }, now, &context) {
+                        Ok(new_actions) => {
+                            touched
+                                .entry(deployment_id.clone())
+                                .or_insert((before, Vec::new()));
+                            actions
+                                .entry(deployment_id.clone())
+                                .or_default()
+                                .extend(new_actions);
+                            replies.push((reply, deployment_id));
+                        }
+                        Err(error) => {
+                            let _ = reply.send(Err(error.into()));
+                        }
+                    }
+                }
+                Message::Answer {
+                    deployment_id,
+                    event,
+                    edge_version,
+                } => {
+                    let Some(deployment) = self.deployments.get_mut(&deployment_id) else {
+                        continue;
+                    };
+                    if let Event::EdgeNacked { location, .. } = &event {
+                        let key = (
+                            location.clone(),
+                            deployment.configuration_id.clone(),
+                            deployment.configuration_version.clone(),
+                        );
+                        let count = self.nack_counts.entry(key).or_default();
+                        *count += 1;
+                        if *count == self.settings.quarantine_after {
+                            quarantine(&self.store, location, &deployment.configuration_id).await;
+                            self.alerts.alert(
+                                deployment,
+                                AlertKind::WaveFailed,
+                                &format!(
+                                    "edge {location} NACKed version {} {} times and is quarantined",
+                                    deployment.configuration_version,
+                                    self.settings.quarantine_after
+                                ),
+                            );
+                        }
+                    }
+                    let before = deployment.events.len();
+                    match step(deployment, event, now, &context) {
+                        Ok(new_actions) => {
+                            let entry = touched
+                                .entry(deployment_id.clone())
+                                .or_insert((before, Vec::new()));
+                            if let Some(change) = edge_version {
+                                entry.1.push(change);
+                            }
+                            actions
+                                .entry(deployment_id)
+                                .or_default()
+                                .extend(new_actions);
+                        }
+                        Err(error) => {
+                            tracing::debug!(%deployment_id, %error, "edge answer ignored");
+                        }
+                    }
+                }
+                Message::Freeze(frozen) => {
+                    for (id, deployment) in self.deployments.iter_mut() {
+                        let before = deployment.events.len();
+                        let event = if frozen {
+                            Event::Freeze
+                        } else {
+                            Event::Unfreeze
+                        };
+                        if let Ok(new_actions) = step(deployment, event, now, &context) {
+                            touched.entry(id.clone()).or_insert((before, Vec::new()));
+                            actions.entry(id.clone()).or_default().extend(new_actions);
+                        }
+                    }
+                }
+            }
+        }
+        if ticked {
+            for (id, deployment) in self.deployments.iter_mut() {
+                let before = deployment.events.len();
+                let snapshot = (
+                    deployment.status,
+                    deployment.engine.phase,
+                    deployment.engine.wave,
+                );
+                if let Ok(new_actions) = step(deployment, Event::Tick, now, &context) {
+                    let changed = !new_actions.is_empty()
+                        || deployment.events.len() != before
+                        || snapshot
+                            != (
+                                deployment.status,
+                                deployment.engine.phase,
+                                deployment.engine.wave,
+                            );
+                    if changed {
+                        touched.entry(id.clone()).or_insert((before, Vec::new()));
+                        actions.entry(id.clone()).or_default().extend(new_actions);
+                    }
+                }
+            }
+        }
+
+        // Persist before anything leaves this loop.
+        for (id, (events_before, edge_versions)) in &touched {
+            let Some(deployment) = self.deployments.get(id) else {
+                continue;
+            };
+            let saved = self
+                .store
+                .apply(CommandEnvelope::new(
+                    deployment
+                        .events
+                        .last()
+                        .map(|e| e.actor.clone())
+                        .unwrap_or_else(|| SYSTEM_ACTOR.to_string()),
+                    "",
+                    Command::SaveDeployment {
+                        deployment: Box::new(deployment.clone()),
+                        edge_versions: edge_versions.clone(),
+                    },
+                ))
+                .await;
+            if let Err(error) = saved {
+                // The step is not durable: do not act on it. The in-memory record is ahead of
+                // the store; the next successful save carries it.
+                tracing::error!(deployment_id = %id, %error, "cannot persist deployment step");
+                actions.remove(id);
+                continue;
+            }
+            for (index, event) in deployment.events.iter().enumerate().skip(*events_before) {
+                let _ = self.published.send(Published {
+                    deployment_id: id.clone(),
+                    index,
+                    event: event.clone(),
+                    status: deployment.status,
+                });
+            }
+            metrics::gauge!("edgeplane_deployment_progress_percent", "deployment" => id.clone())
+                .set(f64::from(deployment.progress_percentage));
+        }
+        for (reply, id) in replies {
+            let answer = self
+                .deployments
+                .get(&id)
+                .cloned()
+                .ok_or(EngineError::NotFound(id));
+            let _ = reply.send(answer);
+        }
+        for (id, list) in actions {
+            self.execute(&id, list).await;
+        }
+        // Finished deployments leave memory; the store keeps them.
+        let finished: Vec<String> = self
+            .deployments
+            .iter()
+            .filter(|(_, d)| d.status.is_terminal())
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in finished {
+            self.deployments.remove(&id);
+            if let Ok(mut running) = self.running.lock() {
+                running.remove(&id);
+            }
+        }
+    }
+
+    fn track(&self, deployment: &Deployment) {
+        if let Ok(mut running) = self.running.lock() {
+            running.insert(
+                deployment.deployment_id.clone(),
+                RunningSummary {
+                    configuration_id: deployment.configuration_id.clone(),
+                    targets: deployment.edges.keys().cloned().collect(),
+                },
+            );
+        }
+    }
+
+    /// Plans and starts a deployment.
+    async fn begin(
+        &mut self,
+        mut deployment: Deployment,
+        now: Timestamp,
+        context: &StepContext,
+    ) -> Result<Vec<Action>, EngineError> {
+        if self
+            .deployments
+            .values()
+            .any(|d| d.configuration_id == deployment.configuration_id)
+        {
+            return Err(EngineError::Conflict(format!(
+                "configuration '{}' is already being deployed",
+                deployment.configuration_id
+            )));
+        }
+        self.load_content(
+            &deployment.configuration_id,
+            &deployment.configuration_version,
+        )
+        .await?;
+        self.refresh_targets().await;
+        let edges: Vec<_> = self
+            .store
+            .read(|r| r.edges())
+            .await?
+            .into_iter()
+            .map(|r| r.location)
+            .collect();
+        let planned = plan(&deployment, &edges, now, self.settings.healthy_within_ms);
+        let locations: Vec<String> = planned
+            .waves
+            .iter()
+            .flat_map(|w| w.locations.iter().cloned())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        deployment.pre_deployment_metrics = self.analysis.snapshot(locations, now).await;
+        let actions = step(
+            &mut deployment,
+            Event::Start { plan: planned },
+            now,
+            context,
+        )?;
+        self.track(&deployment);
+        self.deployments
+            .insert(deployment.deployment_id.clone(), deployment);
+        Ok(actions)
+    }
+
+    async fn load_content(
+        &mut self,
+        configuration_id: &str,
+        version: &str,
+    ) -> Result<(), EngineError> {
+        let key = (configuration_id.to_string(), version.to_string());
+        if self.contents.contains_key(&key) {
+            return Ok(());
+        }
+        let (id, wanted) = key.clone();
+        let (configuration, found) = self
+            .store
+            .read(move |r| Ok((r.configuration(&id)?, r.version(&id, &wanted)?)))
+            .await?;
+        let (Some(configuration), Some(found)) = (configuration, found) else {
+            return Err(EngineError::NotFound(format!(
+                "version {version} of configuration {configuration_id}"
+            )));
+        };
+        let mut content = found.content;
+        crate::validate::open_secrets(configuration.config_type, &mut content, &self.secrets)
+            .map_err(|e| {
+                EngineError::Conflict(format!("cannot open the configuration's secrets: {e}"))
+            })?;
+        self.contents.insert(
+            key,
+            PushContent {
+                configuration_id: configuration_id.to_string(),
+                version: version.to_string(),
+                config_type: configuration.config_type,
+                content: Arc::new(content),
+                metadata: found.metadata,
+                mode: PushMode::Apply,
+            },
+        );
+        Ok(())
+    }
+
+    /// Reloads every edge's endpoint and (opened) agent token.
+    async fn refresh_targets(&mut self) {
+        let records = match self.store.read(|r| r.edges()).await {
+            Ok(records) => records,
+            Err(error) => {
+                tracing::error!(%error, "cannot read edges");
+                return;
+            }
+        };
+        self.targets.clear();
+        for record in records {
+            match self.secrets.open(&record.token_sealed) {
+                Ok(token) => {
+                    self.targets.insert(
+                        record.location.location_id.clone(),
+                        EdgeTarget {
+                            location_id: record.location.location_id,
+                            endpoint: record.location.endpoint,
+                            token,
+                        },
+                    );
+                }
+                Err(error) => tracing::error!(
+                    location_id = %record.location.location_id,
+                    %error,
+                    "cannot open the edge's token"
+                ),
+            }
+        }
+    }
+
+    async fn unhealthy_edges(&self, now: Timestamp) -> BTreeSet<String> {
+        if self.deployments.is_empty() {
+            return BTreeSet::new();
+        }
+        let within = self.settings.healthy_within_ms;
+        self.store
+            .read(move |r| {
+                Ok(r.edges()?
+                    .into_iter()
+                    .filter(|e| !e.location.is_healthy_at(now, within))
+                    .map(|e| e.location.location_id)
+                    .collect())
+            })
+            .await
+            .unwrap_or_default()
+    }
+
+    /// Carries out a step's actions as tasks; their answers come back as messages.
+    async fn execute(&mut self, deployment_id: &str, actions: Vec<Action>) {
+        let Some(deployment) = self.deployments.get(deployment_id).cloned() else {
+            return;
+        };
+        for action in actions {
+            match action {
+                Action::Push {
+                    location,
+                    mode,
+                    version,
+                } => {
+                    if let Err(error) = self
+                        .load_content(&deployment.configuration_id, &version)
+                        .await
+                    {
+                        self.answer(
+                            deployment_id,
+                            Event::EdgeFailed {
+                                location,
+                                error: error.to_string(),
+                            },
+                            None,
+                        );
+                        continue;
+                    }
+                    let key = (deployment.configuration_id.clone(), version.clone());
+                    let Some(mut content) = self.contents.get(&key).cloned() else {
+                        continue;
+                    };
+                    content.mode = mode;
+                    let Some(target) = self.targets.get(&location).cloned() else {
+                        self.answer(
+                            deployment_id,
+                            Event::EdgeFailed {
+                                location,
+                                error: "the edge location no longer exists".into(),
+                            },
+                            None,
+                        );
+                        continue;
+                    };
+                    let transport = self.transport.clone();
+                    let queue = self.queue.clone();
+                    let id = deployment_id.to_string();
+                    tokio::spawn(async move {
+                        let answer = transport.push(target, content).await;
+                        let (event, edge_version) = match answer {
+                            EdgeAnswer::Acked { latency_ms } => (
+                                Event::EdgeAcked {
+                                    location: location.clone(),
+                                    version: version.clone(),
+                                    latency_ms,
+                                },
+                                // A staged version is on the edge but not active.
+                                (mode != PushMode::Stage).then(|| (location, Some(version))),
+                            ),
+                            EdgeAnswer::Nacked { reason } => {
+                                (Event::EdgeNacked { location, reason }, None)
+                            }
+                            EdgeAnswer::Failed { error } => {
+                                (Event::EdgeFailed { location, error }, None)
+                            }
+                        };
+                        let _ = queue.send(Message::Answer {
+                            deployment_id: id,
+                            event,
+                            edge_version,
+                        });
+                    });
+                }
+                Action::RollbackEdge {
+                    location,
+                    to_version,
+                } => self.roll_back(deployment_id, &deployment, location, to_version),
+                Action::ActivateVersion { location, version } => {
+                    self.roll_back(deployment_id, &deployment, location, Some(version))
+                }
+                Action::Analyze {
+                    canary,
+                    baseline,
+                    since,
+                } => {
+                    let request = AnalysisRequest {
+                        deployment_id: deployment_id.to_string(),
+                        configuration_id: deployment.configuration_id.clone(),
+                        version: deployment.configuration_version.clone(),
+                        rollback_config: deployment.rollback_config.clone(),
+                        canary,
+                        baseline,
+                        since,
+                        now: self.clock.now(),
+                        pre_deployment: deployment.pre_deployment_metrics.clone(),
+                    };
+                    let analysis = self.analysis.clone();
+                    let queue = self.queue.clone();
+                    let id = deployment_id.to_string();
+                    tokio::spawn(async move {
+                        let answer = analysis.analyze(request).await;
+                        let _ = queue.send(Message::Answer {
+                            deployment_id: id,
+                            event: Event::Verdict {
+                                outcome: answer.outcome,
+                                data: answer.data,
+                                since,
+                            },
+                            edge_version: None,
+                        });
+                    });
+                }
+                Action::Alert { kind, message } => self.alerts.alert(&deployment, kind, &message),
+                Action::Finished => {
+                    tracing::info!(
+                        deployment_id,
+                        status = ?deployment.status,
+                        "deployment finished"
+                    );
+                    metrics::counter!(
+                        "edgeplane_deployments_finished_total",
+                        "status" => format!("{:?}", deployment.status)
+                    )
+                    .increment(1);
+                }
+            }
+        }
+    }
+
+    fn roll_back(
+        &self,
+        deployment_id: &str,
+        deployment: &Deployment,
+        location: String,
+        to_version: Option<String>,
+    ) {
+        let Some(target) = self.targets.get(&location).cloned() else {
+            self.answer(
+                deployment_id,
+                Event::EdgeRollbackFailed {
+                    location,
+                    error: "the edge location no longer exists".into(),
+                },
+                None,
+            );
+            return;
+        };
+        let transport = self.transport.clone();
+        let queue = self.queue.clone();
+        let id = deployment_id.to_string();
+        let configuration_id = deployment.configuration_id.clone();
+        // With no earlier version known, a blue-green or plain rollback leaves the edge on
+        // whatever its own history holds; the desired table forgets this configuration there.
+        let previous = deployment
+            .edges
+            .get(&location)
+            .and_then(|e| e.previous_version.clone());
+        tokio::spawn(async move {
+            let answer = transport
+                .rollback(target, configuration_id, to_version.clone())
+                .await;
+            let (event, edge_version) = match answer {
+                EdgeAnswer::Acked { .. } => (
+                    Event::EdgeRolledBack {
+                        location: location.clone(),
+                    },
+                    Some((location, to_version.or(previous))),
+                ),
+                EdgeAnswer::Nacked { reason } => (
+                    Event::EdgeRollbackFailed {
+                        location,
+                        error: reason,
+                    },
+                    None,
+                ),
+                EdgeAnswer::Failed { error } => {
+                    (Event::EdgeRollbackFailed { location, error }, None)
+                }
+            };
+            let _ = queue.send(Message::Answer {
+                deployment_id: id,
+                event,
+                edge_version,
+            });
+        });
+    }
+
+    fn answer(
+        &self,
+        deployment_id: &str,
+        event: Event,
+        edge_version: Option<(String, Option<String>)>,
+    ) {
+        let _ = self.queue.send(Message::Answer {
+            deployment_id: deployment_id.to_string(),
+            event,
+            edge_version,
+        });
+    }
+}
+
+async fn quarantine(store: &Store, location: &str, configuration_id: &str) {
+    let result = store
+        .apply(CommandEnvelope::new(
+            SYSTEM_ACTOR,
+            "",
+            Command::SetEdgeQuarantine {
+                location_id: location.to_string(),
+                quarantined: true,
+            },
+        ))
+        .await;
+    if let Err(error) = result {
+        tracing::error!(location, configuration_id, %error, "cannot quarantine edge");
+    }
+}
