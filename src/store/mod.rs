@@ -1,0 +1,3 @@
+//! The embedded redb store.
+
+pub mod series;
