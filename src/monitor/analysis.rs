@@ -414,18 +414,18 @@ fn canary_vs_baseline(metric: Metric, input: &AnalysisInput) -> Option<Finding> 
     let canary_median = median(&canary)?;
     let baseline_median = median(&baseline)?;
     let limit = regression_limit(metric, baseline_median, input.thresholds.max_regression);
-    if !(canary_median > limit) {
+    if !is_above(canary_median, limit) {
         return None;
     }
     let statistic = if canary.len() >= MIN_GROUP_FOR_TEST && baseline.len() >= MIN_GROUP_FOR_TEST {
         let statistic = mann_whitney_greater(&canary, &baseline)?;
-        if !(statistic.p < SIGNIFICANCE) {
+        if !is_above(SIGNIFICANCE, statistic.p) {
             return None;
         }
         Some(statistic)
     } else {
         let worst_baseline = baseline.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        if !(canary_median > worst_baseline) {
+        if !is_above(canary_median, worst_baseline) {
             return None;
         }
         None
@@ -464,7 +464,7 @@ fn after_vs_before(
         badness(metric, before_value),
         thresholds.max_regression,
     );
-    if !(badness(metric, value) > limit) {
+    if !is_above(badness(metric, value), limit) {
         return None;
     }
     Some(Finding {
@@ -488,6 +488,11 @@ fn edge_badness(metric: Metric, group: &GroupSample) -> Vec<f64> {
         .map(|edge| badness(metric, metric_value(metric, &edge.totals)))
         .filter(|value| value.is_finite())
         .collect()
+}
+
+/// `value > limit`, false when either is NaN: a check that cannot be computed never fires.
+fn is_above(value: f64, limit: f64) -> bool {
+    value > limit
 }
 
 fn median(values: &[f64]) -> Option<f64> {
@@ -564,7 +569,7 @@ pub fn mann_whitney_greater(x: &[f64], y: &[f64]) -> Option<Statistic> {
     let mean = n1 * n2 / 2.0;
     let n_total = n1 + n2;
     let variance = n1 * n2 / 12.0 * ((n_total + 1.0) - tie_term / (n_total * (n_total - 1.0)));
-    if !(variance > 0.0) {
+    if !is_above(variance, 0.0) {
         // Every value tied: no evidence either way.
         return Some(Statistic { u, z: 0.0, p: 1.0 });
     }
