@@ -934,6 +934,18 @@ mod tests {
         assert_eq!(mann_whitney_greater(&[f64::NAN], &[1.0]), None);
     }
 
+    proptest::proptest! {
+        #[test]
+        fn rank_test_stays_a_probability(
+            x in proptest::collection::vec(-1e6f64..1e6, 1..20),
+            y in proptest::collection::vec(-1e6f64..1e6, 1..20),
+        ) {
+            let statistic = mann_whitney_greater(&x, &y).expect("finite input");
+            proptest::prop_assert!((0.0..=1.0).contains(&statistic.p), "{statistic:?}");
+            proptest::prop_assert!(statistic.u >= 0.0 && statistic.u <= (x.len() * y.len()) as f64);
+        }
+    }
+
     #[test]
     fn hostile_thresholds_do_not_panic() {
         let mut hostile = input(healthy("canary", 3, 5_000), healthy("base", 3, 5_000));
