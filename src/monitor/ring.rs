@@ -16,11 +16,13 @@
 //!
 //! Stored values are postcard with varint integers, so a slot costs what its numbers need:
 //! a typical 10-second sample (a few thousand requests, megabytes of traffic, a dozen non-empty
-//! latency buckets) encodes to about 50–60 bytes and the largest possible value to 246 bytes.
-//! The key adds the edge id plus 4 bytes. Per edge that bounds storage at
-//! `2,160 + 43,200 = 45,360` slots × (value + key), about 3.5 MB for typical traffic and an
-//! edge id of ~12 bytes (≤ 12 MB worst case), plus redb's B-tree overhead; the figure never grows
-//! with time, only with the number of edges.
+//! latency buckets) encodes to about 50–60 bytes, a minute roll-up a few bytes more, and the
+//! largest possible value to 246 bytes. The key adds the edge id plus 4 bytes. Storage per edge
+//! is fixed at `2,160 + 43,200 = 45,360` slots: about 75 bytes × 45,360 ≈ 3.4 MB of keys and
+//! values for typical traffic and a ~10-byte edge id (≤ 12 MB in the worst case), and, with
+//! redb's B-tree pages, about 5.9 MB on disk per edge once both rings are full (7.1 MB before
+//! compaction; measured by `benches/series.rs`). The coarse ring is 95 % of it. The figure never
+//! grows with time, only with the number of edges.
 //!
 //! Time rules, applied by the writer and the reader with the same `now`:
 //! - A sample's timestamp is the start of the interval it covers, aligned down to the ring's
