@@ -11,6 +11,7 @@ pub mod config;
 pub mod edge;
 pub mod fleet;
 pub mod model;
+pub mod monitor;
 pub mod rollout;
 pub mod secrets;
 pub mod store;
