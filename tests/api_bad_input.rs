@@ -36,6 +36,15 @@ fn create_body(content: Value) -> Vec<u8> {
         .into_bytes()
 }
 
+/// One table row: what it is, the request, and the status, code and field expected.
+type Case = (
+    &'static str,
+    Request<Body>,
+    StatusCode,
+    &'static str,
+    Option<&'static str>,
+);
+
 /// The one assertion of the tables: status, code, the error shape and, when given, a
 /// details entry naming `field`.
 async fn check(
@@ -85,7 +94,7 @@ async fn malformed_bodies_are_400_with_the_error_shape() {
     huge_content["purgePatterns"] = json!(vec!["/x".repeat(40); 15_000]);
 
     let bad = StatusCode::BAD_REQUEST;
-    let cases: Vec<(&str, Request<Body>, StatusCode, &str, Option<&str>)> = vec![
+    let cases: Vec<Case> = vec![
         ("truncated JSON", raw(&app, Method::POST, CONFIGS, json, r#"{"name":"#), bad, "VALIDATION_ERROR", None),
         ("not JSON at all", raw(&app, Method::POST, CONFIGS, json, "name=x&type=y"), bad, "VALIDATION_ERROR", None),
         ("empty body", raw(&app, Method::POST, CONFIGS, json, ""), bad, "VALIDATION_ERROR", None),

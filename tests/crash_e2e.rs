@@ -87,6 +87,7 @@ fn serve(data_dir: &Path, bootstrap_password: Option<&str>) -> Server {
             }
             Err(_) => {
                 let _ = child.kill();
+                let _ = child.wait();
                 panic!("edgeplane serve did not print 'listening on' in time");
             }
         }

@@ -20,14 +20,14 @@ use edgeplane::app::AppState;
 use edgeplane::config::{LimitSettings, Settings};
 
 /// The bootstrap admin's password in every test app.
-pub const ADMIN_PASSWORD: &str = "admin-password-for-tests";
+pub(crate) const ADMIN_PASSWORD: &str = "admin-password-for-tests";
 /// Password given to every user the helpers create.
-pub const USER_PASSWORD: &str = "user-password-for-tests";
+pub(crate) const USER_PASSWORD: &str = "user-password-for-tests";
 /// The JWT signing secret of every test app, so tests can mint their own tokens.
-pub const JWT_SECRET: [u8; 32] = [42; 32];
+pub(crate) const JWT_SECRET: [u8; 32] = [42; 32];
 
 /// Budgets high enough that no test meets them unless it means to.
-pub fn generous_limits() -> LimitSettings {
+pub(crate) fn generous_limits() -> LimitSettings {
     LimitSettings {
         writes_per_minute: 100_000,
         reads_per_minute: 100_000,
@@ -41,10 +41,10 @@ pub fn generous_limits() -> LimitSettings {
 }
 
 /// A control plane on its own temp dir, and the bootstrap admin's token.
-pub struct TestApp {
-    pub state: AppState,
-    pub router: Router,
-    pub admin: String,
+pub(crate) struct TestApp {
+    pub(crate) state: AppState,
+    pub(crate) router: Router,
+    pub(crate) admin: String,
     // Dropped last: the store lives in it.
     dir: tempfile::TempDir,
 }
@@ -52,23 +52,23 @@ pub struct TestApp {
 static NEXT_NAME: AtomicUsize = AtomicUsize::new(0);
 
 /// A name no other call in this process returns.
-pub fn unique(prefix: &str) -> String {
+pub(crate) fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", NEXT_NAME.fetch_add(1, Ordering::Relaxed))
 }
 
 impl TestApp {
     /// An app with generous limits.
-    pub async fn new() -> TestApp {
+    pub(crate) async fn new() -> TestApp {
         TestApp::with_limits(generous_limits()).await
     }
 
     /// An app with the given budgets.
-    pub async fn with_limits(limits: LimitSettings) -> TestApp {
+    pub(crate) async fn with_limits(limits: LimitSettings) -> TestApp {
         TestApp::with_settings(|settings| settings.limits = limits).await
     }
 
     /// An app whose settings `adjust` may change (data dir, secret and limits are set first).
-    pub async fn with_settings(adjust: impl FnOnce(&mut Settings)) -> TestApp {
+    pub(crate) async fn with_settings(adjust: impl FnOnce(&mut Settings)) -> TestApp {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut settings = Settings::default();
         settings.server.data_dir = dir.path().to_path_buf();
@@ -95,7 +95,7 @@ impl TestApp {
 
     /// Sends a prepared request; the body is parsed as JSON (Null when empty, a string when
     /// not JSON).
-    pub async fn send(&self, request: Request<Body>) -> (StatusCode, HeaderMap, Value) {
+    pub(crate) async fn send(&self, request: Request<Body>) -> (StatusCode, HeaderMap, Value) {
         let response = self
             .router
             .clone()
@@ -120,7 +120,7 @@ impl TestApp {
     }
 
     /// A request with an optional bearer token and an optional JSON body.
-    pub async fn request(
+    pub(crate) async fn request(
         &self,
         method: Method,
         path: &str,
@@ -141,12 +141,12 @@ impl TestApp {
         self.send(request).await
     }
 
-    pub async fn get(&self, path: &str, token: &str) -> (StatusCode, HeaderMap, Value) {
+    pub(crate) async fn get(&self, path: &str, token: &str) -> (StatusCode, HeaderMap, Value) {
         self.request(Method::GET, path, Some(token), None).await
     }
 
     /// Logs in and returns the token; panics unless the login succeeds.
-    pub async fn login(&self, username: &str, password: &str) -> String {
+    pub(crate) async fn login(&self, username: &str, password: &str) -> String {
         let (status, _, body) = self
             .request(
                 Method::POST,
@@ -160,7 +160,7 @@ impl TestApp {
     }
 
     /// Creates a user with `role` through the API as admin; returns its name.
-    pub async fn create_user(&self, role: &str) -> String {
+    pub(crate) async fn create_user(&self, role: &str) -> String {
         let username = unique(&role.to_lowercase());
         let (status, _, body) = self
             .request(
@@ -175,13 +175,18 @@ impl TestApp {
     }
 
     /// A fresh user of `role` (Viewer, Developer, Operator, Admin), logged in.
-    pub async fn user_token(&self, role: &str) -> String {
+    pub(crate) async fn user_token(&self, role: &str) -> String {
         let username = self.create_user(role).await;
         self.login(&username, USER_PASSWORD).await
     }
 
     /// Creates a configuration and returns its body; panics unless 201.
-    pub async fn create_config(&self, token: &str, config_type: &str, content: Value) -> Value {
+    pub(crate) async fn create_config(
+        &self,
+        token: &str,
+        config_type: &str,
+        content: Value,
+    ) -> Value {
         let name = unique("config");
         let (status, _, body) = self
             .request(
@@ -196,7 +201,7 @@ impl TestApp {
     }
 
     /// Registers an edge location as admin; returns its body and its agent token.
-    pub async fn create_edge(&self, location_id: &str) -> (Value, String) {
+    pub(crate) async fn create_edge(&self, location_id: &str) -> (Value, String) {
         let (status, _, body) = self
             .request(
                 Method::POST,
@@ -212,7 +217,7 @@ impl TestApp {
 }
 
 /// A valid edge-location body.
-pub fn edge_body(location_id: &str) -> Value {
+pub(crate) fn edge_body(location_id: &str) -> Value {
     json!({
         "locationId": location_id,
         "name": format!("POP {location_id}"),
@@ -225,7 +230,7 @@ pub fn edge_body(location_id: &str) -> Value {
 
 /// A typical cache rule on `path_pattern` (each stored rule needs its own pattern: the same
 /// pattern with other content is a conflict).
-pub fn cache_rule(path_pattern: &str) -> Value {
+pub(crate) fn cache_rule(path_pattern: &str) -> Value {
     json!({
         "pathPattern": path_pattern,
         "ttl": 86400,
@@ -235,7 +240,7 @@ pub fn cache_rule(path_pattern: &str) -> Value {
     })
 }
 
-pub fn routing_rule(path_pattern: &str) -> Value {
+pub(crate) fn routing_rule(path_pattern: &str) -> Value {
     json!({
         "pathPattern": path_pattern,
         "origins": [
@@ -246,7 +251,7 @@ pub fn routing_rule(path_pattern: &str) -> Value {
     })
 }
 
-pub fn security_rule(path_pattern: &str) -> Value {
+pub(crate) fn security_rule(path_pattern: &str) -> Value {
     json!({
         "pathPattern": path_pattern,
         "waf": {"enabled": true, "rules": ["OWASP-CRS-3.3"], "mode": "detect"},
@@ -256,7 +261,7 @@ pub fn security_rule(path_pattern: &str) -> Value {
     })
 }
 
-pub fn response_modification(path_pattern: &str) -> Value {
+pub(crate) fn response_modification(path_pattern: &str) -> Value {
     json!({
         "pathPattern": path_pattern,
         "addHeaders": {"X-Frame-Options": "DENY"},
@@ -266,14 +271,14 @@ pub fn response_modification(path_pattern: &str) -> Value {
 }
 
 /// A self-signed certificate for `domain` with its private key (PEM).
-pub fn certificate(domain: &str) -> (String, String) {
+pub(crate) fn certificate(domain: &str) -> (String, String) {
     let certified =
         rcgen::generate_simple_self_signed(vec![domain.to_string()]).expect("certificate");
     (certified.cert.pem(), certified.signing_key.serialize_pem())
 }
 
 /// A typical SSL certificate configuration for `domain`; also returns the private key.
-pub fn ssl_certificate(domain: &str) -> (Value, String) {
+pub(crate) fn ssl_certificate(domain: &str) -> (Value, String) {
     let (cert, key) = certificate(domain);
     let content = json!({
         "domains": [domain],
@@ -287,7 +292,7 @@ pub fn ssl_certificate(domain: &str) -> (Value, String) {
 }
 
 /// Typical valid content of each of the five types, each on its own path and domain.
-pub fn typical_contents() -> Vec<(&'static str, Value)> {
+pub(crate) fn typical_contents() -> Vec<(&'static str, Value)> {
     let path = unique("/typical");
     vec![
         ("CacheRule", cache_rule(&format!("{path}/cache/*"))),
@@ -306,7 +311,7 @@ pub fn typical_contents() -> Vec<(&'static str, Value)> {
 
 /// Asserts `status` and the SPEC §5 error shape: `error.code`, `message`, a `details` array,
 /// `traceId` equal to the `x-request-id` header, and an RFC 3339 `timestamp`.
-pub fn assert_error(
+pub(crate) fn assert_error(
     (status, headers, body): &(StatusCode, HeaderMap, Value),
     expected_status: StatusCode,
     code: &str,
@@ -317,7 +322,7 @@ pub fn assert_error(
 }
 
 /// The error shape alone, whatever the status and code.
-pub fn assert_error_shape(headers: &HeaderMap, body: &Value) {
+pub(crate) fn assert_error_shape(headers: &HeaderMap, body: &Value) {
     let error = &body["error"];
     assert!(
         error["code"].as_str().is_some_and(|c| !c.is_empty()),
@@ -334,6 +339,6 @@ pub fn assert_error_shape(headers: &HeaderMap, body: &Value) {
     assert!(is_rfc3339(timestamp), "timestamp {timestamp:?}");
 }
 
-pub fn is_rfc3339(text: &str) -> bool {
+pub(crate) fn is_rfc3339(text: &str) -> bool {
     time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).is_ok()
 }
