@@ -368,3 +368,95 @@ async fn approve_takes_an_empty_body_as_the_defaults() {
         assert_eq!(body["version"], "1.0.0");
     }
 }
+
+#[tokio::test]
+async fn missing_objects_are_404_with_the_shape() {
+    let app = TestApp::new().await;
+    let created = app
+        .create_config(&app.admin, "CacheRule", cache_rule(&unique("/present")))
+        .await;
+    let id = created["configurationId"].as_str().unwrap();
+    let new_password = json!({"password": "long-enough-password"});
+    let cases: Vec<(Method, String, Option<Value>)> = vec![
+        (
+            Method::POST,
+            "/api/v1/edge-locations/nowhere/heartbeat".into(),
+            Some(json!({"health": {"isHealthy": true}})),
+        ),
+        (Method::GET, "/api/v1/edge-locations/nowhere".into(), None),
+        (
+            Method::PUT,
+            "/api/v1/edge-locations/nowhere".into(),
+            Some(common::edge_body("nowhere")),
+        ),
+        (
+            Method::DELETE,
+            "/api/v1/edge-locations/nowhere".into(),
+            None,
+        ),
+        (
+            Method::POST,
+            "/api/v1/edge-locations/nowhere/token".into(),
+            None,
+        ),
+        (
+            Method::DELETE,
+            "/api/v1/edge-locations/nowhere/quarantine".into(),
+            None,
+        ),
+        (Method::DELETE, "/api/v1/users/nobody".into(), None),
+        (
+            Method::PUT,
+            "/api/v1/users/nobody/password".into(),
+            Some(new_password),
+        ),
+        (
+            Method::PUT,
+            "/api/v1/configurations/config-nope".into(),
+            Some(json!({"content": cache_rule(&unique("/absent"))})),
+        ),
+        (
+            Method::POST,
+            "/api/v1/configurations/config-nope/approve".into(),
+            None,
+        ),
+        (
+            Method::POST,
+            "/api/v1/configurations/config-nope/validate".into(),
+            None,
+        ),
+        (
+            Method::GET,
+            "/api/v1/configurations/config-nope/versions".into(),
+            None,
+        ),
+        (
+            Method::GET,
+            "/api/v1/configurations/config-nope/diff".into(),
+            None,
+        ),
+        (
+            Method::GET,
+            "/api/v1/configurations/config-nope/conflicts".into(),
+            None,
+        ),
+        (
+            Method::PUT,
+            format!("{CONFIGS}/{id}/versions/9.9.9/tags/production"),
+            None,
+        ),
+        (Method::GET, format!("{CONFIGS}/{id}/diff?to=9.9.9"), None),
+    ];
+    for (method, path, body) in cases {
+        let response = app
+            .request(method.clone(), &path, Some(&app.admin), body)
+            .await;
+        assert_eq!(
+            response.0,
+            StatusCode::NOT_FOUND,
+            "{method} {path}: {}",
+            response.2
+        );
+        assert_error(&response, StatusCode::NOT_FOUND, "NOT_FOUND");
+    }
+}
