@@ -743,3 +743,116 @@ async fn the_private_key_is_never_returned_and_is_sealed_at_rest() {
         .await;
     assert_eq!(report["isValid"], true, "{report}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writers_cannot_both_win() {
+    let app = TestApp::new().await;
+    let token = app.admin.clone();
+
+    // Ten creates of one name at once: exactly one gets it.
+    let name = unique("race");
+    let creates = (0..10).map(|i| {
+        let body = json!({"name": name, "type": "CacheRule", "content": cache_rule(&format!("/race-{i}/*"))});
+        app.request(Method::POST, CONFIGS, Some(&token), Some(body))
+    });
+    let statuses: Vec<StatusCode> = futures_util::future::join_all(creates)
+        .await
+        .into_iter()
+        .map(|(status, _, _)| status)
+        .collect();
+    let n_created = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::CREATED)
+        .count();
+    let n_conflicts = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::CONFLICT)
+        .count();
+    assert_eq!((n_created, n_conflicts), (1, 9), "{statuses:?}");
+
+    // Ten updates that all saw version 1.0.0: exactly one lands, the others are lost
+    // updates refused with 409.
+    let path = unique("/contended");
+    let id = id_of(
+        &app.create_config(&token, "CacheRule", cache_rule(&format!("{path}/*")))
+            .await,
+    );
+    let updates = (0..10).map(|ttl| {
+        let mut content = cache_rule(&format!("{path}/*"));
+        content["ttl"] = json!(ttl);
+        let request = axum::http::Request::builder()
+            .method(Method::PUT)
+            .uri(format!("{CONFIGS}/{id}"))
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::IF_MATCH, "\"1.0.0\"")
+            .body(axum::body::Body::from(
+                json!({"content": content}).to_string(),
+            ))
+            .unwrap();
+        app.send(request)
+    });
+    let statuses: Vec<StatusCode> = futures_util::future::join_all(updates)
+        .await
+        .into_iter()
+        .map(|(status, _, _)| status)
+        .collect();
+    let n_updated = statuses.iter().filter(|s| **s == StatusCode::OK).count();
+    assert_eq!(n_updated, 1, "{statuses:?}");
+    assert!(
+        statuses
+            .iter()
+            .all(|s| *s == StatusCode::OK || *s == StatusCode::CONFLICT),
+        "{statuses:?}"
+    );
+    let (_, _, versions) = app.get(&format!("{CONFIGS}/{id}/versions"), &token).await;
+    assert_eq!(versions["total"], 2);
+}
+
+#[tokio::test]
+async fn a_deleted_name_can_be_used_again_and_redacted_keys_are_refused() {
+    let app = TestApp::new().await;
+    let token = app.admin.clone();
+    let name = unique("reused");
+    let create = |content: Value| {
+        let body = json!({"name": name, "type": "CacheRule", "content": content});
+        app.request(Method::POST, CONFIGS, Some(&token), Some(body))
+    };
+    let (status, _, first) = create(cache_rule(&unique("/reused"))).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, _, _) = app
+        .request(
+            Method::DELETE,
+            &format!("{CONFIGS}/{}", id_of(&first)),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _, second) = create(cache_rule(&unique("/reused"))).await;
+    assert_eq!(status, StatusCode::CREATED, "{second}");
+    assert_ne!(id_of(&first), id_of(&second));
+
+    // Sending back what GET shows (a redacted key) is refused, not stored.
+    let (content, _) = ssl_certificate(&format!("{}.example.com", unique("echo")));
+    let tls = app.create_config(&token, "SSLCertificate", content).await;
+    let (_, _, shown) = app.get(&format!("{CONFIGS}/{}", id_of(&tls)), &token).await;
+    let echoed = app
+        .request(
+            Method::PUT,
+            &format!("{CONFIGS}/{}", id_of(&tls)),
+            Some(&token),
+            Some(json!({"content": shown["content"]})),
+        )
+        .await;
+    assert_error(&echoed, StatusCode::BAD_REQUEST, "CONFIG_VALIDATION_ERROR");
+    assert!(
+        echoed.2["error"]["details"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["field"] == "content.privateKey"),
+        "{}",
+        echoed.2
+    );
+}
