@@ -309,6 +309,21 @@ async fn huge_query_strings_and_headers_are_not_a_server_error() {
         assert_error(&response, StatusCode::BAD_REQUEST, "VALIDATION_ERROR");
     }
 
+    // An offset past everything is an empty last page on every list, not an overflow.
+    for list in [
+        "/api/v1/configurations",
+        "/api/v1/users",
+        "/api/v1/edge-locations",
+        "/api/v1/audit",
+    ] {
+        let (status, _, page) = app
+            .get(&format!("{list}?offset={}&limit=100", u64::MAX), &token)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{list}: {page}");
+        assert_eq!(page["hasMore"], false, "{list}");
+        assert_eq!(page["nextOffset"], Value::Null, "{list}");
+    }
+
     // A huge request id is not echoed; a fresh one is used, and it names the error.
     let request = Request::builder()
         .uri(format!("{CONFIGS}/config-nope"))
