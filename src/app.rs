@@ -326,6 +326,10 @@ pub async fn serve(settings: Settings, prometheus: PrometheusHandle) -> anyhow::
         })
     };
 
+    // Signal handlers go in before the server says it listens: a SIGTERM sent right after
+    // `listening on` must stop it gracefully, not kill it by the default action.
+    let graceful_signal = shutdown_signal();
+    let deadline_signal = shutdown_signal();
     state.set_ready(true);
     tracing::info!(%address, "edgeplane control plane started");
     println!("listening on {address}");
@@ -335,7 +339,7 @@ pub async fn serve(settings: Settings, prometheus: PrometheusHandle) -> anyhow::
         router.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(async move {
-        shutdown_signal().await;
+        graceful_signal.await;
         shutdown_state.set_ready(false);
         tracing::info!("shutting down: finishing in-flight requests");
     });
@@ -343,7 +347,7 @@ pub async fn serve(settings: Settings, prometheus: PrometheusHandle) -> anyhow::
     tokio::select! {
         result = &mut server => result?,
         _ = async {
-            shutdown_signal().await;
+            deadline_signal.await;
             tokio::time::sleep(grace).await;
         } => tracing::warn!("in-flight requests did not finish within {grace:?}; exiting"),
     }
@@ -352,18 +356,24 @@ pub async fn serve(settings: Settings, prometheus: PrometheusHandle) -> anyhow::
     Ok(())
 }
 
-/// Resolves on SIGTERM or Ctrl-C.
-pub async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
+/// Resolves on SIGTERM or Ctrl-C. The handlers are installed when this is called, not when
+/// the future is first polled, so a signal that comes in between is not lost.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
+    use tokio::signal::unix::{Signal, SignalKind, signal};
+    let terminate = signal(SignalKind::terminate()).ok();
+    let interrupt = signal(SignalKind::interrupt()).ok();
+    async fn received(signal: Option<Signal>) {
+        match signal {
+            Some(mut signal) => {
                 signal.recv().await;
             }
-            Err(_) => std::future::pending::<()>().await,
+            None => std::future::pending::<()>().await,
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate => {}
+    }
+    async move {
+        tokio::select! {
+            _ = received(terminate) => {}
+            _ = received(interrupt) => {}
+        }
     }
 }

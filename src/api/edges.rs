@@ -406,6 +406,11 @@ pub async fn heartbeat(
             "this token may not post heartbeats for '{id}'"
         )));
     }
+    // An edge token proves its edge exists; an Admin may name any id, and a heartbeat for
+    // no edge would be dropped by the intake while the caller was told it was recorded.
+    if principal.role == Role::Admin {
+        load(&state, id.clone()).await?;
+    }
     if body.active_configurations.len() > 10_000 {
         return Err(ApiError::invalid_field(
             "activeConfigurations",

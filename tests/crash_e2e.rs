@@ -1,0 +1,453 @@
+//! The real binary, run the way an operator runs it: acknowledged writes survive `kill -9`,
+//! bad config files stop start-up, offline user and token commands, graceful SIGTERM and the
+//! generated first admin password.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_edgeplane");
+const ADMIN_PASSWORD: &str = "e2e-admin-password";
+/// How long a process may take to start or stop before the test gives up on it.
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// A running `edgeplane serve`.
+struct Server {
+    child: Child,
+    base: String,
+    _stdout: Receiver<String>,
+}
+
+/// A command for the binary with generous request budgets and no inherited settings.
+fn edgeplane(args: &[&str]) -> Command {
+    let mut command = Command::new(BINARY);
+    command.args(args);
+    for (name, _) in std::env::vars() {
+        if name.starts_with("EDGEPLANE_") {
+            command.env_remove(name);
+        }
+    }
+    for key in [
+        "WRITES_PER_MINUTE",
+        "READS_PER_MINUTE",
+        "VALIDATE_PER_MINUTE",
+        "PUBLIC_PER_MINUTE",
+        "LOGIN_ATTEMPTS_PER_MINUTE",
+    ] {
+        command.env(format!("EDGEPLANE_LIMITS_{key}"), "100000");
+    }
+    command.env("EDGEPLANE_LOG_LEVEL", "warn");
+    command
+}
+
+/// Starts `serve` on `data_dir` at port 0 and waits (bounded) for `listening on ADDR`.
+fn serve(data_dir: &Path, bootstrap_password: Option<&str>) -> Server {
+    let mut command = edgeplane(&[
+        "serve",
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    if let Some(password) = bootstrap_password {
+        command.env("EDGEPLANE_BOOTSTRAP_ADMIN_PASSWORD", password);
+    }
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start edgeplane serve");
+    let stdout = child.stdout.take().unwrap();
+    let (lines_tx, lines) = mpsc::channel();
+    // Keeps draining stdout for the life of the process, so logging never blocks it.
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) => {
+                if let Some(address) = line.trim().strip_prefix("listening on ") {
+                    return Server {
+                        child,
+                        base: format!("http://{address}"),
+                        _stdout: lines,
+                    };
+                }
+            }
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("edgeplane serve did not print 'listening on' in time");
+            }
+        }
+    }
+}
+
+/// Waits for `child` to exit, failing the test (and killing it) past the deadline.
+fn wait_bounded(child: &mut Child) -> ExitStatus {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("process did not exit in time");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl Drop for Server {
+    /// A failed test leaves no server behind.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    fn kill_hard(mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reap");
+    }
+
+    fn terminate(mut self) -> ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill -TERM");
+        assert!(status.success());
+        wait_bounded(&mut self.child)
+    }
+}
+
+fn client() -> reqwest::Client {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client")
+}
+
+async fn login(client: &reqwest::Client, base: &str, username: &str, password: &str) -> String {
+    let response = client
+        .post(format!("{base}/api/v1/authentication/login"))
+        .json(&json!({"username": username, "password": password}))
+        .send()
+        .await
+        .expect("login request");
+    assert_eq!(response.status(), 200, "login of {username}");
+    let body: Value = response.json().await.unwrap();
+    body["token"].as_str().unwrap().to_string()
+}
+
+async fn get(client: &reqwest::Client, base: &str, path: &str, token: &str) -> (u16, Value) {
+    let response = client
+        .get(format!("{base}{path}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("request");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Every stored configuration: name → (id, version).
+async fn stored(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+) -> BTreeMap<String, (String, String)> {
+    let mut out = BTreeMap::new();
+    let mut offset = 0;
+    loop {
+        let (status, page) = get(
+            client,
+            base,
+            &format!("/api/v1/configurations?limit=100&offset={offset}"),
+            token,
+        )
+        .await;
+        assert_eq!(status, 200, "{page}");
+        for c in page["configurations"].as_array().unwrap() {
+            out.insert(
+                c["name"].as_str().unwrap().to_string(),
+                (
+                    c["configurationId"].as_str().unwrap().to_string(),
+                    c["version"].as_str().unwrap().to_string(),
+                ),
+            );
+        }
+        match page["nextOffset"].as_u64() {
+            Some(next) => offset = next,
+            None => return out,
+        }
+    }
+}
+
+fn cache_rule(path: &str, ttl: u64) -> Value {
+    json!({"pathPattern": path, "ttl": ttl, "cacheControl": "public"})
+}
+
+/// What the writers were told: name → highest acknowledged version.
+type Acked = Arc<Mutex<BTreeMap<String, semver::Version>>>;
+
+/// Creates configurations and updates each twice, recording every acknowledgement, until
+/// the server goes away.
+async fn write_until_killed(
+    client: reqwest::Client,
+    base: String,
+    token: String,
+    writer: String,
+    acked: Acked,
+    acks: tokio::sync::mpsc::UnboundedSender<()>,
+) {
+    for n in 0.. {
+        let name = format!("{writer}-{n}");
+        let path = format!("/{name}/*");
+        let Ok(response) = client
+            .post(format!("{base}/api/v1/configurations"))
+            .bearer_auth(&token)
+            .json(&json!({"name": name, "type": "CacheRule", "content": cache_rule(&path, 60)}))
+            .send()
+            .await
+        else {
+            return;
+        };
+        if response.status() != 201 {
+            return;
+        }
+        let Ok(body) = response.json::<Value>().await else {
+            return;
+        };
+        acked
+            .lock()
+            .unwrap()
+            .insert(name.clone(), semver::Version::new(1, 0, 0));
+        let _ = acks.send(());
+        let id = body["configurationId"].as_str().unwrap().to_string();
+        for ttl in [120, 180] {
+            let Ok(response) = client
+                .put(format!("{base}/api/v1/configurations/{id}"))
+                .bearer_auth(&token)
+                .json(&json!({"content": cache_rule(&path, ttl)}))
+                .send()
+                .await
+            else {
+                return;
+            };
+            if response.status() != 200 {
+                return;
+            }
+            let Ok(body) = response.json::<Value>().await else {
+                return;
+            };
+            let version = semver::Version::parse(body["version"].as_str().unwrap()).unwrap();
+            acked.lock().unwrap().insert(name.clone(), version);
+            let _ = acks.send(());
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn acknowledged_writes_survive_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = client();
+    let acked: Acked = Arc::default();
+    let mut n_acked_total = 0;
+    for round in 0..20 {
+        let server = serve(dir.path(), Some(ADMIN_PASSWORD));
+        let token = login(&client, &server.base, "admin", ADMIN_PASSWORD).await;
+
+        // Everything acknowledged before the last kill is there, at least at that version
+        // (an update in flight at the kill may or may not have landed).
+        let found = stored(&client, &server.base, &token).await;
+        for (name, version) in acked.lock().unwrap().iter() {
+            let (_, stored_version) = found
+                .get(name)
+                .unwrap_or_else(|| panic!("round {round}: acknowledged {name} is lost"));
+            let stored_version = semver::Version::parse(stored_version).unwrap();
+            assert!(
+                stored_version >= *version,
+                "round {round}: {name} at {stored_version}, acknowledged {version}"
+            );
+        }
+
+        // Kill right after a random acknowledgement, with the other writers in flight.
+        let n_acks_wanted: usize = rand::random_range(1..=8);
+        let (acks, mut ack_events) = tokio::sync::mpsc::unbounded_channel();
+        let writers: Vec<_> = (0..3)
+            .map(|w| {
+                tokio::spawn(write_until_killed(
+                    client.clone(),
+                    server.base.clone(),
+                    token.clone(),
+                    format!("r{round}w{w}"),
+                    acked.clone(),
+                    acks.clone(),
+                ))
+            })
+            .collect();
+        drop(acks);
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        for _ in 0..n_acks_wanted {
+            let event = tokio::time::timeout_at(deadline, ack_events.recv()).await;
+            assert!(
+                matches!(event, Ok(Some(()))),
+                "round {round}: writes were not acknowledged"
+            );
+        }
+        server.kill_hard();
+        n_acked_total += n_acks_wanted;
+        for writer in writers {
+            writer.await.unwrap();
+        }
+    }
+    assert!(n_acked_total >= 20);
+    // A last start checks the writes of the final round.
+    let server = serve(dir.path(), Some(ADMIN_PASSWORD));
+    let token = login(&client, &server.base, "admin", ADMIN_PASSWORD).await;
+    let found = stored(&client, &server.base, &token).await;
+    for name in acked.lock().unwrap().keys() {
+        assert!(found.contains_key(name), "acknowledged {name} is lost");
+    }
+    server.kill_hard();
+}
+
+#[test]
+fn a_bad_config_file_exits_2_naming_the_key() {
+    // Keys that `edgeplane()` sets in the environment would beat the file: use others.
+    let dir = tempfile::tempdir().unwrap();
+    let check = |text: &str, key: &str| {
+        let file = dir.path().join("edgeplane.toml");
+        std::fs::write(&file, text).unwrap();
+        let mut child = edgeplane(&[
+            "serve",
+            "--config",
+            file.to_str().unwrap(),
+            "--data-dir",
+            dir.path().join("data").to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+        let status = wait_bounded(&mut child);
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+        assert_eq!(status.code(), Some(2), "{text}: {stderr}");
+        let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "one line: {stderr:?}");
+        assert!(lines[0].contains(key), "{stderr:?} names {key}");
+    };
+    check("[server]\nlisen = \"127.0.0.1:1\"\n", "server.lisen");
+    check(
+        "[limits]\nheartbeats_per_second = \"many\"\n",
+        "limits.heartbeats_per_second",
+    );
+    check("[auth]\ntoken_ttl = \"forever\"\n", "auth.token_ttl");
+    assert!(
+        !dir.path()
+            .join("data")
+            .join("initial-admin-password")
+            .exists(),
+        "no half-started server"
+    );
+}
+
+#[tokio::test]
+async fn offline_user_add_then_serve_and_log_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().to_str().unwrap();
+    let mut add = edgeplane(&[
+        "user",
+        "add",
+        "ops",
+        "--role",
+        "Operator",
+        "--password-stdin",
+        "--data-dir",
+        data_dir,
+    ])
+    .stdin(Stdio::piped())
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    add.stdin
+        .take()
+        .unwrap()
+        .write_all(b"operator-password-1\n")
+        .unwrap();
+    assert!(wait_bounded(&mut add).success());
+
+    let server = serve(dir.path(), Some(ADMIN_PASSWORD));
+    let client = client();
+    let token = login(&client, &server.base, "ops", "operator-password-1").await;
+    let (status, _) = get(&client, &server.base, "/api/v1/configurations", &token).await;
+    assert_eq!(status, 200);
+    let (status, _) = get(&client, &server.base, "/api/v1/users", &token).await;
+    assert_eq!(status, 403, "an Operator is no Admin");
+    server.kill_hard();
+}
+
+#[tokio::test]
+async fn sigterm_exits_0_and_an_offline_token_is_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(dir.path(), Some(ADMIN_PASSWORD));
+    let status = server.terminate();
+    assert_eq!(status.code(), Some(0), "graceful exit on SIGTERM");
+
+    let output = edgeplane(&[
+        "token",
+        "--user",
+        "admin",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+    ])
+    .stderr(Stdio::null())
+    .output()
+    .unwrap();
+    assert!(output.status.success());
+    let token = String::from_utf8(output.stdout).unwrap().trim().to_string();
+    assert_eq!(token.split('.').count(), 3, "a JWT: {token:?}");
+
+    let server = serve(dir.path(), None);
+    let client = client();
+    let (status, body) = get(&client, &server.base, "/api/v1/users", &token).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = get(&client, &server.base, "/api/v1/users", "not-a-token").await;
+    assert_eq!(status, 401);
+    assert_eq!(server.terminate().code(), Some(0));
+}
+
+#[tokio::test]
+async fn first_start_without_a_password_writes_one_only_the_owner_can_read() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(dir.path(), None);
+    let file = dir.path().join("initial-admin-password");
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "mode {mode:o}");
+    let password = std::fs::read_to_string(&file).unwrap().trim().to_string();
+    assert!(password.len() >= 12);
+    let client = client();
+    let token = login(&client, &server.base, "admin", &password).await;
+    let (status, _) = get(&client, &server.base, "/api/v1/users", &token).await;
+    assert_eq!(status, 200);
+    server.kill_hard();
+}
