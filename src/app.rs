@@ -17,7 +17,9 @@ use crate::edge::{PushClient, PushOptions};
 use crate::fleet::HeartbeatIntake;
 use crate::model::{Role, RollbackConfig, Timestamp, User};
 use crate::rollout::StepContext;
-use crate::rollout::engine::{Engine, EngineSettings, HealthOnlyAnalysis, LogAlerts, SystemClock};
+use crate::monitor::alerts::{Notifier, NotifierConfig, WebhookConfig};
+use crate::monitor::judge::MetricsAnalysis;
+use crate::rollout::engine::{Engine, EngineSettings, SystemClock};
 use crate::secrets::SecretBox;
 use crate::store::{Command, CommandEnvelope, Store};
 use crate::validate::Validator;
@@ -58,6 +60,7 @@ struct Inner {
     heartbeats: HeartbeatIntake,
     engine: Engine,
     push_client: PushClient,
+    notifier: Notifier,
     ready: AtomicBool,
 }
 
@@ -88,6 +91,9 @@ impl AppState {
     }
     pub fn push_client(&self) -> &PushClient {
         &self.inner.push_client
+    }
+    pub fn notifier(&self) -> &Notifier {
+        &self.inner.notifier
     }
     pub fn engine(&self) -> &Engine {
         &self.inner.engine
@@ -241,6 +247,33 @@ pub fn bootstrap_admin(
     Ok(())
 }
 
+/// Starts the alert notifier with the configured webhooks.
+fn start_notifier(settings: &Settings) -> Result<Notifier, StartError> {
+    let root_certificates_pem = match &settings.alerts.ca_file {
+        Some(path) => Some(std::fs::read(path).map_err(|e| {
+            StartError::Config(format!("alerts.ca_file: cannot read {}: {e}", path.display()))
+        })?),
+        None => None,
+    };
+    let config = NotifierConfig {
+        webhooks: settings
+            .alerts
+            .webhooks
+            .iter()
+            .map(|url| WebhookConfig {
+                timeout: settings.alerts.webhook_timeout,
+                max_attempts: settings.alerts.webhook_attempts.max(1),
+                ..WebhookConfig::new(url.clone())
+            })
+            .collect(),
+        root_certificates_pem,
+        ..NotifierConfig::default()
+    };
+    let (notifier, _worker) =
+        Notifier::start(config).map_err(|e| StartError::Config(format!("alerts: {e}")))?;
+    Ok(notifier)
+}
+
 /// The engine's settings, from the server's.
 pub fn engine_settings(settings: &Settings) -> EngineSettings {
     EngineSettings {
@@ -275,12 +308,13 @@ pub fn build(
         ..PushOptions::default()
     })
     .map_err(|e| StartError::Config(format!("edges: {e}")))?;
+    let notifier = start_notifier(&settings)?;
     let engine = Engine::start(
         opened.store.clone(),
         opened.secrets.clone(),
         Arc::new(push_client.clone()),
-        Arc::new(HealthOnlyAnalysis),
-        Arc::new(LogAlerts),
+        Arc::new(MetricsAnalysis::new(opened.store.clone())),
+        Arc::new(notifier.clone()),
         Arc::new(SystemClock),
         engine_settings(&settings),
     )?;
@@ -296,6 +330,7 @@ pub fn build(
             heartbeats: HeartbeatIntake::start(opened.store.clone()),
             engine,
             push_client,
+            notifier,
             ready: AtomicBool::new(false),
         }),
     })

@@ -63,6 +63,7 @@ pub struct Settings {
     pub limits: LimitSettings,
     pub edges: EdgeSettings,
     pub rollout: RolloutSettings,
+    pub alerts: AlertSettings,
 }
 
 impl Default for Settings {
@@ -75,6 +76,7 @@ impl Default for Settings {
             limits: LimitSettings::default(),
             edges: EdgeSettings::default(),
             rollout: RolloutSettings::default(),
+            alerts: AlertSettings::default(),
         }
     }
 }
@@ -251,6 +253,31 @@ impl Default for RolloutSettings {
     }
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertSettings {
+    /// URLs that receive every alert as a JSON POST (Slack-compatible `text` included).
+    pub webhooks: Vec<String>,
+    /// Per delivery attempt, connection included.
+    #[serde(deserialize_with = "duration")]
+    pub webhook_timeout: Duration,
+    /// Attempts per alert and webhook, with exponential backoff between them.
+    pub webhook_attempts: u32,
+    /// PEM bundle of CAs trusted for https webhooks (none: the system's).
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Default for AlertSettings {
+    fn default() -> Self {
+        Self {
+            webhooks: Vec::new(),
+            webhook_timeout: Duration::from_secs(5),
+            webhook_attempts: 5,
+            ca_file: None,
+        }
+    }
+}
+
 /// Command-line values that beat the file and the environment.
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
@@ -319,6 +346,16 @@ impl Settings {
                 "server.max_body_bytes: must be at least 1024".into(),
             ));
         }
+        for (i, url) in self.alerts.webhooks.iter().enumerate() {
+            let ok = reqwest::Url::parse(url)
+                .map(|u| matches!(u.scheme(), "http" | "https"))
+                .unwrap_or(false);
+            if !ok {
+                return Err(ConfigError::Invalid(format!(
+                    "alerts.webhooks[{i}]: '{url}' is not an http(s) URL"
+                )));
+            }
+        }
         if self.rollout.max_concurrent_deployments == 0 {
             return Err(ConfigError::Invalid(
                 "rollout.max_concurrent_deployments: must be at least 1".into(),
@@ -339,8 +376,8 @@ impl Settings {
 }
 
 /// Known sections, so `EDGEPLANE_<SECTION>_<KEY>` can be split where the key has underscores.
-const SECTIONS: [&str; 7] = [
-    "server", "log", "auth", "secrets", "limits", "edges", "rollout",
+const SECTIONS: [&str; 8] = [
+    "server", "log", "auth", "secrets", "limits", "edges", "rollout", "alerts",
 ];
 
 /// Variables that configure something other than settings keys.
@@ -412,7 +449,8 @@ fn deserialize_named(table: toml::Table) -> Result<Settings, ConfigError> {
             "secrets" => SecretSettings::deserialize(inner.clone()).map(drop),
             "limits" => LimitSettings::deserialize(inner.clone()).map(drop),
             "edges" => EdgeSettings::deserialize(inner.clone()).map(drop),
-            _ => RolloutSettings::deserialize(inner.clone()).map(drop),
+            "rollout" => RolloutSettings::deserialize(inner.clone()).map(drop),
+            _ => AlertSettings::deserialize(inner.clone()).map(drop),
         };
         if let Err(error) = result {
             return Err(ConfigError::Invalid(name_key(

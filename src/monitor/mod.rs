@@ -9,4 +9,5 @@
 pub mod aggregate;
 pub mod alerts;
 pub mod analysis;
+pub mod judge;
 pub mod ring;

@@ -389,6 +389,7 @@ fn apply_in(txn: &WriteTransaction, envelope: &CommandEnvelope) -> Result<Applie
                     "edge location '{location_id}'"
                 )));
             }
+            super::series::delete_edge(txn, location_id)?;
             let mut desired = txn.open_table(DESIRED)?;
             let keys: Vec<String> = desired
                 .range((location_id.as_str(), "")..)?
@@ -406,6 +407,23 @@ fn apply_in(txn: &WriteTransaction, envelope: &CommandEnvelope) -> Result<Applie
             Ok(Applied::Nothing)
         }
         Command::RecordHeartbeats { beats } => {
+            // The samples go into the per-edge rings, stamped with the start of the interval
+            // they cover.
+            let samples: Vec<_> = beats
+                .iter()
+                .filter_map(|beat| {
+                    let sample = beat.metrics.clone()?;
+                    let interval_ms = i64::from(sample.interval_seconds.max(1)) * 1000;
+                    Some((
+                        beat.location_id.clone(),
+                        beat.received_at.plus_millis(-interval_ms),
+                        sample,
+                    ))
+                })
+                .collect();
+            if !samples.is_empty() {
+                super::series::write_samples(txn, &samples, envelope.at)?;
+            }
             let mut edges = txn.open_table(EDGES)?;
             for beat in beats {
                 // An edge deleted while its heartbeat was queued is simply gone.

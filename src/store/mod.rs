@@ -67,6 +67,15 @@ macro_rules! storage_error {
         }
     )*};
 }
+impl From<series::SeriesError> for StoreError {
+    fn from(error: series::SeriesError) -> Self {
+        match error {
+            series::SeriesError::Storage(error) => StoreError::Unavailable(error.to_string()),
+            series::SeriesError::Encoding(error) => StoreError::Corrupt(error.to_string()),
+        }
+    }
+}
+
 storage_error!(
     redb::Error,
     redb::DatabaseError,
@@ -301,6 +310,17 @@ impl Reader {
             Some(bytes) => Ok(Some(codec::decode(&bytes)?)),
             None => Ok(None),
         }
+    }
+
+    /// An edge's metric samples with interval starts in `[from, to)`.
+    pub fn series(
+        &self,
+        edge_id: &str,
+        from: crate::model::Timestamp,
+        to: crate::model::Timestamp,
+        now: crate::model::Timestamp,
+    ) -> Result<Vec<(crate::model::Timestamp, crate::model::MetricsSample)>, StoreError> {
+        Ok(series::read_range_in(&self.txn, edge_id, from, to, now)?)
     }
 
     /// The server-wide default RollbackConfig.

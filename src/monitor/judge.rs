@@ -1,0 +1,241 @@
+//! The monitor as the deployment engine sees it: metric analysis of watch periods from the
+//! stored time series, and alerts through the notifier.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use futures_util::future::BoxFuture;
+
+use super::aggregate::{WindowStats, WindowTotals, to_snapshot};
+use super::alerts::{Alert, AlertKind, Notifier};
+use super::analysis::{
+    AnalysisInput, BreachState, EdgeWindow, GroupSample, Outcome, RollbackThresholds, Verdict,
+    judge,
+};
+use crate::model::{Deployment, PerformanceSnapshot, RollbackConfig, Timestamp};
+use crate::rollout::engine::{Analysis, AnalysisAnswer, AnalysisRequest, AlertSink};
+use crate::rollout::{AlertKind as RolloutAlert, AnalysisOutcome};
+use crate::store::{Store, StoreError};
+
+/// Longest stretch of recent data one interval's judgement looks at: recent enough that a
+/// regression shows within a couple of heartbeats, long enough to hold several samples.
+const JUDGED_WINDOW_MS: i64 = 30_000;
+
+/// Window of the snapshot taken before a deployment changes anything.
+const SNAPSHOT_WINDOW_MS: i64 = 5 * 60_000;
+
+/// Key under which a verdict's full JSON is kept in the timeline event's data.
+pub const VERDICT_KEY: &str = "verdict";
+
+/// Maps a deployment's RollbackConfig onto the analysis' thresholds.
+pub fn thresholds(config: &RollbackConfig) -> RollbackThresholds {
+    RollbackThresholds {
+        auto_rollback: config.auto_rollback,
+        cache_hit_rate_threshold: config.cache_hit_rate_threshold,
+        error_rate_threshold: config.error_rate_threshold,
+        p99_latency_threshold_ms: config.p99_latency_threshold_ms,
+        // The API speaks percent of the baseline; the analysis a fraction.
+        max_regression: config.max_regression / 100.0,
+        min_samples: config.min_samples,
+        breach_intervals: config.breach_intervals.max(1),
+        max_extension_seconds: config.max_extension.millis() / 1000,
+    }
+}
+
+/// Reads per-edge totals of `locations` over `[from, to)`.
+fn group(
+    store: &Store,
+    locations: &[String],
+    from: Timestamp,
+    to: Timestamp,
+    now: Timestamp,
+) -> Result<GroupSample, StoreError> {
+    let reader = store.reader()?;
+    let mut edges = Vec::with_capacity(locations.len());
+    for location in locations {
+        let samples = reader.series(location, from, to, now)?;
+        edges.push(EdgeWindow {
+            edge_id: location.clone(),
+            totals: WindowTotals::from_samples(&samples, from, to),
+        });
+    }
+    Ok(GroupSample { edges })
+}
+
+/// Metric analysis of watch periods (SPEC §8.3), keeping breach persistence per deployment.
+pub struct MetricsAnalysis {
+    store: Store,
+    breaches: Arc<Mutex<HashMap<String, BreachState>>>,
+}
+
+impl MetricsAnalysis {
+    pub fn new(store: Store) -> Self {
+        Self {
+            store,
+            breaches: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+}
+
+fn answer(verdict: &Verdict) -> AnalysisAnswer {
+    let headline = verdict
+        .reasons
+        .iter()
+        .map(|f| {
+            let baseline = f
+                .baseline_value
+                .map(|v| format!(" vs baseline {v:.2}"))
+                .unwrap_or_default();
+            format!(
+                "{:?} {:?}: canary {:.2}{baseline} (threshold {:.2}{})",
+                f.metric,
+                f.kind,
+                f.canary_value,
+                f.threshold,
+                if f.severe { ", severe" } else { "" }
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    let mut data = BTreeMap::new();
+    data.insert(
+        VERDICT_KEY.to_string(),
+        serde_json::to_string(verdict).unwrap_or_default(),
+    );
+    data.insert("canaryRequests".into(), verdict.canary.requests_total.to_string());
+    data.insert("canaryErrorRate".into(), format!("{:.3}", verdict.canary.error_rate));
+    data.insert("canaryCacheHitRate".into(), format!("{:.2}", verdict.canary.cache_hit_rate));
+    data.insert("canaryP99LatencyMs".into(), format!("{:.1}", verdict.canary.p99_latency_ms));
+    data.insert("baselineErrorRate".into(), format!("{:.3}", verdict.baseline.error_rate));
+    data.insert("baselineCacheHitRate".into(), format!("{:.2}", verdict.baseline.cache_hit_rate));
+    data.insert("baselineP99LatencyMs".into(), format!("{:.1}", verdict.baseline.p99_latency_ms));
+    let outcome = match verdict.outcome {
+        Outcome::Pass => AnalysisOutcome::Pass,
+        Outcome::Fail => AnalysisOutcome::Fail { reason: headline },
+        Outcome::Inconclusive => AnalysisOutcome::Inconclusive {
+            reason: format!(
+                "too little traffic: {} canary requests",
+                verdict.canary.requests_total
+            ),
+        },
+        Outcome::Warn => AnalysisOutcome::Warn { message: headline },
+    };
+    AnalysisAnswer { outcome, data }
+}
+
+impl Analysis for MetricsAnalysis {
+    fn analyze(&self, request: AnalysisRequest) -> BoxFuture<'static, AnalysisAnswer> {
+        let store = self.store.clone();
+        let breaches = self.breaches.clone();
+        Box::pin(async move {
+            let now = request.now;
+            let from = Timestamp(request.since.millis().max(now.millis() - JUDGED_WINDOW_MS));
+            let read = {
+                let store = store.clone();
+                let canary = request.canary.clone();
+                let baseline = request.baseline.clone();
+                tokio::task::spawn_blocking(move || {
+                    Ok::<_, StoreError>((
+                        group(&store, &canary, from, now, now)?,
+                        group(&store, &baseline, from, now, now)?,
+                    ))
+                })
+                .await
+            };
+            let (canary, baseline) = match read {
+                Ok(Ok(groups)) => groups,
+                Ok(Err(error)) => {
+                    return AnalysisAnswer {
+                        outcome: AnalysisOutcome::Inconclusive {
+                            reason: format!("metrics unavailable: {error}"),
+                        },
+                        data: BTreeMap::new(),
+                    };
+                }
+                Err(error) => {
+                    return AnalysisAnswer {
+                        outcome: AnalysisOutcome::Inconclusive {
+                            reason: format!("metrics unavailable: {error}"),
+                        },
+                        data: BTreeMap::new(),
+                    };
+                }
+            };
+            let input = AnalysisInput {
+                thresholds: thresholds(&request.rollback_config),
+                canary,
+                baseline,
+                before: request.pre_deployment.clone(),
+            };
+            let verdict = {
+                let mut all = breaches.lock().unwrap_or_else(|p| p.into_inner());
+                let state = all.entry(request.deployment_id.clone()).or_default();
+                judge(&input, state, now)
+            };
+            metrics::counter!("edgeplane_analysis_verdicts_total", "outcome" => format!("{:?}", verdict.outcome))
+                .increment(1);
+            answer(&verdict)
+        })
+    }
+
+    fn snapshot(
+        &self,
+        locations: Vec<String>,
+        now: Timestamp,
+    ) -> BoxFuture<'static, Option<PerformanceSnapshot>> {
+        let store = self.store.clone();
+        Box::pin(async move {
+            let from = Timestamp(now.millis() - SNAPSHOT_WINDOW_MS);
+            let totals = tokio::task::spawn_blocking(move || {
+                group(&store, &locations, from, now, now).map(|g| g.aggregate())
+            })
+            .await
+            .ok()?
+            .ok()?;
+            let stats: WindowStats = totals.stats();
+            (stats.requests_total > 0).then(|| to_snapshot(&stats, now))
+        })
+    }
+}
+
+fn alert_kind(kind: RolloutAlert, deployment: &Deployment) -> AlertKind {
+    match kind {
+        RolloutAlert::RolledBack
+            if deployment
+                .engine
+                .rollback_reason
+                .as_deref()
+                .is_some_and(|r| !r.starts_with("manual")) =>
+        {
+            AlertKind::AutoRollback
+        }
+        RolloutAlert::RolledBack => AlertKind::Warning,
+        RolloutAlert::Warning => AlertKind::Warning,
+        RolloutAlert::Stuck => AlertKind::StuckDeployment,
+        RolloutAlert::Inconclusive => AlertKind::InconclusivePause,
+        RolloutAlert::WaveFailed | RolloutAlert::RollbackIncomplete | RolloutAlert::NoTargets => {
+            AlertKind::DeploymentFailed
+        }
+    }
+}
+
+impl AlertSink for Notifier {
+    fn alert(&self, deployment: &Deployment, kind: RolloutAlert, message: &str) {
+        // The latest verdict on the timeline is the evidence behind an automatic action.
+        let verdict = deployment
+            .events
+            .iter()
+            .rev()
+            .find_map(|e| e.data.get(VERDICT_KEY))
+            .and_then(|text| serde_json::from_str::<Verdict>(text).ok());
+        self.notify(Alert {
+            kind: alert_kind(kind, deployment),
+            deployment_id: Some(deployment.deployment_id.clone()),
+            configuration_id: Some(deployment.configuration_id.clone()),
+            edge_id: None,
+            message: message.to_string(),
+            verdict,
+            at: Timestamp::now(),
+        });
+    }
+}
