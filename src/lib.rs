@@ -4,3 +4,5 @@
 //! that tests and benches exercise exactly what ships. See ARCHITECTURE.md for the map.
 
 pub mod model;
+pub mod secrets;
+pub mod validate;

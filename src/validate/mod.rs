@@ -1,0 +1,451 @@
+//! Validation of configuration content (SPEC §3): schema, safety rules, conflicts; plus the
+//! diff between versions, canonical JSON and the handling of secrets inside content.
+//!
+//! Findings name the offending value by a dotted path from the request body: `content.ttl`,
+//! `content.origins.0.weight`, `content.cors.allowOrigins.2`. Array items are addressed by
+//! index; object keys that themselves contain dots (header names in `addHeaders`) are
+//! written as they are. A finding about the content as a whole uses `content`.
+//!
+//! Everything here is pure: no I/O, and the clock comes in as a value.
+
+mod cache;
+pub mod canonical;
+mod conflicts;
+pub mod diff;
+mod glob;
+mod response;
+mod routing;
+mod rules;
+mod security;
+mod ssl;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::model::{ConfigType, Timestamp};
+use crate::secrets::{SecretBox, SecretError};
+
+pub use canonical::{canonical_json, checksum};
+pub use diff::{Change, ChangeType, DiffResult, Summary, apply, diff};
+
+/// At most this many errors (and as many warnings) are listed; a last item says how many more
+/// there were, so that a hostile body cannot make the report itself huge.
+const MAX_FINDINGS: usize = 200;
+
+/// One problem found in a configuration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Finding {
+    /// Dotted path from the request body, e.g. `content.origins.0.weight`.
+    pub field: String,
+    pub message: String,
+}
+
+/// The outcome of validation: errors make a configuration invalid, warnings do not.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ValidationReport {
+    pub errors: Vec<Finding>,
+    pub warnings: Vec<Finding>,
+    #[serde(skip)]
+    dropped_errors: usize,
+    #[serde(skip)]
+    dropped_warnings: usize,
+}
+
+impl ValidationReport {
+    pub fn is_valid(&self) -> bool {
+        self.errors.is_empty()
+    }
+
+    pub(crate) fn error(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        push(
+            &mut self.errors,
+            &mut self.dropped_errors,
+            field.into(),
+            message.into(),
+        );
+    }
+
+    pub(crate) fn warning(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        push(
+            &mut self.warnings,
+            &mut self.dropped_warnings,
+            field.into(),
+            message.into(),
+        );
+    }
+
+    fn merge(&mut self, other: ValidationReport) {
+        for finding in other.errors {
+            self.error(finding.field, finding.message);
+        }
+        for finding in other.warnings {
+            self.warning(finding.field, finding.message);
+        }
+        self.dropped_errors += other.dropped_errors;
+        self.dropped_warnings += other.dropped_warnings;
+    }
+
+    /// Adds the "N more" notes for findings beyond the cap.
+    fn finish(mut self) -> Self {
+        if self.dropped_errors > 0 {
+            self.errors.push(Finding {
+                field: "content".into(),
+                message: format!("{} more errors not shown", self.dropped_errors),
+            });
+        }
+        if self.dropped_warnings > 0 {
+            self.warnings.push(Finding {
+                field: "content".into(),
+                message: format!("{} more warnings not shown", self.dropped_warnings),
+            });
+        }
+        self.dropped_errors = 0;
+        self.dropped_warnings = 0;
+        self
+    }
+}
+
+fn push(list: &mut Vec<Finding>, dropped: &mut usize, field: String, message: String) {
+    if list
+        .iter()
+        .any(|f| f.field == field && f.message == message)
+    {
+        return;
+    }
+    if list.len() >= MAX_FINDINGS {
+        *dropped += 1;
+        return;
+    }
+    list.push(Finding { field, message });
+}
+
+/// Another stored configuration, as the conflict layer needs to see it.
+#[derive(Clone, Copy, Debug)]
+pub struct OtherConfiguration<'a> {
+    pub configuration_id: &'a str,
+    pub name: &'a str,
+    pub config_type: ConfigType,
+    pub content: &'a Value,
+}
+
+/// The embedded JSON Schema (draft 2020-12) of a type, as served at
+/// `GET /api/v1/schemas/{type}`.
+pub fn schema(config_type: ConfigType) -> &'static str {
+    match config_type {
+        ConfigType::CacheRule => include_str!("schemas/cache_rule.json"),
+        ConfigType::RoutingRule => include_str!("schemas/routing_rule.json"),
+        ConfigType::SecurityRule => include_str!("schemas/security_rule.json"),
+        ConfigType::SslCertificate => include_str!("schemas/ssl_certificate.json"),
+        ConfigType::ResponseModification => include_str!("schemas/response_modification.json"),
+    }
+}
+
+/// The embedded schema of a type as a JSON value.
+pub fn schema_value(config_type: ConfigType) -> Value {
+    // The schemas are part of the binary and parsed by a test; `Null` is unreachable.
+    serde_json::from_str(schema(config_type)).unwrap_or(Value::Null)
+}
+
+/// Validates configuration content. Built once (it compiles the schemas) and shared.
+pub struct Validator {
+    /// Indexed like `ConfigType::ALL`.
+    schemas: Vec<jsonschema::Validator>,
+}
+
+impl std::fmt::Debug for Validator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Validator { .. }")
+    }
+}
+
+impl Default for Validator {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Validator {
+    pub fn new() -> Self {
+        let schemas = ConfigType::ALL
+            .into_iter()
+            .map(|config_type| {
+                // Embedded constants, compiled by every test run: a failure here is a bug in
+                // the build, not something input can cause.
+                jsonschema::draft202012::new(&schema_value(config_type))
+                    .expect("embedded schema compiles")
+            })
+            .collect();
+        Self { schemas }
+    }
+
+    fn compiled(&self, config_type: ConfigType) -> &jsonschema::Validator {
+        let index = ConfigType::ALL
+            .iter()
+            .position(|t| *t == config_type)
+            .unwrap_or(0);
+        &self.schemas[index]
+    }
+
+    /// All three layers: schema, safety rules, conflicts with `others`.
+    ///
+    /// `others` should not contain the configuration being validated (when it is stored
+    /// already); [`Validator::conflicts`] filters by id for callers that cannot ensure that.
+    /// A sealed private key (`enc:v1:…`) is not checked against its certificate: validate
+    /// before sealing, or open the secrets first.
+    pub fn validate(
+        &self,
+        config_type: ConfigType,
+        content: &Value,
+        others: &[OtherConfiguration<'_>],
+        now: Timestamp,
+    ) -> ValidationReport {
+        let mut report = ValidationReport::default();
+        if !content.is_object() {
+            report.error("content", "Content must be a JSON object");
+            return report;
+        }
+        self.check_schema(config_type, content, &mut report);
+        // The safety rules read values defensively (a field of the wrong type is skipped,
+        // the schema layer has reported it), so they run even when the schema failed and
+        // still give precise findings about everything else.
+        match config_type {
+            ConfigType::CacheRule => cache::check(content, &mut report),
+            ConfigType::RoutingRule => routing::check(content, &mut report),
+            ConfigType::SecurityRule => security::check(content, &mut report),
+            ConfigType::SslCertificate => ssl::check(content, now, &mut report),
+            ConfigType::ResponseModification => response::check(content, &mut report),
+        }
+        report.merge(conflicts::check(None, config_type, content, others));
+        report.finish()
+    }
+
+    /// The conflict layer alone, skipping `configuration_id` itself among `others`.
+    pub fn conflicts(
+        &self,
+        configuration_id: Option<&str>,
+        config_type: ConfigType,
+        content: &Value,
+        others: &[OtherConfiguration<'_>],
+    ) -> ValidationReport {
+        conflicts::check(configuration_id, config_type, content, others).finish()
+    }
+
+    fn check_schema(
+        &self,
+        config_type: ConfigType,
+        content: &Value,
+        report: &mut ValidationReport,
+    ) {
+        for error in self.compiled(config_type).iter_errors(content) {
+            let mut field = String::from("content");
+            for segment in error.instance_path().iter() {
+                field.push('.');
+                field.push_str(&segment.to_string());
+            }
+            match error.kind() {
+                jsonschema::error::ValidationErrorKind::Required { property } => {
+                    let name = property.as_str().unwrap_or_default();
+                    field.push('.');
+                    field.push_str(name);
+                    report.error(field, format!("'{name}' is required"));
+                }
+                _ => report.error(field, rules::shorten(&error.to_string())),
+            }
+        }
+    }
+}
+
+/// Replaces secrets in content with `[REDACTED]`, for every API answer.
+pub fn redact_secrets(config_type: ConfigType, content: &mut Value) {
+    if config_type != ConfigType::SslCertificate {
+        return;
+    }
+    if let Some(key) = content.get_mut("privateKey") {
+        *key = Value::String("[REDACTED]".into());
+    }
+}
+
+/// Encrypts secrets in content before it is stored; values already sealed are left alone.
+pub fn seal_secrets(config_type: ConfigType, content: &mut Value, sealer: &SecretBox) {
+    if config_type != ConfigType::SslCertificate {
+        return;
+    }
+    if let Some(Value::String(key)) = content.get_mut("privateKey") {
+        if !SecretBox::is_sealed(key) {
+            *key = sealer.seal(key);
+        }
+    }
+}
+
+/// Decrypts secrets sealed by [`seal_secrets`], for pushing content to edges.
+pub fn open_secrets(
+    config_type: ConfigType,
+    content: &mut Value,
+    sealer: &SecretBox,
+) -> Result<(), SecretError> {
+    if config_type != ConfigType::SslCertificate {
+        return Ok(());
+    }
+    if let Some(Value::String(key)) = content.get_mut("privateKey") {
+        if SecretBox::is_sealed(key) {
+            *key = sealer.open(key)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// Runs all layers with no other configurations at a fixed time.
+    pub(crate) fn report_for(config_type: ConfigType, content: &Value) -> ValidationReport {
+        static VALIDATOR: std::sync::OnceLock<Validator> = std::sync::OnceLock::new();
+        VALIDATOR
+            .get_or_init(Validator::new)
+            .validate(config_type, content, &[], now())
+    }
+
+    /// 2026-01-01T00:00:00Z, the clock of every test.
+    pub(crate) fn now() -> Timestamp {
+        Timestamp::from_millis(1_767_225_600_000)
+    }
+
+    /// What one table case expects.
+    #[derive(Debug)]
+    pub(crate) enum Expect {
+        /// No errors and no warnings.
+        Valid,
+        /// Exactly one error, at this field, with a message containing this fragment.
+        Error(&'static str, &'static str),
+        /// No errors, and a warning at this field containing this fragment.
+        Warning(&'static str, &'static str),
+    }
+
+    /// The one assertion helper of the validation tables.
+    pub(crate) fn check(config_type: ConfigType, content: &Value, expected: Expect) {
+        let report = report_for(config_type, content);
+        let found = |list: &[Finding], field: &str, fragment: &str| {
+            list.iter()
+                .any(|f| f.field == field && f.message.contains(fragment))
+        };
+        match expected {
+            Expect::Valid => assert!(
+                report.errors.is_empty() && report.warnings.is_empty(),
+                "expected valid: {content}\n{report:#?}"
+            ),
+            Expect::Error(field, fragment) => assert!(
+                report.errors.len() == 1 && found(&report.errors, field, fragment),
+                "expected one error at {field} ({fragment}): {content}\n{report:#?}"
+            ),
+            Expect::Warning(field, fragment) => assert!(
+                report.errors.is_empty() && found(&report.warnings, field, fragment),
+                "expected a warning at {field} ({fragment}): {content}\n{report:#?}"
+            ),
+        }
+    }
+
+    /// `base` with the value at `pointer` set (the parent must exist); `Value::Null` as the
+    /// value removes the key instead, which is how tables drop a field.
+    pub(crate) fn with(base: &Value, pointer: &str, value: Value) -> Value {
+        let mut out = base.clone();
+        let (parent, key) = pointer.rsplit_once('/').unwrap();
+        let target = out.pointer_mut(parent).unwrap();
+        match target {
+            Value::Object(map) => {
+                if value.is_null() {
+                    map.remove(key);
+                } else {
+                    map.insert(key.to_owned(), value);
+                }
+            }
+            Value::Array(items) => {
+                let index: usize = key.parse().unwrap();
+                if value.is_null() {
+                    items.remove(index);
+                } else {
+                    items[index] = value;
+                }
+            }
+            _ => panic!("no container at {parent}"),
+        }
+        out
+    }
+
+    #[test]
+    fn validator_is_shareable_and_schemas_parse() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Validator>();
+        for config_type in ConfigType::ALL {
+            let value = schema_value(config_type);
+            assert_eq!(value["title"], config_type.as_str());
+            assert!(jsonschema::draft202012::meta::is_valid(&value));
+        }
+    }
+
+    #[test]
+    fn non_object_content_is_one_error() {
+        let report = report_for(ConfigType::CacheRule, &json!([1, 2]));
+        assert_eq!(
+            report.errors,
+            vec![Finding {
+                field: "content".into(),
+                message: "Content must be a JSON object".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn schema_findings_name_the_field() {
+        let report = report_for(
+            ConfigType::CacheRule,
+            &json!({"pathPattern": "/x", "ttl": "soon"}),
+        );
+        let fields: Vec<&str> = report.errors.iter().map(|f| f.field.as_str()).collect();
+        assert!(fields.contains(&"content.ttl"), "{report:?}");
+        assert!(fields.contains(&"content.cacheControl"), "{report:?}");
+        let required = report
+            .errors
+            .iter()
+            .find(|f| f.field == "content.cacheControl")
+            .unwrap();
+        assert_eq!(required.message, "'cacheControl' is required");
+    }
+
+    #[test]
+    fn findings_are_capped() {
+        let headers: Vec<String> = (0..500).map(|i| format!("bad header {i}")).collect();
+        let report = report_for(
+            ConfigType::ResponseModification,
+            &json!({"removeHeaders": headers}),
+        );
+        assert_eq!(report.errors.len(), MAX_FINDINGS + 1);
+        assert_eq!(
+            report.errors.last().unwrap().message,
+            "300 more errors not shown"
+        );
+    }
+
+    #[test]
+    fn secrets_are_sealed_opened_and_redacted() {
+        let sealer = SecretBox::new([3; 32]);
+        let mut content = json!({"privateKey": "PEM", "domains": ["a.example"]});
+        seal_secrets(ConfigType::SslCertificate, &mut content, &sealer);
+        let sealed = content["privateKey"].as_str().unwrap().to_owned();
+        assert!(SecretBox::is_sealed(&sealed));
+        // Sealing twice must not wrap the sealed text again.
+        seal_secrets(ConfigType::SslCertificate, &mut content, &sealer);
+        assert_eq!(content["privateKey"], sealed.as_str());
+        open_secrets(ConfigType::SslCertificate, &mut content, &sealer).unwrap();
+        assert_eq!(content["privateKey"], "PEM");
+        redact_secrets(ConfigType::SslCertificate, &mut content);
+        assert_eq!(content["privateKey"], "[REDACTED]");
+
+        let mut other = json!({"privateKey": "not a secret here"});
+        redact_secrets(ConfigType::CacheRule, &mut other);
+        assert_eq!(other["privateKey"], "not a secret here");
+    }
+}
