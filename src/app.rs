@@ -16,9 +16,9 @@ use crate::config::Settings;
 use crate::edge::{PushClient, PushOptions};
 use crate::fleet::HeartbeatIntake;
 use crate::model::{Role, RollbackConfig, Timestamp, User};
-use crate::rollout::StepContext;
 use crate::monitor::alerts::{Notifier, NotifierConfig, WebhookConfig};
 use crate::monitor::judge::MetricsAnalysis;
+use crate::rollout::StepContext;
 use crate::rollout::engine::{Engine, EngineSettings, SystemClock};
 use crate::secrets::SecretBox;
 use crate::store::{Command, CommandEnvelope, Store};
@@ -251,7 +251,10 @@ pub fn bootstrap_admin(
 fn start_notifier(settings: &Settings) -> Result<Notifier, StartError> {
     let root_certificates_pem = match &settings.alerts.ca_file {
         Some(path) => Some(std::fs::read(path).map_err(|e| {
-            StartError::Config(format!("alerts.ca_file: cannot read {}: {e}", path.display()))
+            StartError::Config(format!(
+                "alerts.ca_file: cannot read {}: {e}",
+                path.display()
+            ))
         })?),
         None => None,
     };

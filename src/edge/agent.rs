@@ -39,7 +39,7 @@ use tokio::sync::watch;
 use super::http::{EdgeService, router, shutdown_signal};
 use super::protocol::{
     ActiveConfiguration, ActiveConfigurations, Heartbeat, PushMode, PushReply, PushRequest,
-    RollbackRequest, canonical_checksum, is_safe_name,
+    RollbackRequest, is_safe_name,
 };
 use super::push::{PushOptions, build_http_client, chain};
 use crate::model::{ConfigType, EdgeHealth, MetricsSample, Timestamp};
@@ -465,7 +465,7 @@ impl Agent {
         if request.content.is_null() {
             return Err("content is required".into());
         }
-        let checksum = canonical_checksum(&request.content);
+        let checksum = crate::validate::checksum(&request.content);
         if !checksum.eq_ignore_ascii_case(&request.checksum) {
             return Err(format!(
                 "checksum mismatch: content hashes to {checksum}, push says {}",

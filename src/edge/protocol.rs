@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 use crate::model::{ConfigType, EdgeHealth, MetricsSample, Timestamp};
 
@@ -47,7 +46,7 @@ impl PushRequest {
         content: Value,
         metadata: BTreeMap<String, String>,
     ) -> Self {
-        let checksum = canonical_checksum(&content);
+        let checksum = crate::validate::checksum(&content);
         Self {
             version: version.into(),
             config_type,
@@ -136,59 +135,6 @@ pub struct EdgeRegistration {
     pub metadata: BTreeMap<String, String>,
 }
 
-/// Hex sha256 of the RFC 8785 canonical form of `value`: object keys sorted by UTF-16 code
-/// units, no insignificant whitespace, strings escaped the way JSON.stringify does (which
-/// serde_json matches), numbers as serde_json writes them except that integral floats lose
-/// their `.0` (as in ECMAScript).
-// replaced by validate::canonical at merge
-pub(crate) fn canonical_checksum(value: &Value) -> String {
-    let mut text = String::new();
-    write_canonical(value, &mut text);
-    hex::encode(Sha256::digest(text.as_bytes()))
-}
-
-fn write_canonical(value: &Value, out: &mut String) {
-    match value {
-        Value::Null => out.push_str("null"),
-        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Value::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
-            (Some(i), _, _) => out.push_str(&i.to_string()),
-            (_, Some(u), _) => out.push_str(&u.to_string()),
-            (_, _, Some(f)) if f.fract() == 0.0 && f.abs() < 1e21 => {
-                out.push_str(&format!("{f:.0}"))
-            }
-            _ => out.push_str(&n.to_string()),
-        },
-        Value::String(s) => out.push_str(&Value::String(s.clone()).to_string()),
-        Value::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_canonical(item, out);
-            }
-            out.push(']');
-        }
-        Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort_by(|a, b| a.encode_utf16().cmp(b.encode_utf16()));
-            out.push('{');
-            for (i, key) in keys.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&Value::String((*key).clone()).to_string());
-                out.push(':');
-                if let Some(item) = map.get(*key) {
-                    write_canonical(item, out);
-                }
-            }
-            out.push('}');
-        }
-    }
-}
-
 /// Whether `id` is safe to use as one path component on the edge's disk.
 pub(crate) fn is_safe_name(id: &str) -> bool {
     !id.is_empty()
@@ -223,8 +169,8 @@ mod tests {
 
     #[test]
     fn checksum_ignores_key_order() {
-        let a = canonical_checksum(&json!({"ttl": 3600, "pathPattern": "/a"}));
-        let b = canonical_checksum(&json!({"pathPattern": "/a", "ttl": 3600}));
+        let a = crate::validate::checksum(&json!({"ttl": 3600, "pathPattern": "/a"}));
+        let b = crate::validate::checksum(&json!({"pathPattern": "/a", "ttl": 3600}));
         assert_eq!(a, b);
         assert_eq!(a.len(), 64);
     }

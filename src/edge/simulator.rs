@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 use super::http::{EdgeService, router, shutdown_signal};
 use super::protocol::{
     ActiveConfiguration, ActiveConfigurations, EdgeRegistration, Heartbeat, PushMode, PushReply,
-    PushRequest, RollbackRequest, canonical_checksum,
+    PushRequest, RollbackRequest,
 };
 use super::push::{PushOptions, build_http_client};
 use crate::model::metrics::LATENCY_BUCKETS_MS;
@@ -321,7 +321,7 @@ impl SimEdge {
             if request.content.is_null() {
                 return nacked("content is required");
             }
-            let checksum = canonical_checksum(&request.content);
+            let checksum = crate::validate::checksum(&request.content);
             if !checksum.eq_ignore_ascii_case(&request.checksum) {
                 return nacked(&format!(
                     "checksum mismatch: content hashes to {checksum}, push says {}",

@@ -13,7 +13,7 @@ use super::analysis::{
     judge,
 };
 use crate::model::{Deployment, PerformanceSnapshot, RollbackConfig, Timestamp};
-use crate::rollout::engine::{Analysis, AnalysisAnswer, AnalysisRequest, AlertSink};
+use crate::rollout::engine::{AlertSink, Analysis, AnalysisAnswer, AnalysisRequest};
 use crate::rollout::{AlertKind as RolloutAlert, AnalysisOutcome};
 use crate::store::{Store, StoreError};
 
@@ -102,13 +102,34 @@ fn answer(verdict: &Verdict) -> AnalysisAnswer {
         VERDICT_KEY.to_string(),
         serde_json::to_string(verdict).unwrap_or_default(),
     );
-    data.insert("canaryRequests".into(), verdict.canary.requests_total.to_string());
-    data.insert("canaryErrorRate".into(), format!("{:.3}", verdict.canary.error_rate));
-    data.insert("canaryCacheHitRate".into(), format!("{:.2}", verdict.canary.cache_hit_rate));
-    data.insert("canaryP99LatencyMs".into(), format!("{:.1}", verdict.canary.p99_latency_ms));
-    data.insert("baselineErrorRate".into(), format!("{:.3}", verdict.baseline.error_rate));
-    data.insert("baselineCacheHitRate".into(), format!("{:.2}", verdict.baseline.cache_hit_rate));
-    data.insert("baselineP99LatencyMs".into(), format!("{:.1}", verdict.baseline.p99_latency_ms));
+    data.insert(
+        "canaryRequests".into(),
+        verdict.canary.requests_total.to_string(),
+    );
+    data.insert(
+        "canaryErrorRate".into(),
+        format!("{:.3}", verdict.canary.error_rate),
+    );
+    data.insert(
+        "canaryCacheHitRate".into(),
+        format!("{:.2}", verdict.canary.cache_hit_rate),
+    );
+    data.insert(
+        "canaryP99LatencyMs".into(),
+        format!("{:.1}", verdict.canary.p99_latency_ms),
+    );
+    data.insert(
+        "baselineErrorRate".into(),
+        format!("{:.3}", verdict.baseline.error_rate),
+    );
+    data.insert(
+        "baselineCacheHitRate".into(),
+        format!("{:.2}", verdict.baseline.cache_hit_rate),
+    );
+    data.insert(
+        "baselineP99LatencyMs".into(),
+        format!("{:.1}", verdict.baseline.p99_latency_ms),
+    );
     let outcome = match verdict.outcome {
         Outcome::Pass => AnalysisOutcome::Pass,
         Outcome::Fail => AnalysisOutcome::Fail { reason: headline },

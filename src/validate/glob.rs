@@ -98,8 +98,7 @@ pub(crate) fn overlaps(a: &str, b: &str) -> bool {
 
 /// Whether `path` (a concrete request path, no wildcards of its own) is matched by `pattern`.
 pub(crate) fn matches(pattern: &str, path: &str) -> bool {
-    // A concrete path is a pattern whose `*` characters are literal, so build its tokens
-    // directly instead of going through `tokens`.
+    // The path is not tokenized: a `*` in a request path is an ordinary character.
     let pattern = tokens(pattern);
     let path: Vec<char> = path.chars().collect();
     let width = path.len() + 1;
@@ -115,10 +114,8 @@ pub(crate) fn matches(pattern: &str, path: &str) -> bool {
             return true;
         }
         match pattern.get(i) {
-            Some(Token::Literal(c)) => {
-                if path.get(j) == Some(c) {
-                    stack.push((i + 1, j + 1));
-                }
+            Some(Token::Literal(c)) if path.get(j) == Some(c) => {
+                stack.push((i + 1, j + 1));
             }
             Some(Token::Star) => {
                 stack.push((i + 1, j));
@@ -132,7 +129,7 @@ pub(crate) fn matches(pattern: &str, path: &str) -> bool {
                     stack.push((i, j + 1));
                 }
             }
-            None => {}
+            Some(Token::Literal(_)) | None => {}
         }
     }
     false

@@ -19,14 +19,14 @@ mod rules;
 mod security;
 mod ssl;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::model::{ConfigType, Timestamp};
 use crate::secrets::{SecretBox, SecretError};
 
 pub use canonical::{canonical_json, checksum};
-pub use diff::{Change, ChangeType, DiffResult, Summary, apply, diff};
+pub use diff::{Change, ChangeType, DiffError, DiffResult, Summary, apply, diff};
 pub use security::is_country_code;
 
 /// At most this many errors (and as many warnings) are listed; a last item says how many more
@@ -34,7 +34,7 @@ pub use security::is_country_code;
 const MAX_FINDINGS: usize = 200;
 
 /// One problem found in a configuration.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Finding {
     /// Dotted path from the request body, e.g. `content.origins.0.weight`.
@@ -43,7 +43,7 @@ pub struct Finding {
 }
 
 /// The outcome of validation: errors make a configuration invalid, warnings do not.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ValidationReport {
     pub errors: Vec<Finding>,
@@ -153,6 +153,8 @@ pub fn schema_value(config_type: ConfigType) -> Value {
 pub struct Validator {
     /// Indexed like `ConfigType::ALL`.
     schemas: Vec<jsonschema::Validator>,
+    /// The top-level properties each schema names, indexed like `schemas`.
+    known_fields: Vec<Vec<String>>,
 }
 
 impl std::fmt::Debug for Validator {
@@ -169,24 +171,51 @@ impl Default for Validator {
 
 impl Validator {
     pub fn new() -> Self {
-        let schemas = ConfigType::ALL
-            .into_iter()
-            .map(|config_type| {
-                // Embedded constants, compiled by every test run: a failure here is a bug in
-                // the build, not something input can cause.
-                jsonschema::draft202012::new(&schema_value(config_type))
-                    .expect("embedded schema compiles")
-            })
-            .collect();
-        Self { schemas }
+        let mut schemas = Vec::new();
+        let mut known_fields = Vec::new();
+        for config_type in ConfigType::ALL {
+            let value = schema_value(config_type);
+            // Embedded constants, compiled by every test run: a failure here is a bug in the
+            // build, not something input can cause.
+            schemas.push(jsonschema::draft202012::new(&value).expect("embedded schema compiles"));
+            known_fields.push(
+                value["properties"]
+                    .as_object()
+                    .map(|properties| properties.keys().cloned().collect())
+                    .unwrap_or_default(),
+            );
+        }
+        Self {
+            schemas,
+            known_fields,
+        }
     }
 
-    fn compiled(&self, config_type: ConfigType) -> &jsonschema::Validator {
-        let index = ConfigType::ALL
+    fn index(config_type: ConfigType) -> usize {
+        ConfigType::ALL
             .iter()
             .position(|t| *t == config_type)
-            .unwrap_or(0);
-        &self.schemas[index]
+            .unwrap_or(0)
+    }
+
+    /// Top-level fields the type does not define are kept but do nothing at the edges,
+    /// which is most often a typo (`tll`): a warning, not an error, so that content written
+    /// for a newer schema still validates.
+    fn check_unknown_fields(
+        &self,
+        config_type: ConfigType,
+        content: &Value,
+        report: &mut ValidationReport,
+    ) {
+        let known = &self.known_fields[Self::index(config_type)];
+        for key in content.as_object().into_iter().flat_map(|map| map.keys()) {
+            if !known.iter().any(|k| k == key) {
+                report.warning(
+                    format!("content.{key}"),
+                    format!("Unknown field '{}' is ignored", rules::shorten(key)),
+                );
+            }
+        }
     }
 
     /// All three layers: schema, safety rules, conflicts with `others`.
@@ -208,6 +237,7 @@ impl Validator {
             return report;
         }
         self.check_schema(config_type, content, &mut report);
+        self.check_unknown_fields(config_type, content, &mut report);
         // The safety rules read values defensively (a field of the wrong type is skipped,
         // the schema layer has reported it), so they run even when the schema failed and
         // still give precise findings about everything else.
@@ -239,7 +269,8 @@ impl Validator {
         content: &Value,
         report: &mut ValidationReport,
     ) {
-        for error in self.compiled(config_type).iter_errors(content) {
+        let compiled = &self.schemas[Self::index(config_type)];
+        for error in compiled.iter_errors(content) {
             let mut field = String::from("content");
             for segment in error.instance_path().iter() {
                 field.push('.');
@@ -414,6 +445,15 @@ mod tests {
             .find(|f| f.field == "content.cacheControl")
             .unwrap();
         assert_eq!(required.message, "'cacheControl' is required");
+    }
+
+    #[test]
+    fn unknown_fields_warn() {
+        check(
+            ConfigType::CacheRule,
+            &json!({"pathPattern": "/x", "ttl": 1, "cacheControl": "public", "tll": 5}),
+            Expect::Warning("content.tll", "Unknown field 'tll'"),
+        );
     }
 
     #[test]

@@ -11,7 +11,8 @@
 //!   this rule's `pathPattern` and by `from`: it would be rewritten again, without end. The
 //!   check probes one path of the pattern (and one built from the literal prefix of `from`).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Mutex, OnceLock};
 
 use regex::{Regex, RegexBuilder};
 use serde_json::Value;
@@ -27,6 +28,8 @@ const CIRCUIT_BREAKER_MAX_MS: u64 = 300_000;
 const RETRY_DELAY_MAX_MS: u64 = 60_000;
 /// Compiled-size cap for `from`, so that a hostile pattern cannot take the server's memory.
 const REGEX_SIZE_LIMIT: usize = 1 << 20;
+/// Compiled `from` patterns kept for reuse; the cache is emptied when it reaches this size.
+const REGEX_CACHE_SIZE: usize = 256;
 
 pub(crate) fn check(content: &Value, report: &mut ValidationReport) {
     rules::check_path_pattern(report, content);
@@ -166,8 +169,11 @@ fn check_capacity(
 }
 
 fn check_failover(policy: &Value, report: &mut ValidationReport) {
-    if let Some(attempts) = policy.get("retryAttempts").filter(|v| v.is_i64()) {
-        if !attempts.as_u64().is_some_and(|n| n <= MAX_RETRY_ATTEMPTS) {
+    if let Some(attempts) = policy
+        .get("retryAttempts")
+        .filter(|v| v.is_i64() || v.is_u64())
+    {
+        if attempts.as_u64().is_none_or(|n| n > MAX_RETRY_ATTEMPTS) {
             report.error(
                 "content.failoverPolicy.retryAttempts",
                 format!("Retry attempts must be between 0 and {MAX_RETRY_ATTEMPTS}"),
@@ -211,7 +217,7 @@ fn check_rewrite(content: &Value, rewrite: &Value, report: &mut ValidationReport
     let Some(from) = rewrite.get("from").and_then(Value::as_str) else {
         return;
     };
-    let regex = match RegexBuilder::new(from).size_limit(REGEX_SIZE_LIMIT).build() {
+    let regex = match compile(from) {
         Ok(regex) => regex,
         Err(error) => {
             let reason = error.to_string();
@@ -247,6 +253,27 @@ fn check_rewrite(content: &Value, rewrite: &Value, report: &mut ValidationReport
             ),
         );
     }
+}
+
+/// `from` compiled, from a small process-wide cache: compiling a regex costs far more than
+/// every other check of a rule together, and the same rewrites are validated again and again
+/// (each update, each conflict check). Errors are not cached.
+fn compile(from: &str) -> Result<Regex, regex::Error> {
+    static CACHE: OnceLock<Mutex<HashMap<String, Regex>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Mutex::default);
+    if let Some(regex) = cache.lock().ok().and_then(|map| map.get(from).cloned()) {
+        return Ok(regex);
+    }
+    let regex = RegexBuilder::new(from)
+        .size_limit(REGEX_SIZE_LIMIT)
+        .build()?;
+    if let Ok(mut map) = cache.lock() {
+        if map.len() >= REGEX_CACHE_SIZE {
+            map.clear();
+        }
+        map.insert(from.to_owned(), regex.clone());
+    }
+    Ok(regex)
 }
 
 /// A probe path that the rewrite sends back into itself, with what it becomes.

@@ -101,7 +101,7 @@ fn check_waf(waf: &Value, report: &mut ValidationReport) {
 
 fn check_rate_limit(rate_limit: &Value, report: &mut ValidationReport) {
     if let Some(limit) = rate_limit.get("limit").filter(|v| v.is_i64() || v.is_u64()) {
-        if !limit.as_u64().is_some_and(|n| n > 0) {
+        if limit.as_u64().is_none_or(|n| n == 0) {
             report.error(
                 "content.rateLimit.limit",
                 "Rate limit must be greater than 0",
