@@ -6,6 +6,7 @@ pub mod deployments;
 pub mod edges;
 pub mod error;
 pub mod extract;
+pub mod metrics;
 pub mod middleware;
 pub mod openapi;
 pub mod system;
@@ -109,6 +110,11 @@ pub fn router(state: AppState) -> Router {
                 .get(deployments::get_freeze)
                 .delete(deployments::lift_freeze),
         )
+        .route("/edge-locations/{id}/metrics", get(metrics::edge))
+        .route("/metrics/edge-locations/{id}", get(metrics::edge))
+        .route("/metrics/configurations/{id}", get(metrics::configuration))
+        .route("/metrics/regions/{region}", get(metrics::region))
+        .route("/metrics/deployments/{id}", get(metrics::deployment))
         .route(
             "/metrics/thresholds",
             get(system::get_thresholds).put(system::set_thresholds),

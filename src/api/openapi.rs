@@ -7,6 +7,7 @@ use serde_json::{Map, Value, json};
 use crate::app::AppState;
 
 /// (method, path under /api/v1, summary, roles, success status, request schema).
+#[rustfmt::skip]
 pub const OPERATIONS: &[(&str, &str, &str, &str, u16, Option<&str>)] = &[
     (
         "post",
@@ -225,6 +226,27 @@ pub const OPERATIONS: &[(&str, &str, &str, &str, u16, Option<&str>)] = &[
         200,
         None,
     ),
+    ("get", "/edge-locations/{id}/metrics", "Metrics of one edge (window, from/to, step)", "all", 200, None),
+    ("post", "/configurations/{id}/versions/{version}/deploy", "Deploy this version (shorthand for POST /deployments)", "Operator, Admin", 202, Some("DeploymentCreate")),
+    ("post", "/deployments", "Start a deployment (202), or plan it with ?dryRun=true", "Operator, Admin", 202, Some("DeploymentCreate")),
+    ("get", "/deployments", "List deployments (filters: configurationId, status, strategy)", "all", 200, None),
+    ("get", "/deployments/{id}", "A deployment with its timeline and progress", "all", 200, None),
+    ("get", "/deployments/{id}/edge-locations", "Per-edge state of a deployment", "all", 200, None),
+    ("get", "/deployments/{id}/events", "Server-Sent Events: the timeline, then live events until the end", "all", 200, None),
+    ("post", "/deployments/{id}/promote", "Skip the rest of the current wait", "Operator, Admin", 200, None),
+    ("post", "/deployments/{id}/pause", "Pause: no new pushes", "Operator, Admin", 200, None),
+    ("post", "/deployments/{id}/resume", "Resume where it paused", "Operator, Admin", 200, None),
+    ("post", "/deployments/{id}/rollback", "Roll every touched edge back ({reason})", "Operator, Admin", 200, Some("Rollback")),
+    ("post", "/deployments/{id}/approve-next-region", "Open the next region's approval gate", "Operator, Admin", 200, None),
+    ("post", "/freeze", "Freeze all rollouts ({reason})", "Admin", 200, Some("Freeze")),
+    ("get", "/freeze", "The freeze state", "all", 200, None),
+    ("delete", "/freeze", "Lift the freeze", "Admin", 200, None),
+    ("get", "/metrics/edge-locations/{id}", "Metrics of one edge (window, from/to, step)", "all", 200, None),
+    ("get", "/metrics/configurations/{id}", "Metrics of the edges running a configuration, aggregate and per location", "all", 200, None),
+    ("get", "/metrics/regions/{region}", "Metrics of a region, aggregate and per location", "all", 200, None),
+    ("get", "/metrics/deployments/{id}", "Canary against baseline, with every analysis verdict", "all", 200, None),
+    ("get", "/metrics/thresholds", "The server-wide default RollbackConfig", "all", 200, None),
+    ("put", "/metrics/thresholds", "Set the server-wide default RollbackConfig", "Admin", 200, Some("RollbackConfig")),
     (
         "get",
         "/audit",
@@ -344,6 +366,20 @@ pub fn build() -> Value {
                     "countryCode": {"type": "string", "pattern": "^[A-Z]{2}$"}, "city": {"type": "string"}, "type": {"enum": ["EdgePOP", "Shield", "Origin"]},
                     "endpoint": {"type": "string", "format": "uri"}, "capacity": {"type": "object"}, "isActive": {"type": "boolean"},
                     "metadata": {"type": "object", "additionalProperties": {"type": "string"}}}},
+                "DeploymentCreate": {"type": "object", "required": ["configurationId"], "properties": {
+                    "configurationId": {"type": "string"}, "configurationVersion": {"type": "string"},
+                    "strategy": {"enum": ["DirectDeployment", "RegionalCanary", "BlueGreenDeployment", "RollingRegional", "GeographicWave"]},
+                    "targetRegions": {"type": "array", "items": {"type": "string"}}, "targetLocations": {"type": "array", "items": {"type": "string"}},
+                    "canaryConfig": {"type": "object"}, "rollbackConfig": {"$ref": "#/components/schemas/RollbackConfig"},
+                    "testDuration": {"type": "string"}, "regionDelay": {"type": "string"}, "requireApproval": {"type": "boolean"},
+                    "continueOnFailure": {"type": "boolean"}, "deploymentTime": {"type": "string"}, "days": {"type": "array", "items": {"type": "string"}},
+                    "monitorDuration": {"type": "string"}, "failureAction": {"enum": ["rollback", "pause"]}, "acknowledgeWarnings": {"type": "boolean"}}},
+                "RollbackConfig": {"type": "object", "properties": {
+                    "autoRollback": {"type": "boolean"}, "cacheHitRateThreshold": {"type": "number"}, "errorRateThreshold": {"type": "number"},
+                    "p99LatencyThresholdMs": {"type": "number"}, "maxRegression": {"type": "number"}, "minSamples": {"type": "integer"},
+                    "breachIntervals": {"type": "integer"}, "maxExtension": {"type": "string"}}},
+                "Rollback": {"type": "object", "properties": {"reason": {"type": "string"}}},
+                "Freeze": {"type": "object", "properties": {"reason": {"type": "string"}}},
                 "Heartbeat": {"type": "object", "properties": {"health": {"type": "object"}, "activeConfigurations": {"type": "object", "additionalProperties": {"type": "string"}}, "metrics": {"type": ["object", "null"]}, "startedAt": {"type": "string"}}}
             }
         }

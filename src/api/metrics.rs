@@ -1,0 +1,264 @@
+//! Metrics queries (SPEC §5 metrics rows, §8.2): per edge, configuration, region and
+//! deployment, with percentiles merged from histograms.
+
+use axum::extract::State;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::error::ApiError;
+use super::extract::{Path, Principal, Query};
+use crate::app::AppState;
+use crate::config::parse_duration;
+use crate::model::{Role, Timestamp};
+use crate::monitor::aggregate::{WindowStats, WindowTotals};
+use crate::monitor::judge::VERDICT_KEY;
+
+/// Longest window a query may ask for: the coarse ring's retention.
+const MAX_WINDOW_MS: i64 = 30 * 24 * 3600 * 1000;
+/// Most series points one answer carries.
+const MAX_POINTS: i64 = 10_000;
+
+#[derive(Debug, Default, Deserialize)]
+pub struct WindowQuery {
+    window: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    step: Option<String>,
+}
+
+/// A checked time window.
+struct Window {
+    from: Timestamp,
+    to: Timestamp,
+    step_ms: Option<i64>,
+    now: Timestamp,
+}
+
+impl WindowQuery {
+    fn check(&self) -> Result<Window, ApiError> {
+        let now = Timestamp::now();
+        let parse_time = |text: &str, field: &str| {
+            Timestamp::parse_rfc3339(text).ok_or_else(|| {
+                ApiError::invalid_field(field, format!("{field} must be an RFC 3339 timestamp"))
+            })
+        };
+        let (from, to) = match (&self.from, &self.to, &self.window) {
+            (Some(from), to, None) => {
+                let to = match to {
+                    Some(text) => parse_time(text, "to")?,
+                    None => now,
+                };
+                (parse_time(from, "from")?, to)
+            }
+            (None, None, window) => {
+                let span = parse_duration(window.as_deref().unwrap_or("1h"))
+                    .map_err(|e| ApiError::invalid_field("window", e))?;
+                (Timestamp(now.millis() - span.as_millis() as i64), now)
+            }
+            _ => {
+                return Err(ApiError::validation(
+                    "give either window, or from (and optionally to)",
+                ));
+            }
+        };
+        if to.millis() <= from.millis() {
+            return Err(ApiError::invalid_field("from", "from must be before to"));
+        }
+        if to.millis() - from.millis() > MAX_WINDOW_MS {
+            return Err(ApiError::invalid_field(
+                "window",
+                "the window is at most 30 days",
+            ));
+        }
+        let step_ms = match &self.step {
+            Some(text) => {
+                let step = parse_duration(text).map_err(|e| ApiError::invalid_field("step", e))?;
+                let step_ms = step.as_millis() as i64;
+                if step_ms < 1000 || (to.millis() - from.millis()) / step_ms > MAX_POINTS {
+                    return Err(ApiError::invalid_field(
+                        "step",
+                        format!("step must be at least 1s and give at most {MAX_POINTS} points"),
+                    ));
+                }
+                Some(step_ms)
+            }
+            None => None,
+        };
+        Ok(Window {
+            from,
+            to,
+            step_ms,
+            now,
+        })
+    }
+}
+
+/// Stats of `locations` merged, and per location.
+async fn stats_for(
+    state: &AppState,
+    locations: Vec<String>,
+    window: &Window,
+) -> Result<(WindowStats, Vec<Value>), ApiError> {
+    let (from, to, now, step) = (window.from, window.to, window.now, window.step_ms);
+    let per_location = state
+        .store()
+        .read(move |reader| {
+            let mut out = Vec::with_capacity(locations.len());
+            for location in locations {
+                let samples = reader.series(&location, from, to, now)?;
+                out.push((location, samples));
+            }
+            Ok(out)
+        })
+        .await?;
+    let mut all = Vec::new();
+    let mut rows = Vec::new();
+    for (location, samples) in per_location {
+        let totals = WindowTotals::from_samples(&samples, from, to);
+        let mut row = serde_json::to_value(totals.stats()).unwrap_or(Value::Null);
+        row["locationId"] = Value::String(location);
+        rows.push(row);
+        all.extend(samples);
+    }
+    all.sort_by_key(|(t, _)| *t);
+    let stats = WindowStats::compute(&all, from, to, step)
+        .map_err(|e| ApiError::validation(e.to_string()))?;
+    Ok((stats, rows))
+}
+
+fn with_window(mut value: Value, window: &Window) -> Value {
+    value["from"] = json!(window.from);
+    value["to"] = json!(window.to);
+    value
+}
+
+pub async fn edge(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    Query(query): Query<WindowQuery>,
+) -> Result<axum::Json<Value>, ApiError> {
+    principal.require(Role::Viewer)?;
+    let window = query.check()?;
+    let lookup = id.clone();
+    if state
+        .store()
+        .read(move |r| r.edge(&lookup))
+        .await?
+        .is_none()
+    {
+        return Err(ApiError::NotFound(format!(
+            "edge location '{id}' not found"
+        )));
+    }
+    let (stats, _) = stats_for(&state, vec![id.clone()], &window).await?;
+    let mut value = serde_json::to_value(stats).unwrap_or(Value::Null);
+    value["locationId"] = Value::String(id);
+    Ok(axum::Json(with_window(value, &window)))
+}
+
+pub async fn configuration(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    Query(query): Query<WindowQuery>,
+) -> Result<axum::Json<Value>, ApiError> {
+    principal.require(Role::Viewer)?;
+    let window = query.check()?;
+    let lookup = id.clone();
+    let configuration = state
+        .store()
+        .read(move |r| r.configuration(&lookup))
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("configuration '{id}' not found")))?;
+    let (stats, rows) =
+        stats_for(&state, configuration.deployed_locations.clone(), &window).await?;
+    let mut value = serde_json::to_value(stats).unwrap_or(Value::Null);
+    value["configurationId"] = Value::String(id);
+    value["locations"] = Value::Array(rows);
+    Ok(axum::Json(with_window(value, &window)))
+}
+
+pub async fn region(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(region): Path<String>,
+    Query(query): Query<WindowQuery>,
+) -> Result<axum::Json<Value>, ApiError> {
+    principal.require(Role::Viewer)?;
+    let window = query.check()?;
+    let wanted = region.clone();
+    let locations: Vec<String> = state
+        .store()
+        .read(move |r| {
+            Ok(r.edges()?
+                .into_iter()
+                .filter(|e| e.location.region.eq_ignore_ascii_case(&wanted))
+                .map(|e| e.location.location_id)
+                .collect())
+        })
+        .await?;
+    if locations.is_empty() {
+        return Err(ApiError::NotFound(format!(
+            "no edge locations in region '{region}'"
+        )));
+    }
+    let (stats, rows) = stats_for(&state, locations, &window).await?;
+    let mut value = serde_json::to_value(stats).unwrap_or(Value::Null);
+    value["region"] = Value::String(region);
+    value["locations"] = Value::Array(rows);
+    Ok(axum::Json(with_window(value, &window)))
+}
+
+/// Canary against baseline for a deployment, with every analysis verdict and its numbers.
+pub async fn deployment(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<axum::Json<Value>, ApiError> {
+    principal.require(Role::Viewer)?;
+    let lookup = id.clone();
+    let deployment = state
+        .store()
+        .read(move |r| r.deployment(&lookup))
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("deployment '{id}' not found")))?;
+    let now = Timestamp::now();
+    let from = deployment.started_at.unwrap_or(deployment.created_at);
+    let to = deployment
+        .completed_at
+        .unwrap_or(now)
+        .max(from.plus_millis(1000));
+    let window = Window {
+        from,
+        to,
+        step_ms: None,
+        now,
+    };
+    let (canary, baseline): (Vec<_>, Vec<_>) =
+        deployment.edges.iter().partition(|(_, e)| e.touched);
+    let canary: Vec<String> = canary.into_iter().map(|(l, _)| l.clone()).collect();
+    let baseline: Vec<String> = baseline.into_iter().map(|(l, _)| l.clone()).collect();
+    let (canary_stats, _) = stats_for(&state, canary.clone(), &window).await?;
+    let (baseline_stats, _) = stats_for(&state, baseline.clone(), &window).await?;
+    let verdicts: Vec<Value> = deployment
+        .events
+        .iter()
+        .filter_map(|event| {
+            let verdict: Value = serde_json::from_str(event.data.get(VERDICT_KEY)?).ok()?;
+            Some(json!({"at": event.at, "message": event.message, "verdict": verdict}))
+        })
+        .collect();
+    Ok(axum::Json(json!({
+        "deploymentId": deployment.deployment_id,
+        "status": deployment.status,
+        "from": from,
+        "to": to,
+        "canary": {"locations": canary, "metrics": canary_stats},
+        "baseline": {"locations": baseline, "metrics": baseline_stats},
+        "preDeploymentMetrics": deployment.pre_deployment_metrics,
+        "postDeploymentMetrics": deployment.post_deployment_metrics,
+        "rollbackConfig": deployment.rollback_config,
+        "verdicts": verdicts,
+    })))
+}
