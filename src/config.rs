@@ -53,7 +53,7 @@ fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::E
     parse_duration(&text).map_err(serde::de::Error::custom)
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
     pub server: ServerSettings,
@@ -64,21 +64,6 @@ pub struct Settings {
     pub edges: EdgeSettings,
     pub rollout: RolloutSettings,
     pub alerts: AlertSettings,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Self {
-            server: ServerSettings::default(),
-            log: LogSettings::default(),
-            auth: AuthSettings::default(),
-            secrets: SecretSettings::default(),
-            limits: LimitSettings::default(),
-            edges: EdgeSettings::default(),
-            rollout: RolloutSettings::default(),
-            alerts: AlertSettings::default(),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -6,9 +6,19 @@ use serde_json::{Map, Value, json};
 
 use crate::app::AppState;
 
-/// (method, path under /api/v1, summary, roles, success status, request schema).
+/// One documented operation: (method, path under /api/v1, summary, roles, success status,
+/// request schema).
+pub type Operation = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    u16,
+    Option<&'static str>,
+);
+
 #[rustfmt::skip]
-pub const OPERATIONS: &[(&str, &str, &str, &str, u16, Option<&str>)] = &[
+pub const OPERATIONS: &[Operation] = &[
     (
         "post",
         "/authentication/login",

@@ -151,30 +151,6 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn canonical(value: Value) -> String {
-        let mut out = String::new();
-        write_canonical(&value, &mut out);
-        out
-    }
-
-    #[test]
-    fn canonical_form_sorts_keys_and_drops_whitespace() {
-        assert_eq!(
-            canonical(json!({"b": [1, 2.0, "x\n"], "a": {"d": null, "c": true}})),
-            r#"{"a":{"c":true,"d":null},"b":[1,2,"x\n"]}"#
-        );
-        assert_eq!(canonical(json!({"é": 1, "z": 2})), r#"{"z":2,"é":1}"#);
-        assert_eq!(canonical(json!(1.5)), "1.5");
-    }
-
-    #[test]
-    fn checksum_ignores_key_order() {
-        let a = crate::validate::checksum(&json!({"ttl": 3600, "pathPattern": "/a"}));
-        let b = crate::validate::checksum(&json!({"pathPattern": "/a", "ttl": 3600}));
-        assert_eq!(a, b);
-        assert_eq!(a.len(), 64);
-    }
-
     #[test]
     fn replies_are_tagged_by_status() {
         let acked = serde_json::to_value(PushReply::Acked {

@@ -244,6 +244,10 @@ enum Message {
     Tick,
 }
 
+/// What a turn changed in one deployment: its event count before the turn, and the edge
+/// versions the turn's acks made active.
+type Touched = (usize, Vec<(String, Option<String>)>);
+
 /// A timeline event of one deployment, as SSE streams forward it.
 #[derive(Clone, Debug)]
 pub struct Published {
@@ -434,7 +438,7 @@ impl Loop {
     /// One turn: step everything, persist, answer, publish, act.
     async fn turn(&mut self, batch: Vec<Message>) {
         let now = self.clock.now();
-        let mut touched: BTreeMap<String, (usize, Vec<(String, Option<String>)>)> = BTreeMap::new();
+        let mut touched: BTreeMap<String, Touched> = BTreeMap::new();
         let mut actions: BTreeMap<String, Vec<Action>> = BTreeMap::new();
         let mut replies = Vec::new();
         let mut ticked = false;
@@ -853,7 +857,7 @@ impl Loop {
                                     latency_ms,
                                 },
                                 // A staged version is on the edge but not active.
-                                (mode != PushMode::Stage).then(|| (location, Some(version))),
+                                (mode != PushMode::Stage).then_some((location, Some(version))),
                             ),
                             EdgeAnswer::Nacked { reason } => {
                                 (Event::EdgeNacked { location, reason }, None)

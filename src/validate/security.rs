@@ -267,6 +267,11 @@ fn check_ip_filtering(filtering: &Value, report: &mut ValidationReport) {
     }
 }
 
+/// Whether `code` is an assigned ISO 3166-1 alpha-2 country code (upper case).
+pub fn is_country_code(code: &str) -> bool {
+    ISO_3166_ALPHA_2.binary_search(&code).is_ok()
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::{Value, json};
@@ -386,9 +391,4 @@ mod tests {
         let content = json!({"ipFiltering": {"allowlist": allow, "denylist": deny}});
         check(ConfigType::SecurityRule, &content, Expect::Valid);
     }
-}
-
-/// Whether `code` is an assigned ISO 3166-1 alpha-2 country code (upper case).
-pub fn is_country_code(code: &str) -> bool {
-    ISO_3166_ALPHA_2.binary_search(&code).is_ok()
 }
