@@ -616,6 +616,9 @@ impl Agent {
                     current.versions.contains_key(*v) && current.active.as_ref() != Some(*v)
                 }) {
                     Some(version) => version.clone(),
+                    None if request.deactivate_if_none => {
+                        return self.deactivate(configuration_id, current).await;
+                    }
                     None => return nack("no earlier version in local history"),
                 }
             }
@@ -642,6 +645,42 @@ impl Agent {
         }
         tracing::info!(configuration_id, version = %target, "rolled back");
         PushReply::Acked { version: target }
+    }
+
+    /// Leaves nothing of a configuration active: the proxy reloads without it (the reload
+    /// command sees an empty `EDGEPLANE_CONFIG_VERSION`). Kept versions stay on disk.
+    async fn deactivate(&self, configuration_id: &str, current: ConfigState) -> PushReply {
+        let Some(active) = current.active.clone() else {
+            return PushReply::Acked {
+                version: String::new(),
+            };
+        };
+        if let Err(reason) = self
+            .run_hook(
+                "reload",
+                self.config.reload_command.as_ref(),
+                configuration_id,
+                "",
+            )
+            .await
+        {
+            return nack(&format!("{reason}; {active} stays active"));
+        }
+        let mut next = current;
+        next.history.retain(|v| *v != active);
+        next.history.push(active);
+        next.active = None;
+        next.activated_at = Some(Timestamp::now());
+        if let Err(reason) = self.commit(configuration_id, next).await {
+            return nack(&reason);
+        }
+        tracing::info!(
+            configuration_id,
+            "deactivated: no earlier version to return to"
+        );
+        PushReply::Acked {
+            version: String::new(),
+        }
     }
 
     fn active_list(&self) -> ActiveConfigurations {

@@ -73,6 +73,11 @@ pub struct RollbackRequest {
     /// The version to go back to; without it, the one active before the current one.
     #[serde(default)]
     pub to_version: Option<String>,
+    /// With no `toVersion` and no earlier version in the edge's history, leave nothing of
+    /// this configuration active (the edge never ran it before) instead of refusing. The
+    /// control plane sets it; the agent's own rollback command does not.
+    #[serde(default)]
+    pub deactivate_if_none: bool,
 }
 
 /// Body of `GET {endpoint}/edge/v1/active-configurations`.

@@ -173,6 +173,7 @@ impl PushClient {
         );
         let request = RollbackRequest {
             to_version: to_version.map(str::to_owned),
+            deactivate_if_none: to_version.is_none(),
         };
         let body = serde_json::to_vec(&request).map_err(|e| PushError::Setup(e.to_string()))?;
         self.send_reply(endpoint, reqwest::Method::POST, url, token, body)

@@ -373,6 +373,11 @@ impl SimEdge {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let SimState { configs, ran } = &mut *state;
         let Some(config) = configs.get_mut(configuration_id) else {
+            if request.deactivate_if_none && request.to_version.is_none() {
+                return PushReply::Acked {
+                    version: String::new(),
+                };
+            }
             return nacked("no earlier version in local history");
         };
         let position = match &request.to_version {
@@ -380,6 +385,13 @@ impl SimEdge {
             None => config.history.len().checked_sub(1),
         };
         let Some(position) = position else {
+            if request.to_version.is_none() && request.deactivate_if_none {
+                config.active = None;
+                config.activated_at = Some(Timestamp::now());
+                return PushReply::Acked {
+                    version: String::new(),
+                };
+            }
             if request.to_version.is_some()
                 && request.to_version.as_ref() == config.active.as_ref().map(|a| &a.version)
             {

@@ -21,6 +21,9 @@ use crate::store::{Store, StoreError};
 /// regression shows within a couple of heartbeats, long enough to hold several samples.
 const JUDGED_WINDOW_MS: i64 = 30_000;
 
+/// Length of one interval of the fine ring.
+const FINE_INTERVAL_MS: i64 = 10_000;
+
 /// Window of the snapshot taken before a deployment changes anything.
 const SNAPSHOT_WINDOW_MS: i64 = 5 * 60_000;
 
@@ -150,7 +153,11 @@ impl Analysis for MetricsAnalysis {
         let breaches = self.breaches.clone();
         Box::pin(async move {
             let now = request.now;
-            let from = Timestamp(request.since.millis().max(now.millis() - JUDGED_WINDOW_MS));
+            // The fine ring keeps 10-second intervals: start at the interval holding `since`,
+            // so the first samples after a push count at once (breach persistence absorbs
+            // the few seconds of the old version they may still hold).
+            let start = request.since.millis().max(now.millis() - JUDGED_WINDOW_MS);
+            let from = Timestamp(start - start.rem_euclid(FINE_INTERVAL_MS));
             let read = {
                 let store = store.clone();
                 let canary = request.canary.clone();
