@@ -25,6 +25,7 @@ async fn get(client: &reqwest::Client, url: String, token: &str) -> Value {
 async fn demo_starts_nine_healthy_edges_and_two_approved_configurations() {
     let demo = demo::start(DemoOptions {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        run_scenario: false,
     })
     .await
     .expect("demo starts");

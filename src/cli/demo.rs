@@ -35,12 +35,15 @@ const READY_DEADLINE: Duration = Duration::from_secs(30);
 pub struct DemoOptions {
     /// Address of the control plane's API (port 0: any free port).
     pub listen: SocketAddr,
+    /// Runs both canaries itself and prints their timeline (`--run-scenario`).
+    pub run_scenario: bool,
 }
 
 impl Default for DemoOptions {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            run_scenario: false,
         }
     }
 }
@@ -110,6 +113,8 @@ fn demo_settings(data_dir: &Path, listen: SocketAddr) -> Settings {
     // Five missed heartbeats make an edge unhealthy, as with the production defaults.
     settings.edges.healthy_within = HEARTBEAT_INTERVAL * 5;
     settings.edges.push_timeout = Duration::from_secs(2);
+    // A viewer polling and streaming a few deployments by hand stays within budget.
+    settings.limits.reads_per_minute = settings.limits.reads_per_minute.max(600);
     settings
 }
 
@@ -235,9 +240,24 @@ pub async fn start(options: DemoOptions) -> anyhow::Result<Demo> {
 pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     // Installed before starting so that a signal during start-up is not lost.
     let signal = crate::app::shutdown_signal();
+    let run_scenario = options.run_scenario;
     let demo = start(options).await?;
     println!("{}", instructions(&demo));
-    signal.await;
+    let mut signal = std::pin::pin!(signal);
+    if run_scenario {
+        tokio::select! {
+            result = scenario(&demo) => {
+                if let Err(error) = result {
+                    println!("the scenario stopped: {error:#}");
+                }
+                println!("\nscenario done; the demo keeps running until Ctrl-C");
+                (&mut signal).await;
+            }
+            _ = &mut signal => {}
+        }
+    } else {
+        signal.await;
+    }
     println!(
         "stopping the demo and removing {}",
         demo.data_dir().display()
@@ -299,6 +319,101 @@ pub fn canary_request(configuration_id: &str) -> Value {
             "monitorDuration": "10s",
         },
     })
+}
+
+/// Longest a scenario deployment is followed before the demo gives up on it.
+const SCENARIO_DEADLINE: Duration = Duration::from_secs(300);
+
+/// Deploys the good configuration, then the bad one, one after the other (the bad change's
+/// errors would otherwise show in the good canary's figures), printing each deployment's
+/// events as they happen.
+pub async fn scenario(demo: &Demo) -> anyhow::Result<()> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let api = Api {
+        client: &client,
+        base: format!("{}/api/v1", demo.base_url),
+    };
+    let token = api
+        .login(&demo.admin_username, &demo.admin_password)
+        .await?;
+    for (name, id) in [
+        (GOOD_CONFIGURATION, &demo.good_configuration_id),
+        (BAD_CONFIGURATION, &demo.bad_configuration_id),
+    ] {
+        println!("\n== RegionalCanary of {name}");
+        let started = api
+            .call(
+                reqwest::Method::POST,
+                "/deployments",
+                Some(&token),
+                Some(canary_request(id)),
+            )
+            .await?;
+        let deployment_id = started["deploymentId"]
+            .as_str()
+            .ok_or_else(|| anyhow!("the deployment answer has no deploymentId"))?
+            .to_string();
+        println!("deployment {deployment_id}");
+        let began = Instant::now();
+        let mut printed = 0;
+        let mut last_line = String::new();
+        loop {
+            let deployment = api
+                .call(
+                    reqwest::Method::GET,
+                    &format!("/deployments/{deployment_id}"),
+                    Some(&token),
+                    None,
+                )
+                .await?;
+            let events = deployment["events"].as_array().cloned().unwrap_or_default();
+            for event in events.iter().skip(printed) {
+                // Per-edge acknowledgements would bury the decisions; those are what a
+                // viewer is here to see.
+                if event["locationId"].is_string() {
+                    continue;
+                }
+                // A watch produces the same verdict every analysis interval; one says it.
+                let line = timeline_line(event);
+                if line != last_line {
+                    println!("[{:>4}s] {line}", began.elapsed().as_secs());
+                    last_line = line;
+                }
+            }
+            printed = printed.max(events.len());
+            let status = deployment["status"].as_str().unwrap_or("unknown");
+            if matches!(status, "Completed" | "Failed" | "RolledBack") {
+                println!("[{:>4}s] {name}: {status}", began.elapsed().as_secs());
+                break;
+            }
+            if began.elapsed() > SCENARIO_DEADLINE {
+                bail!("deployment {deployment_id} still {status} after {SCENARIO_DEADLINE:?}");
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+    Ok(())
+}
+
+/// One event as a timeline line: kind, message and the figures behind it.
+fn timeline_line(event: &Value) -> String {
+    let kind = event["kind"].as_str().unwrap_or("event");
+    let message = event["message"].as_str().unwrap_or("");
+    let figures: Vec<String> = event["data"]
+        .as_object()
+        .map(|data| {
+            data.iter()
+                .map(|(key, value)| format!("{key}={}", value.as_str().unwrap_or("?")))
+                .collect()
+        })
+        .unwrap_or_default();
+    if figures.is_empty() {
+        format!("{kind}: {message}")
+    } else {
+        format!("{kind}: {message} ({})", figures.join(", "))
+    }
 }
 
 fn generate_password() -> String {
