@@ -754,6 +754,21 @@ impl Fleet {
             .cloned()
     }
 
+    /// Forgets every active and staged configuration of the edge, as an agent whose state
+    /// directory was wiped comes back empty. Its next heartbeat reports nothing active. False
+    /// for an unknown id.
+    pub fn wipe(&self, location_id: &str) -> bool {
+        self.edge(location_id)
+            .map(|e| {
+                e.state
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .configs
+                    .clear()
+            })
+            .is_some()
+    }
+
     /// Every (configurationId, version) the edge ever made active, in order.
     pub fn history(&self, location_id: &str) -> Vec<(String, String)> {
         self.edge(location_id)
