@@ -353,6 +353,14 @@ pub async fn serve(settings: Settings, prometheus: PrometheusHandle) -> anyhow::
     let address = listener.local_addr()?;
     let router = crate::api::router(state.clone());
 
+    let reconciler = crate::fleet::Reconciler::start(
+        state.store().clone(),
+        state.secrets().clone(),
+        Arc::new(state.push_client().clone()),
+        state.engine().clone(),
+        state.settings().edges.reconcile_interval,
+        state.settings().edges.healthy_within.as_millis() as i64,
+    );
     let housekeeping = {
         let state = state.clone();
         tokio::spawn(async move {
@@ -390,6 +398,7 @@ pub async fn serve(settings: Settings, prometheus: PrometheusHandle) -> anyhow::
         } => tracing::warn!("in-flight requests did not finish within {grace:?}; exiting"),
     }
     housekeeping.abort();
+    reconciler.abort();
     tracing::info!("stopped");
     Ok(())
 }

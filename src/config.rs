@@ -195,6 +195,9 @@ pub struct EdgeSettings {
     pub push_concurrency: usize,
     /// PEM bundle of CAs trusted for https edge endpoints (none: only the built-in set).
     pub ca_file: Option<PathBuf>,
+    /// How often edges' reported versions are compared with what they should run.
+    #[serde(deserialize_with = "duration")]
+    pub reconcile_interval: Duration,
 }
 
 impl Default for EdgeSettings {
@@ -205,6 +208,7 @@ impl Default for EdgeSettings {
             push_retries: 2,
             push_concurrency: 256,
             ca_file: None,
+            reconcile_interval: Duration::from_secs(30),
         }
     }
 }

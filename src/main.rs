@@ -72,6 +72,15 @@ enum Command {
         #[arg(long)]
         listen: Option<std::net::SocketAddr>,
     },
+    /// A control plane on a temp dir, the nine simulated POPs and a good and a bad
+    /// configuration: watch a canary succeed and a bad change roll back.
+    Demo {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// Run both canaries and print their timeline.
+        #[arg(long)]
+        run_scenario: bool,
+    },
     /// Manage API users in the store (with the server stopped).
     User {
         #[command(subcommand)]
@@ -236,6 +245,19 @@ fn run(cli: Cli) -> Result<(), Failure> {
             runtime()?.block_on(edgeplane::app::serve(
                 settings,
                 edgeplane::telemetry::prometheus(),
+            ))?;
+            Ok(())
+        }
+        Command::Demo {
+            listen,
+            run_scenario,
+        } => {
+            let _logs = edgeplane::telemetry::init_logs(&Default::default());
+            runtime()?.block_on(edgeplane::cli::demo::run(
+                edgeplane::cli::demo::DemoOptions {
+                    listen,
+                    run_scenario,
+                },
             ))?;
             Ok(())
         }

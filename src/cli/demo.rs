@@ -404,7 +404,10 @@ fn timeline_line(event: &Value) -> String {
     let figures: Vec<String> = event["data"]
         .as_object()
         .map(|data| {
+            // The full verdict is for GET /metrics/deployments/{id}; the flat figures read
+            // better on a terminal.
             data.iter()
+                .filter(|(key, _)| key.as_str() != crate::monitor::judge::VERDICT_KEY)
                 .map(|(key, value)| format!("{key}={}", value.as_str().unwrap_or("?")))
                 .collect()
         })
