@@ -252,13 +252,27 @@ async fn pushes_rollbacks_and_restarts_keep_the_right_version_active() {
     agent = start(&config);
     let now = active(&client, &agent).await;
     assert_eq!(now.versions()[CONFIG_ID], "1.0.0");
-    // Nothing older is left to go back to.
-    let reason = nacked(
-        client
-            .rollback(&agent.endpoint, TOKEN, CONFIG_ID, None)
-            .await,
+    // Nothing older is left to go back to: a plain rollback (as the local command sends)
+    // is refused and leaves 1.0.0 active.
+    let refused = reqwest::Client::new()
+        .post(format!(
+            "{}/edge/v1/configurations/{CONFIG_ID}/rollback",
+            agent.endpoint
+        ))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 422);
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert!(
+        body["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("no earlier version"),
+        "{body}"
     );
-    assert!(reason.contains("no earlier version"), "{reason}");
+    assert_eq!(active(&client, &agent).await.versions()[CONFIG_ID], "1.0.0");
     // A named version from the kept history can be chosen.
     assert_eq!(
         acked(
