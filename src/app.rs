@@ -364,10 +364,17 @@ pub async fn serve(settings: Settings, prometheus: PrometheusHandle) -> anyhow::
     let housekeeping = {
         let state = state.clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+            let healthy_within = state.settings().edges.healthy_within.as_millis() as i64;
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
+            let mut n = 0u64;
             loop {
                 tick.tick().await;
-                state.limits().forget_idle();
+                crate::fleet::gauges::publish(state.store().clone(), healthy_within).await;
+                state.prometheus().run_upkeep();
+                n += 1;
+                if n % 6 == 0 {
+                    state.limits().forget_idle();
+                }
             }
         })
     };

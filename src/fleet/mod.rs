@@ -1,5 +1,6 @@
 //! The control plane's view of its edges: heartbeat intake, fleet gauges and reconciliation.
 
+pub mod gauges;
 pub mod heartbeats;
 pub mod reconcile;
 pub mod transport;
