@@ -27,7 +27,8 @@ struct Served {
     admin: String,
     fleet: Option<Fleet>,
     server: tokio::task::JoinHandle<()>,
-    state: edgeplane::app::AppState,
+    /// The in-process app, when the control plane is not the binary.
+    state: Option<edgeplane::app::AppState>,
     _dir: tempfile::TempDir,
 }
 
@@ -67,7 +68,7 @@ impl Served {
             admin: String::new(),
             fleet: None,
             server,
-            state,
+            state: Some(state),
             _dir: dir,
         };
         served.admin = served.login("admin", ADMIN_PASSWORD).await;
@@ -652,5 +653,127 @@ async fn rolling_regional_waits_for_approval_between_regions() {
     }
     served.wait_status(&id, "Completed").await;
     served.wait_fleet_on(&config, "1.0.0").await;
+    served.stop().await;
+}
+
+/// A running `edgeplane serve` (the real binary); killed when dropped.
+struct Binary {
+    child: std::process::Child,
+    address: String,
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the binary on `data_dir` with the settings file `config` and waits (bounded) for
+/// its `listening on ADDR` line.
+fn run_binary(data_dir: &std::path::Path, config: &std::path::Path, listen: &str) -> Binary {
+    use std::io::{BufRead, BufReader};
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_edgeplane"));
+    for (name, _) in std::env::vars() {
+        if name.starts_with("EDGEPLANE_") {
+            command.env_remove(name);
+        }
+    }
+    let mut child = command
+        .args(["serve", "--config"])
+        .arg(config)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["--listen", listen])
+        .env("EDGEPLANE_BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PASSWORD)
+        .env("EDGEPLANE_LOG_LEVEL", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start edgeplane serve");
+    let stdout = child.stdout.take().expect("stdout");
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    // Drains stdout for the life of the process, so logging never blocks it.
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = lines.recv_timeout(left).unwrap_or_else(|_| {
+            let _ = child.kill();
+            panic!("edgeplane serve did not print 'listening on' in time")
+        });
+        if let Some(address) = line.trim().strip_prefix("listening on ") {
+            return Binary {
+                child,
+                address: address.to_string(),
+            };
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_deployment_resumes_after_the_control_plane_is_killed() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data_dir = dir.path().join("data");
+    let config_file = dir.path().join("edgeplane.toml");
+    std::fs::write(
+        &config_file,
+        "[server]\nallow_self_approval = true\n\n\
+         [rollout]\nanalysis_interval = \"100ms\"\n\n\
+         [limits]\nwrites_per_minute = 100000\nreads_per_minute = 100000\n\
+         validate_per_minute = 100000\ndeployment_actions_per_minute = 100000\n\
+         metrics_reads_per_minute = 100000\nheartbeats_per_second = 100000\n\
+         public_per_minute = 100000\nlogin_attempts_per_minute = 100000\n",
+    )
+    .expect("settings file");
+    let first = run_binary(&data_dir, &config_file, "127.0.0.1:0");
+    // The restart listens where the fleet already heartbeats.
+    let address = first.address.clone();
+    let mut served = Served {
+        base: format!("http://{address}"),
+        http: reqwest::Client::new(),
+        admin: String::new(),
+        fleet: None,
+        server: tokio::spawn(async {}),
+        state: None,
+        _dir: dir,
+    };
+    served.admin = served.login("admin", ADMIN_PASSWORD).await;
+    served.fleet = Some(
+        Fleet::start(SimulateOptions {
+            control_plane: served.base.clone(),
+            admin_token: served.admin.clone(),
+            edges: 9,
+            heartbeat_interval: Duration::from_millis(200),
+            ..SimulateOptions::default()
+        })
+        .await
+        .expect("fleet starts"),
+    );
+    served.wait_all_healthy(9).await;
+    let config = served.approved_config().await;
+    let id = served.deploy(canary(&config, "1.0.0", "3s")).await;
+    served.wait_status(&id, "Canary").await;
+
+    let mut first = first;
+    first.child.kill().expect("SIGKILL");
+    first.child.wait().expect("reap");
+    drop(first);
+    let _second = run_binary(&data_dir, &config_file, &address);
+    served.admin = served.login("admin", ADMIN_PASSWORD).await;
+
+    served.wait_status(&id, "Completed").await;
+    served.wait_fleet_on(&config, "1.0.0").await;
+    let detail = served
+        .get(&format!("/deployments/{id}/edge-locations"))
+        .await;
+    for edge in detail["edgeLocations"].as_array().expect("edges") {
+        assert_eq!(edge["state"], "Acked", "{detail}");
+    }
     served.stop().await;
 }
