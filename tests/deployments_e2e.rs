@@ -429,6 +429,8 @@ async fn refusals_freeze_and_dry_run() {
         .call(reqwest::Method::DELETE, "/freeze", &served.admin, None)
         .await;
     assert_eq!(status, StatusCode::OK);
+    // Lifting the freeze lets the paused deployment go on from where it stopped.
+    served.wait_status(&running, "Canary").await;
 
     // Deleting an edge a running deployment targets is refused.
     let (status, headers, body) = served
