@@ -477,14 +477,22 @@ async fn regional_canary_completes_and_streams_its_events() {
     let served = Served::start(9).await;
     let config = served.approved_config().await;
     let id = served.deploy(canary(&config, "1.0.0", "1s")).await;
-    let done = served.wait_status(&id, "Completed").await;
+    // A live subscriber sees every event as it happens, up to the terminal one.
+    let (live, done) = tokio::join!(
+        read_events(&served, &id),
+        served.wait_status(&id, "Completed")
+    );
     served.wait_fleet_on(&config, "1.0.0").await;
     assert_eq!(done["progress"]["acked"], 9, "{done}");
+    let live_last = live.last().expect("live events");
+    assert_eq!(live_last.1["status"], "Completed", "{live:?}");
 
     // A late subscriber gets the whole history, and the stream ends at the terminal event.
     let events = read_events(&served, &id).await;
+    let done = served.deployment(&id).await;
     let recorded = done["events"].as_array().map(Vec::len).unwrap_or(0);
     assert_eq!(events.len(), recorded, "{events:?}");
+    assert_eq!(live.len(), recorded, "{live:?}");
     let last = events.last().expect("events");
     assert_eq!(last.1["status"], "Completed", "{last:?}");
     served.stop().await;
