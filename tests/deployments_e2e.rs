@@ -715,6 +715,7 @@ fn run_binary(data_dir: &std::path::Path, config: &std::path::Path, listen: &str
         let left = deadline.saturating_duration_since(Instant::now());
         let line = lines.recv_timeout(left).unwrap_or_else(|_| {
             let _ = child.kill();
+            let _ = child.wait();
             panic!("edgeplane serve did not print 'listening on' in time")
         });
         if let Some(address) = line.trim().strip_prefix("listening on ") {
