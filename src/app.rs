@@ -281,7 +281,7 @@ fn start_notifier(settings: &Settings) -> Result<Notifier, StartError> {
 pub fn engine_settings(settings: &Settings) -> EngineSettings {
     EngineSettings {
         healthy_within_ms: settings.edges.healthy_within.as_millis() as i64,
-        tick: std::time::Duration::from_millis(500),
+        tick: std::time::Duration::from_millis(100),
         step: StepContext {
             analyze_interval_ms: settings.rollout.analysis_interval.as_millis() as i64,
             max_push_attempts: settings.rollout.max_push_attempts,

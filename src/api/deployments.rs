@@ -374,6 +374,7 @@ pub async fn events(
     let deployment = load(&state, id.clone()).await?;
     let history = deployment.events.clone();
     let mut status = deployment.status;
+    let store = state.store().clone();
     let stream = async_stream(move |sender| async move {
         for (index, event) in history.iter().enumerate() {
             if sender.send(sse_event(index, event, status)).await.is_err() {
@@ -414,6 +415,20 @@ pub async fn events(
                     return;
                 }
                 Err(RecvError::Closed) => return,
+            }
+        }
+        // Each event of a batch is published with the status after the whole batch, so the
+        // terminal status can arrive before the batch's last events: finish from the record.
+        let Ok(Some(finished)) = store.read(move |r| r.deployment(&id)).await else {
+            return;
+        };
+        for (index, event) in finished.events.iter().enumerate().skip(next_index) {
+            if sender
+                .send(sse_event(index, event, finished.status))
+                .await
+                .is_err()
+            {
+                return;
             }
         }
     });

@@ -321,6 +321,16 @@ pub async fn delete(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     principal.require(Role::Admin)?;
+    if let Some((deployment_id, _)) = state
+        .engine()
+        .running()
+        .into_iter()
+        .find(|(_, running)| running.targets.contains(&id))
+    {
+        return Err(ApiError::Conflict(format!(
+            "deployment '{deployment_id}' in progress targets edge location '{id}'"
+        )));
+    }
     state
         .store()
         .apply(envelope(

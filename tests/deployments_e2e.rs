@@ -1,0 +1,790 @@
+//! End-to-end deployments: the real router on a loopback port, a simulated fleet of the nine
+//! POPs registered through the API, and every strategy and operator action driven over HTTP
+//! the way an operator would (SPEC §2.4, §5 deployment rows, §7, §10).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use axum::http::{HeaderMap, StatusCode};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use edgeplane::edge::{Fleet, SimulateOptions};
+use serde_json::{Value, json};
+
+use common::{ADMIN_PASSWORD, JWT_SECRET, assert_error, cache_rule, generous_limits, unique};
+
+const API: &str = "/api/v1";
+/// Long enough for anything the engine does on loopback; a hang fails instead of blocking.
+const DEADLINE: Duration = Duration::from_secs(30);
+const POLL: Duration = Duration::from_millis(50);
+
+/// A control plane served on a loopback port, a fleet of simulated edges registered with it,
+/// and an admin token.
+struct Served {
+    base: String,
+    http: reqwest::Client,
+    admin: String,
+    fleet: Option<Fleet>,
+    server: tokio::task::JoinHandle<()>,
+    /// The in-process app, when the control plane is not the binary.
+    state: Option<edgeplane::app::AppState>,
+    _dir: tempfile::TempDir,
+}
+
+type Answer = (StatusCode, HeaderMap, Value);
+
+impl Served {
+    async fn start(edges: usize) -> Served {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut settings = edgeplane::config::Settings::default();
+        settings.server.data_dir = dir.path().to_path_buf();
+        settings.server.allow_self_approval = true;
+        settings.auth.jwt_secret = BASE64.encode(JWT_SECRET);
+        settings.limits = generous_limits();
+        settings.rollout.analysis_interval = Duration::from_millis(100);
+        let state = edgeplane::app::build(
+            settings,
+            edgeplane::telemetry::prometheus(),
+            Some(ADMIN_PASSWORD.to_string()),
+        )
+        .expect("app builds");
+        state.set_ready(true);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address");
+        let router = edgeplane::api::router(state.clone());
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .await;
+        });
+        let mut served = Served {
+            base: format!("http://{address}"),
+            http: reqwest::Client::new(),
+            admin: String::new(),
+            fleet: None,
+            server,
+            state: Some(state),
+            _dir: dir,
+        };
+        served.admin = served.login("admin", ADMIN_PASSWORD).await;
+        let fleet = Fleet::start(SimulateOptions {
+            control_plane: served.base.clone(),
+            admin_token: served.admin.clone(),
+            edges,
+            heartbeat_interval: Duration::from_millis(200),
+            ..SimulateOptions::default()
+        })
+        .await
+        .expect("fleet starts");
+        served.fleet = Some(fleet);
+        served.wait_all_healthy(edges).await;
+        served
+    }
+
+    fn fleet(&self) -> &Fleet {
+        self.fleet.as_ref().expect("fleet")
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> Answer {
+        let mut request = self
+            .http
+            .request(method, format!("{}{API}{path}", self.base))
+            .bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.expect("body");
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+        };
+        (status, headers, body)
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        let (status, _, body) = self
+            .call(reqwest::Method::GET, path, &self.admin, None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "GET {path}: {body}");
+        body
+    }
+
+    async fn post(&self, path: &str, token: &str, body: Value) -> Answer {
+        self.call(reqwest::Method::POST, path, token, Some(body))
+            .await
+    }
+
+    async fn login(&self, username: &str, password: &str) -> String {
+        let response = self
+            .http
+            .post(format!("{}{API}/authentication/login", self.base))
+            .json(&json!({"username": username, "password": password}))
+            .send()
+            .await
+            .expect("login");
+        assert_eq!(response.status(), StatusCode::OK);
+        let body: Value = response.json().await.expect("login body");
+        body["token"].as_str().expect("token").to_string()
+    }
+
+    async fn user_token(&self, role: &str) -> String {
+        let username = unique(&role.to_lowercase());
+        let (status, _, body) = self
+            .post(
+                "/users",
+                &self.admin,
+                json!({"username": username, "password": common::USER_PASSWORD, "role": role}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "create user: {body}");
+        self.login(&username, common::USER_PASSWORD).await
+    }
+
+    async fn wait_all_healthy(&self, edges: usize) {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let body = self
+                .get(&format!(
+                    "/edge-locations?isHealthy=true&limit={}",
+                    edges.max(100)
+                ))
+                .await;
+            if body["total"].as_u64() == Some(edges as u64)
+                || body["edgeLocations"].as_array().map(Vec::len) == Some(edges)
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "edges never all healthy: {body}");
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Creates a CacheRule and approves its first version; returns its id.
+    async fn approved_config(&self) -> String {
+        let (status, _, body) = self
+            .post(
+                "/configurations",
+                &self.admin,
+                json!({"name": unique("e2e"), "type": "CacheRule",
+                       "content": cache_rule(&format!("{}/*", unique("/e2e")))}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "create configuration: {body}");
+        let id = body["configurationId"].as_str().expect("id").to_string();
+        self.approve(&id).await;
+        id
+    }
+
+    async fn approve(&self, configuration_id: &str) {
+        let (status, _, body) = self
+            .post(
+                &format!("/configurations/{configuration_id}/approve"),
+                &self.admin,
+                json!({}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "approve: {body}");
+    }
+
+    /// A new version of the configuration (ttl changed), approved; returns the version.
+    async fn new_version(&self, configuration_id: &str, ttl: u64) -> String {
+        let current = self
+            .get(&format!("/configurations/{configuration_id}"))
+            .await;
+        let mut content = current["content"].clone();
+        content["ttl"] = json!(ttl);
+        content["cacheControl"] = json!(format!("public, max-age={ttl}"));
+        let (status, _, body) = self
+            .call(
+                reqwest::Method::PUT,
+                &format!("/configurations/{configuration_id}"),
+                &self.admin,
+                Some(json!({"content": content, "changeDescription": "new ttl"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "update: {body}");
+        self.approve(configuration_id).await;
+        body["version"].as_str().expect("version").to_string()
+    }
+
+    async fn deploy(&self, request: Value) -> String {
+        let (status, _, body) = self.post("/deployments", &self.admin, request).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "create deployment: {body}");
+        body["deploymentId"]
+            .as_str()
+            .expect("deploymentId")
+            .to_string()
+    }
+
+    async fn deployment(&self, id: &str) -> Value {
+        self.get(&format!("/deployments/{id}")).await
+    }
+
+    /// Polls until the deployment's status is `wanted`; panics on another terminal status.
+    async fn wait_status(&self, id: &str, wanted: &str) -> Value {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let body = self.deployment(id).await;
+            let status = body["status"].as_str().unwrap_or_default().to_string();
+            if status == wanted {
+                return body;
+            }
+            assert!(
+                !["Completed", "Failed", "RolledBack"].contains(&status.as_str()),
+                "deployment {id} ended {status}, wanted {wanted}: {body}"
+            );
+            assert!(
+                Instant::now() < deadline,
+                "deployment {id} never {wanted}: {body}"
+            );
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    fn locations(&self) -> Vec<String> {
+        self.fleet()
+            .endpoints()
+            .into_iter()
+            .map(|e| e.location_id)
+            .collect()
+    }
+
+    /// Polls until every edge of the fleet runs `version` of the configuration.
+    async fn wait_fleet_on(&self, configuration_id: &str, version: &str) {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let off: Vec<String> = self
+                .locations()
+                .into_iter()
+                .filter(|l| {
+                    self.fleet().active_version(l, configuration_id).as_deref() != Some(version)
+                })
+                .collect();
+            if off.is_empty() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "edges not on {version}: {off:?}");
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    async fn stop(mut self) {
+        if let Some(fleet) = self.fleet.take() {
+            fleet.shutdown().await;
+        }
+        self.server.abort();
+        drop(self.state);
+    }
+}
+
+fn direct(configuration_id: &str, version: &str) -> Value {
+    json!({
+        "configurationId": configuration_id,
+        "configurationVersion": version,
+        "strategy": "DirectDeployment",
+        "targetRegions": ["North America", "Europe", "Asia Pacific"],
+    })
+}
+
+fn canary(configuration_id: &str, version: &str, monitor: &str) -> Value {
+    json!({
+        "configurationId": configuration_id,
+        "configurationVersion": version,
+        "strategy": "RegionalCanary",
+        "targetRegions": ["North America", "Europe", "Asia Pacific"],
+        "canaryConfig": {"promotionSteps": [10, 50, 100], "monitorDuration": monitor, "autoPromote": true},
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn direct_deployment_reaches_every_edge_and_is_recorded() {
+    let served = Served::start(9).await;
+    let config = served.approved_config().await;
+
+    let (status, headers, body) = served
+        .post("/deployments", &served.admin, direct(&config, "1.0.0"))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["status"], "Pending", "{body}");
+    assert_eq!(body["progressPercentage"], 0, "{body}");
+    let id = body["deploymentId"]
+        .as_str()
+        .expect("deploymentId")
+        .to_string();
+    assert!(headers.get("location").is_some());
+
+    let done = served.wait_status(&id, "Completed").await;
+    assert_eq!(done["progressPercentage"], 100, "{done}");
+    assert_eq!(done["progress"]["acked"], 9, "{done}");
+    assert_eq!(done["progress"]["targets"], 9, "{done}");
+    for location in served.locations() {
+        assert_eq!(
+            served.fleet().active_version(&location, &config).as_deref(),
+            Some("1.0.0"),
+            "{location}"
+        );
+    }
+    let configuration = served.get(&format!("/configurations/{config}")).await;
+    assert_eq!(configuration["isDeployed"], true, "{configuration}");
+    assert_eq!(
+        configuration["deployedLocations"].as_array().map(Vec::len),
+        Some(9),
+        "{configuration}"
+    );
+    let edge = served.get("/edge-locations/us-east-1").await;
+    let active = &edge["activeConfigurations"];
+    let shows = match active {
+        Value::Object(map) => map.get(&config).and_then(Value::as_str) == Some("1.0.0"),
+        other => other.to_string().contains(&config) && other.to_string().contains("1.0.0"),
+    };
+    assert!(shows, "{edge}");
+    served.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn refusals_freeze_and_dry_run() {
+    let served = Served::start(9).await;
+    let config = served.approved_config().await;
+
+    // A draft version cannot be deployed.
+    let current = served.get(&format!("/configurations/{config}")).await;
+    let mut content = current["content"].clone();
+    content["ttl"] = json!(600);
+    content["cacheControl"] = json!("public, max-age=600");
+    let (status, _, body) = served
+        .call(
+            reqwest::Method::PUT,
+            &format!("/configurations/{config}"),
+            &served.admin,
+            Some(json!({"content": content, "changeDescription": "draft"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let draft = body["version"].as_str().expect("version").to_string();
+    let refused = served
+        .post("/deployments", &served.admin, direct(&config, &draft))
+        .await;
+    assert_error(&refused, StatusCode::BAD_REQUEST, "VALIDATION_ERROR");
+
+    // A dry run answers the plan and pushes nothing.
+    let (status, _, plan) = served
+        .post(
+            "/deployments?dryRun=true",
+            &served.admin,
+            canary(&config, "1.0.0", "1s"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{plan}");
+    assert_eq!(plan["dryRun"], true, "{plan}");
+    assert!(
+        plan["plan"]["waves"]
+            .as_array()
+            .is_some_and(|w| w.len() == 3),
+        "{plan}"
+    );
+    for location in served.locations() {
+        assert!(served.fleet().history(&location).is_empty(), "{location}");
+    }
+    let listed = served
+        .get(&format!("/deployments?configurationId={config}"))
+        .await;
+    assert_eq!(listed["total"], 0, "{listed}");
+
+    // One deployment per configuration at a time.
+    let running = served.deploy(canary(&config, "1.0.0", "1h")).await;
+    served.wait_status(&running, "Canary").await;
+    let second = served
+        .post("/deployments", &served.admin, direct(&config, "1.0.0"))
+        .await;
+    assert_error(&second, StatusCode::CONFLICT, "CONFLICT");
+
+    // A freeze pauses the running deployment and refuses new ones.
+    let (status, _, body) = served
+        .post("/freeze", &served.admin, json!({"reason": "incident"}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    served.wait_status(&running, "Paused").await;
+    let other = served.approved_config().await;
+    let frozen = served
+        .post("/deployments", &served.admin, direct(&other, "1.0.0"))
+        .await;
+    assert_error(&frozen, StatusCode::CONFLICT, "FROZEN");
+    let (status, _, _) = served
+        .call(reqwest::Method::DELETE, "/freeze", &served.admin, None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    // Lifting the freeze lets the paused deployment go on from where it stopped.
+    served.wait_status(&running, "Canary").await;
+
+    // Deleting an edge a running deployment targets is refused.
+    let (status, headers, body) = served
+        .call(
+            reqwest::Method::DELETE,
+            "/edge-locations/eu-west-1",
+            &served.admin,
+            None,
+        )
+        .await;
+    assert_error(&(status, headers, body), StatusCode::CONFLICT, "CONFLICT");
+    served.stop().await;
+}
+
+/// Reads the SSE stream of a deployment to its end: (event name, data) pairs.
+async fn read_events(served: &Served, id: &str) -> Vec<(String, Value)> {
+    let response = served
+        .http
+        .get(format!("{}{API}/deployments/{id}/events", served.base))
+        .bearer_auth(&served.admin)
+        .send()
+        .await
+        .expect("events");
+    assert_eq!(response.status(), StatusCode::OK);
+    let text = tokio::time::timeout(DEADLINE, response.text())
+        .await
+        .expect("the event stream ends when the deployment does")
+        .expect("stream body");
+    let mut events = Vec::new();
+    let mut name = String::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("event:") {
+            name = rest.trim().to_string();
+        } else if let Some(rest) = line.strip_prefix("data:") {
+            let data = serde_json::from_str(rest.trim()).unwrap_or(Value::Null);
+            events.push((std::mem::take(&mut name), data));
+        }
+    }
+    events
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn regional_canary_completes_and_streams_its_events() {
+    let served = Served::start(9).await;
+    let config = served.approved_config().await;
+    let id = served.deploy(canary(&config, "1.0.0", "1s")).await;
+    // A live subscriber sees every event as it happens, up to the terminal one.
+    let (live, done) = tokio::join!(
+        read_events(&served, &id),
+        served.wait_status(&id, "Completed")
+    );
+    served.wait_fleet_on(&config, "1.0.0").await;
+    assert_eq!(done["progress"]["acked"], 9, "{done}");
+    let live_last = live.last().expect("live events");
+    assert_eq!(live_last.1["status"], "Completed", "{live:?}");
+
+    // A late subscriber gets the whole history, and the stream ends at the terminal event.
+    let events = read_events(&served, &id).await;
+    let done = served.deployment(&id).await;
+    let recorded = done["events"].as_array().map(Vec::len).unwrap_or(0);
+    assert_eq!(events.len(), recorded, "{events:?}");
+    assert_eq!(live.len(), recorded, "{live:?}");
+    let last = events.last().expect("events");
+    assert_eq!(last.1["status"], "Completed", "{last:?}");
+    served.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_nack_mid_canary_rolls_back_only_the_touched_edges() {
+    let served = Served::start(9).await;
+    let config = served.approved_config().await;
+    let first = served.deploy(direct(&config, "1.0.0")).await;
+    served.wait_status(&first, "Completed").await;
+    let v2 = served.new_version(&config, 7200).await;
+
+    let id = served.deploy(canary(&config, &v2, "2s")).await;
+    served.wait_status(&id, "Canary").await;
+    served.fleet().set_nack_rate(1.0);
+    let ended = served.wait_status(&id, "RolledBack").await;
+    served.wait_fleet_on(&config, "1.0.0").await;
+    let touched: Vec<String> = served
+        .locations()
+        .into_iter()
+        .filter(|l| {
+            served
+                .fleet()
+                .history(l)
+                .iter()
+                .any(|(c, v)| c == &config && v == &v2)
+        })
+        .collect();
+    assert!(
+        !touched.is_empty() && touched.len() < 9,
+        "{touched:?}: {ended}"
+    );
+    let detail = served
+        .get(&format!("/deployments/{id}/edge-locations"))
+        .await;
+    // Every edge that ran the new version was rolled back; no push is left in flight.
+    for edge in detail["edgeLocations"].as_array().expect("edges") {
+        let state = edge["state"].as_str().unwrap_or_default();
+        assert_ne!(state, "Pushed", "{detail}");
+        if touched.iter().any(|t| edge["locationId"] == t.as_str()) {
+            assert_eq!(state, "RolledBack", "{detail}");
+        }
+    }
+    served.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn manual_rollback_and_the_rules_on_actions() {
+    let served = Served::start(9).await;
+    let config = served.approved_config().await;
+    let first = served.deploy(direct(&config, "1.0.0")).await;
+    served.wait_status(&first, "Completed").await;
+    let v2 = served.new_version(&config, 7200).await;
+
+    let developer = served.user_token("Developer").await;
+    let viewer = served.user_token("Viewer").await;
+    for token in [&developer, &viewer] {
+        let refused = served
+            .post("/deployments", token, canary(&config, &v2, "1h"))
+            .await;
+        assert_error(&refused, StatusCode::FORBIDDEN, "FORBIDDEN");
+    }
+
+    let id = served.deploy(canary(&config, &v2, "1h")).await;
+    served.wait_status(&id, "Canary").await;
+    for token in [&developer, &viewer] {
+        for action in [
+            "promote",
+            "pause",
+            "resume",
+            "rollback",
+            "approve-next-region",
+        ] {
+            let refused = served
+                .post(&format!("/deployments/{id}/{action}"), token, json!({}))
+                .await;
+            assert_error(&refused, StatusCode::FORBIDDEN, "FORBIDDEN");
+        }
+    }
+    let (status, _, body) = served
+        .post(
+            &format!("/deployments/{id}/rollback"),
+            &served.admin,
+            json!({"reason": "wrong ttl"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    served.wait_status(&id, "RolledBack").await;
+    served.wait_fleet_on(&config, "1.0.0").await;
+
+    for action in [
+        "promote",
+        "pause",
+        "resume",
+        "rollback",
+        "approve-next-region",
+    ] {
+        let refused = served
+            .post(
+                &format!("/deployments/{id}/{action}"),
+                &served.admin,
+                json!({}),
+            )
+            .await;
+        assert_error(&refused, StatusCode::CONFLICT, "CONFLICT");
+    }
+    served.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn blue_green_activates_everywhere_and_rolls_back_everywhere() {
+    let served = Served::start(9).await;
+    let config = served.approved_config().await;
+    let blue_green = |version: &str, test: &str| {
+        json!({
+            "configurationId": config,
+            "configurationVersion": version,
+            "strategy": "BlueGreenDeployment",
+            "targetRegions": ["North America", "Europe", "Asia Pacific"],
+            "testDuration": test,
+        })
+    };
+    let id = served.deploy(blue_green("1.0.0", "1s")).await;
+    served.wait_status(&id, "Completed").await;
+    served.wait_fleet_on(&config, "1.0.0").await;
+
+    let v2 = served.new_version(&config, 7200).await;
+    let id = served.deploy(blue_green(&v2, "1h")).await;
+    served.wait_fleet_on(&config, &v2).await;
+    let (status, _, body) = served
+        .post(
+            &format!("/deployments/{id}/rollback"),
+            &served.admin,
+            json!({"reason": "switch back"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    served.wait_status(&id, "RolledBack").await;
+    served.wait_fleet_on(&config, "1.0.0").await;
+    served.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rolling_regional_waits_for_approval_between_regions() {
+    let served = Served::start(9).await;
+    let config = served.approved_config().await;
+    let id = served
+        .deploy(json!({
+            "configurationId": config,
+            "configurationVersion": "1.0.0",
+            "strategy": "RollingRegional",
+            "targetRegions": ["Europe", "North America", "Asia Pacific"],
+            "regionDelay": "1s",
+            "requireApproval": true,
+        }))
+        .await;
+    for _ in 0..2 {
+        served.wait_status(&id, "AwaitingApproval").await;
+        let (status, _, body) = served
+            .post(
+                &format!("/deployments/{id}/approve-next-region"),
+                &served.admin,
+                json!({}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    served.wait_status(&id, "Completed").await;
+    served.wait_fleet_on(&config, "1.0.0").await;
+    served.stop().await;
+}
+
+/// A running `edgeplane serve` (the real binary); killed when dropped.
+struct Binary {
+    child: std::process::Child,
+    address: String,
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the binary on `data_dir` with the settings file `config` and waits (bounded) for
+/// its `listening on ADDR` line.
+fn run_binary(data_dir: &std::path::Path, config: &std::path::Path, listen: &str) -> Binary {
+    use std::io::{BufRead, BufReader};
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_edgeplane"));
+    for (name, _) in std::env::vars() {
+        if name.starts_with("EDGEPLANE_") {
+            command.env_remove(name);
+        }
+    }
+    let mut child = command
+        .args(["serve", "--config"])
+        .arg(config)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["--listen", listen])
+        .env("EDGEPLANE_BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PASSWORD)
+        .env("EDGEPLANE_LOG_LEVEL", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start edgeplane serve");
+    let stdout = child.stdout.take().expect("stdout");
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    // Drains stdout for the life of the process, so logging never blocks it.
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = lines.recv_timeout(left).unwrap_or_else(|_| {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("edgeplane serve did not print 'listening on' in time")
+        });
+        if let Some(address) = line.trim().strip_prefix("listening on ") {
+            return Binary {
+                child,
+                address: address.to_string(),
+            };
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_deployment_resumes_after_the_control_plane_is_killed() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data_dir = dir.path().join("data");
+    let config_file = dir.path().join("edgeplane.toml");
+    std::fs::write(
+        &config_file,
+        "[server]\nallow_self_approval = true\n\n\
+         [rollout]\nanalysis_interval = \"100ms\"\n\n\
+         [limits]\nwrites_per_minute = 100000\nreads_per_minute = 100000\n\
+         validate_per_minute = 100000\ndeployment_actions_per_minute = 100000\n\
+         metrics_reads_per_minute = 100000\nheartbeats_per_second = 100000\n\
+         public_per_minute = 100000\nlogin_attempts_per_minute = 100000\n",
+    )
+    .expect("settings file");
+    let first = run_binary(&data_dir, &config_file, "127.0.0.1:0");
+    // The restart listens where the fleet already heartbeats.
+    let address = first.address.clone();
+    let mut served = Served {
+        base: format!("http://{address}"),
+        http: reqwest::Client::new(),
+        admin: String::new(),
+        fleet: None,
+        server: tokio::spawn(async {}),
+        state: None,
+        _dir: dir,
+    };
+    served.admin = served.login("admin", ADMIN_PASSWORD).await;
+    served.fleet = Some(
+        Fleet::start(SimulateOptions {
+            control_plane: served.base.clone(),
+            admin_token: served.admin.clone(),
+            edges: 9,
+            heartbeat_interval: Duration::from_millis(200),
+            ..SimulateOptions::default()
+        })
+        .await
+        .expect("fleet starts"),
+    );
+    served.wait_all_healthy(9).await;
+    let config = served.approved_config().await;
+    let id = served.deploy(canary(&config, "1.0.0", "3s")).await;
+    served.wait_status(&id, "Canary").await;
+
+    let mut first = first;
+    first.child.kill().expect("SIGKILL");
+    first.child.wait().expect("reap");
+    drop(first);
+    let _second = run_binary(&data_dir, &config_file, &address);
+    served.admin = served.login("admin", ADMIN_PASSWORD).await;
+
+    served.wait_status(&id, "Completed").await;
+    served.wait_fleet_on(&config, "1.0.0").await;
+    let detail = served
+        .get(&format!("/deployments/{id}/edge-locations"))
+        .await;
+    for edge in detail["edgeLocations"].as_array().expect("edges") {
+        assert_eq!(edge["state"], "Acked", "{detail}");
+    }
+    served.stop().await;
+}
