@@ -36,6 +36,14 @@ type Answer = (StatusCode, HeaderMap, Value);
 
 impl Served {
     async fn start(edges: usize) -> Served {
+        Served::start_with(edges, |_| {}).await
+    }
+
+    /// As [`Served::start`], with settings adjusted by `configure` first.
+    async fn start_with(
+        edges: usize,
+        configure: impl FnOnce(&mut edgeplane::config::Settings),
+    ) -> Served {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut settings = edgeplane::config::Settings::default();
         settings.server.data_dir = dir.path().to_path_buf();
@@ -43,6 +51,7 @@ impl Served {
         settings.auth.jwt_secret = BASE64.encode(JWT_SECRET);
         settings.limits = generous_limits();
         settings.rollout.analysis_interval = Duration::from_millis(100);
+        configure(&mut settings);
         let state = edgeplane::app::build(
             settings,
             edgeplane::telemetry::prometheus(),
@@ -787,4 +796,197 @@ async fn a_deployment_resumes_after_the_control_plane_is_killed() {
         assert_eq!(edge["state"], "Acked", "{detail}");
     }
     served.stop().await;
+}
+
+/// A webhook receiver on loopback that hands every alert it gets to the test.
+async fn webhook_receiver() -> (String, tokio::sync::mpsc::UnboundedReceiver<Value>) {
+    let (sender, receiver) = tokio::sync::mpsc::unbounded_channel::<Value>();
+    let router = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |axum::Json(alert): axum::Json<Value>| {
+            let sender = sender.clone();
+            async move {
+                let _ = sender.send(alert);
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    (format!("http://{address}/hook"), receiver)
+}
+
+/// Waits for the first alert of `kind` the webhook received.
+async fn alert_of_kind(
+    receiver: &mut tokio::sync::mpsc::UnboundedReceiver<Value>,
+    kind: &str,
+) -> Value {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let alert = tokio::time::timeout_at(deadline, receiver.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no {kind} alert reached the webhook"))
+            .expect("receiver open");
+        if alert["kind"] == kind {
+            return alert;
+        }
+    }
+}
+
+/// The last failing verdict of a deployment, from GET /metrics/deployments/{id}.
+async fn failing_verdict(served: &Served, deployment_id: &str) -> Value {
+    let metrics = served
+        .get(&format!("/metrics/deployments/{deployment_id}"))
+        .await;
+    metrics["verdicts"]
+        .as_array()
+        .expect("verdicts")
+        .iter()
+        .rev()
+        .find(|v| v["verdict"]["outcome"] == "Fail")
+        .cloned()
+        .unwrap_or_else(|| panic!("no failing verdict stored: {metrics}"))
+}
+
+/// Creates and approves a CacheRule whose version makes simulated edges report a 9% error
+/// rate (the degradation marker of SPEC §7.6).
+async fn degrading_config(served: &Served) -> String {
+    let (status, _, body) = served
+        .post(
+            "/configurations",
+            &served.admin,
+            json!({"name": unique("degrading"), "type": "CacheRule",
+                   "content": cache_rule(&format!("{}/*", unique("/bad"))),
+                   "metadata": {"simulate.errorRate": "9.0"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "create: {body}");
+    let id = body["configurationId"].as_str().expect("id").to_string();
+    served.approve(&id).await;
+    id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_degrading_canary_is_rolled_back_by_itself_with_its_evidence() {
+    let (hook, mut alerts) = webhook_receiver().await;
+    let served = Served::start_with(9, |settings| {
+        settings.alerts.webhooks = vec![hook];
+    })
+    .await;
+    let configuration_id = degrading_config(&served).await;
+    let deployment_id = served
+        .deploy(json!({
+            "configurationId": configuration_id,
+            "strategy": "RegionalCanary",
+            "targetRegions": ["North America", "Europe", "Asia Pacific"],
+            "canaryConfig": {"promotionSteps": [10, 50, 100], "monitorDuration": "60s"},
+            "rollbackConfig": {"minSamples": 100}
+        }))
+        .await;
+    let done = served.wait_status(&deployment_id, "RolledBack").await;
+
+    // Only the canary (10% of nine: one edge) ever ran the bad version, and it is off it now.
+    let ran: Vec<String> = served
+        .locations()
+        .into_iter()
+        .filter(|l| {
+            served
+                .fleet()
+                .history(l)
+                .iter()
+                .any(|(c, v)| *c == configuration_id && v == "1.0.0")
+        })
+        .collect();
+    assert_eq!(ran.len(), 1, "only the canary ran it: {ran:?}");
+    assert_eq!(
+        served.fleet().active_version(&ran[0], &configuration_id),
+        None
+    );
+    assert_eq!(done["edges"][&ran[0]]["state"], "RolledBack", "{done}");
+
+    // The verdict names the metric and the numbers behind it.
+    let verdict = failing_verdict(&served, &deployment_id).await;
+    let reason = &verdict["verdict"]["reasons"][0];
+    assert_eq!(reason["metric"], "ErrorRate", "{verdict}");
+    assert!(
+        reason["canaryValue"].as_f64().unwrap_or(0.0) > 1.0,
+        "{verdict}"
+    );
+    assert_eq!(reason["threshold"].as_f64(), Some(1.0), "{verdict}");
+
+    // And the webhook heard about it, with the same evidence.
+    let alert = alert_of_kind(&mut alerts, "AutoRollback").await;
+    assert_eq!(alert["deploymentId"], deployment_id.as_str());
+    assert_eq!(alert["verdict"]["outcome"], "Fail", "{alert}");
+    assert!(
+        alert["text"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("AutoRollback")
+    );
+
+    // The configuration is not deployed anywhere.
+    let configuration = served
+        .get(&format!("/configurations/{configuration_id}"))
+        .await;
+    assert_eq!(configuration["isDeployed"], false, "{configuration}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_degrading_blue_green_switches_every_edge_back_by_itself() {
+    let (hook, mut alerts) = webhook_receiver().await;
+    let served = Served::start_with(9, |settings| {
+        settings.alerts.webhooks = vec![hook];
+    })
+    .await;
+    let configuration_id = served.approved_config().await;
+    let first = served
+        .deploy(
+            json!({"configurationId": configuration_id, "strategy": "DirectDeployment",
+                       "targetRegions": ["North America", "Europe", "Asia Pacific"]}),
+        )
+        .await;
+    served.wait_status(&first, "Completed").await;
+
+    // Version 1.1.0 carries the degradation marker.
+    let current = served
+        .get(&format!("/configurations/{configuration_id}"))
+        .await;
+    let mut content = current["content"].clone();
+    content["ttl"] = json!(120);
+    let (status, _, body) = served
+        .call(
+            reqwest::Method::PUT,
+            &format!("/configurations/{configuration_id}"),
+            &served.admin,
+            Some(json!({"content": content, "changeDescription": "bad",
+                        "metadata": {"simulate.errorRate": "9.0"}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "update: {body}");
+    served.approve(&configuration_id).await;
+
+    let deployment_id = served
+        .deploy(json!({
+            "configurationId": configuration_id,
+            "strategy": "BlueGreenDeployment",
+            "targetRegions": ["North America", "Europe", "Asia Pacific"],
+            "testDuration": "60s",
+            "rollbackConfig": {"minSamples": 100}
+        }))
+        .await;
+    served.wait_status(&deployment_id, "RolledBack").await;
+    served.wait_fleet_on(&configuration_id, "1.0.0").await;
+    let verdict = failing_verdict(&served, &deployment_id).await;
+    assert_eq!(
+        verdict["verdict"]["reasons"][0]["metric"], "ErrorRate",
+        "{verdict}"
+    );
+    let alert = alert_of_kind(&mut alerts, "AutoRollback").await;
+    assert_eq!(alert["deploymentId"], deployment_id.as_str());
 }
