@@ -318,6 +318,10 @@ fn canary(configuration_id: &str, version: &str, monitor: &str) -> Value {
         "strategy": "RegionalCanary",
         "targetRegions": ["North America", "Europe", "Asia Pacific"],
         "canaryConfig": {"promotionSteps": [10, 50, 100], "monitorDuration": monitor, "autoPromote": true},
+        // Watches here last a second: a simulated edge serves ~1,000 requests a second, so
+        // the default of 1,000 requests per window would make the first verdicts
+        // inconclusive and extend the watch by a minute.
+        "rollbackConfig": {"minSamples": 100},
     })
 }
 

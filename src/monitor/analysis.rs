@@ -48,12 +48,21 @@ use crate::model::{PerformanceSnapshot, Timestamp};
 pub const SIGNIFICANCE: f64 = 0.05;
 /// Fewest edges with traffic per group for the rank test; below it the robust rule applies.
 pub const MIN_GROUP_FOR_TEST: usize = 3;
+
+/// z a rate regression must exceed, against the counts behind both rates, before it counts
+/// where no rank test across edges applies (few edges, or against the pre-deployment
+/// snapshot): one-sided p ≈ 0.001. A few hundred requests make a 0.2% error rate look like
+/// 0.4% by chance; counts, not ratios, say whether that is noise.
+pub const PROPORTION_Z: f64 = 3.0;
+
+/// Observations in the top percent a relative p99 comparison needs on each side.
+pub const MIN_TAIL_OBSERVATIONS: u64 = 50;
 /// Smallest cache hit rate drop (percentage points) a relative check may call a regression.
 pub const HIT_RATE_FLOOR_PP: f64 = 1.0;
 /// Smallest error rate rise (percentage points) a relative check may call a regression.
 pub const ERROR_RATE_FLOOR_PP: f64 = 0.1;
 /// Smallest p99 rise (ms) a relative check may call a regression.
-pub const P99_FLOOR_MS: f64 = 5.0;
+pub const P99_FLOOR_MS: f64 = 10.0;
 
 /// Warning levels of SPEC §8.3, independent of a deployment's thresholds.
 pub const WARN_HIT_RATE_BELOW: f64 = 80.0;
@@ -273,7 +282,13 @@ pub fn judge(input: &AnalysisInput, state: &mut BreachState, now: Timestamp) -> 
         breaches.extend(threshold);
         breaches.extend(canary_vs_baseline(metric, input));
         if let Some(before) = &input.before {
-            breaches.extend(after_vs_before(metric, aggregate_value, before, thresholds));
+            breaches.extend(after_vs_before(
+                metric,
+                aggregate_value,
+                rate_count(metric, &canary_totals),
+                before,
+                thresholds,
+            ));
         }
         if !threshold_breached {
             warnings.extend(warning_finding(metric, aggregate_value));
@@ -417,6 +432,19 @@ fn canary_vs_baseline(metric: Metric, input: &AnalysisInput) -> Option<Finding> 
     if !is_above(canary_median, limit) {
         return None;
     }
+    // Rates are proportions of counts: whatever the rank test says across edges, the
+    // merged counts must also show more than sampling noise.
+    let canary_totals = input.canary.aggregate();
+    let baseline_totals = input.baseline.aggregate();
+    if !rate_regression_is_real(
+        metric,
+        badness(metric, metric_value(metric, &canary_totals)),
+        rate_count(metric, &canary_totals),
+        badness(metric, metric_value(metric, &baseline_totals)),
+        rate_count(metric, &baseline_totals),
+    ) {
+        return None;
+    }
     let statistic = if canary.len() >= MIN_GROUP_FOR_TEST && baseline.len() >= MIN_GROUP_FOR_TEST {
         let statistic = mann_whitney_greater(&canary, &baseline)?;
         if !is_above(SIGNIFICANCE, statistic.p) {
@@ -445,6 +473,7 @@ fn canary_vs_baseline(metric: Metric, input: &AnalysisInput) -> Option<Finding> 
 fn after_vs_before(
     metric: Metric,
     value: f64,
+    canary_count: u64,
     before: &PerformanceSnapshot,
     thresholds: &RollbackThresholds,
 ) -> Option<Finding> {
@@ -467,6 +496,15 @@ fn after_vs_before(
     if !is_above(badness(metric, value), limit) {
         return None;
     }
+    if !rate_regression_is_real(
+        metric,
+        badness(metric, value),
+        canary_count,
+        badness(metric, before_value),
+        before.sample_count,
+    ) {
+        return None;
+    }
     Some(Finding {
         metric,
         kind: FindingKind::AfterVsBefore,
@@ -477,6 +515,48 @@ fn after_vs_before(
         severe: false,
         consecutive_intervals: 0,
     })
+}
+
+/// How many observations a metric is computed from.
+fn rate_count(metric: Metric, totals: &WindowTotals) -> u64 {
+    match metric {
+        Metric::CacheHitRate => totals.cache_hits.saturating_add(totals.cache_misses),
+        Metric::ErrorRate => totals.requests,
+        Metric::P99Latency => totals.latency.total(),
+    }
+}
+
+/// For rate metrics, whether the canary's badness (a percentage of `canary_n` events) is
+/// above the reference's beyond sampling noise: a one-sided two-proportion z-test at
+/// [`PROPORTION_Z`]. A p99 is judged only when both sides have at least
+/// [`MIN_TAIL_OBSERVATIONS`] behind their top percent: a p99 of a thousand requests is ten
+/// requests, and a bucket boundary away from any other.
+fn rate_regression_is_real(
+    metric: Metric,
+    canary_badness: f64,
+    canary_n: u64,
+    reference_badness: f64,
+    reference_n: u64,
+) -> bool {
+    if metric == Metric::P99Latency {
+        let enough = MIN_TAIL_OBSERVATIONS * 100;
+        return canary_n >= enough && reference_n >= enough;
+    }
+    if canary_n == 0 || reference_n == 0 {
+        return false;
+    }
+    let (n1, n2) = (canary_n as f64, reference_n as f64);
+    let (p1, p2) = (
+        (canary_badness / 100.0).clamp(0.0, 1.0),
+        (reference_badness / 100.0).clamp(0.0, 1.0),
+    );
+    let pooled = (p1 * n1 + p2 * n2) / (n1 + n2);
+    let spread = (pooled * (1.0 - pooled) * (1.0 / n1 + 1.0 / n2)).sqrt();
+    if !(spread.is_finite() && spread > 0.0) {
+        // Both rates 0% or 100%: no noise to speak of.
+        return p1 > p2;
+    }
+    is_above((p1 - p2) / spread, PROPORTION_Z)
 }
 
 /// Per-edge badness values of the edges that have data for the metric.
@@ -944,6 +1024,55 @@ mod tests {
             proptest::prop_assert!((0.0..=1.0).contains(&statistic.p), "{statistic:?}");
             proptest::prop_assert!(statistic.u >= 0.0 && statistic.u <= (x.len() * y.len()) as f64);
         }
+    }
+
+    #[test]
+    fn rate_noise_on_thin_traffic_is_not_a_regression() {
+        // 0.38% errors over 1,317 requests against 0.26% over 2,317: noise.
+        assert!(!rate_regression_is_real(
+            Metric::ErrorRate,
+            0.38,
+            1_317,
+            0.26,
+            2_317
+        ));
+        // A 9.6% miss rate over 1,317 against 7.7% over 10,487: still within noise at z > 3.
+        assert!(!rate_regression_is_real(
+            Metric::CacheHitRate,
+            9.57,
+            1_317,
+            7.67,
+            10_487
+        ));
+        // 9% errors over 2,000 requests against 0.2%: real.
+        assert!(rate_regression_is_real(
+            Metric::ErrorRate,
+            9.0,
+            2_000,
+            0.2,
+            20_000
+        ));
+        assert!(!rate_regression_is_real(
+            Metric::ErrorRate,
+            5.0,
+            0,
+            0.2,
+            100
+        ));
+        assert!(!rate_regression_is_real(
+            Metric::P99Latency,
+            46.0,
+            1_300,
+            38.0,
+            10_000
+        ));
+        assert!(rate_regression_is_real(
+            Metric::P99Latency,
+            90.0,
+            5_000,
+            40.0,
+            5_000
+        ));
     }
 
     #[test]
