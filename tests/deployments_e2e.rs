@@ -934,6 +934,19 @@ async fn a_degrading_canary_is_rolled_back_by_itself_with_its_evidence() {
             .contains("AutoRollback")
     );
 
+    // Before and after are on the record: the canary's figures once it ended.
+    let metrics = served
+        .get(&format!("/metrics/deployments/{deployment_id}"))
+        .await;
+    assert!(
+        metrics["preDeploymentMetrics"]["sampleCount"].as_u64() > Some(0),
+        "{metrics}"
+    );
+    assert!(
+        metrics["postDeploymentMetrics"]["errorRate"].as_f64() > Some(1.0),
+        "the post-deployment snapshot shows the damage: {metrics}"
+    );
+
     // The configuration is not deployed anywhere.
     let configuration = served
         .get(&format!("/configurations/{configuration_id}"))

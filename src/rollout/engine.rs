@@ -589,6 +589,26 @@ impl Loop {
             }
         }
 
+        // A deployment that just ended gets its post-deployment snapshot: the edges it
+        // touched, over the monitor's recent window.
+        for id in touched.keys() {
+            let Some(deployment) = self.deployments.get(id) else {
+                continue;
+            };
+            if deployment.status.is_terminal() && deployment.post_deployment_metrics.is_none() {
+                let touched_edges: Vec<String> = deployment
+                    .edges
+                    .iter()
+                    .filter(|(_, e)| e.pushed_at.is_some())
+                    .map(|(location, _)| location.clone())
+                    .collect();
+                let snapshot = self.analysis.snapshot(touched_edges, now).await;
+                if let Some(deployment) = self.deployments.get_mut(id) {
+                    deployment.post_deployment_metrics = snapshot;
+                }
+            }
+        }
+
         // Persist before anything leaves this loop.
         for (id, (events_before, edge_versions)) in &touched {
             let Some(deployment) = self.deployments.get(id) else {
