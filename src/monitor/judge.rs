@@ -147,6 +147,16 @@ fn answer(verdict: &Verdict) -> AnalysisAnswer {
     AnalysisAnswer { outcome, data }
 }
 
+/// No verdict when the metrics cannot be read: inconclusive, which never passes.
+fn unavailable(error: &str) -> AnalysisAnswer {
+    AnalysisAnswer {
+        outcome: AnalysisOutcome::Inconclusive {
+            reason: format!("metrics unavailable: {error}"),
+        },
+        data: BTreeMap::new(),
+    }
+}
+
 impl Analysis for MetricsAnalysis {
     fn analyze(&self, request: AnalysisRequest) -> BoxFuture<'static, AnalysisAnswer> {
         let store = self.store.clone();
@@ -172,22 +182,8 @@ impl Analysis for MetricsAnalysis {
             };
             let (canary, baseline) = match read {
                 Ok(Ok(groups)) => groups,
-                Ok(Err(error)) => {
-                    return AnalysisAnswer {
-                        outcome: AnalysisOutcome::Inconclusive {
-                            reason: format!("metrics unavailable: {error}"),
-                        },
-                        data: BTreeMap::new(),
-                    };
-                }
-                Err(error) => {
-                    return AnalysisAnswer {
-                        outcome: AnalysisOutcome::Inconclusive {
-                            reason: format!("metrics unavailable: {error}"),
-                        },
-                        data: BTreeMap::new(),
-                    };
-                }
+                Ok(Err(error)) => return unavailable(&error.to_string()),
+                Err(error) => return unavailable(&error.to_string()),
             };
             let input = AnalysisInput {
                 thresholds: thresholds(&request.rollback_config),
