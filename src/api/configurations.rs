@@ -102,7 +102,7 @@ fn check_content(content: &Option<Value>) -> Result<Value, ApiError> {
     Ok(content)
 }
 
-fn check_metadata(
+pub(super) fn check_metadata(
     metadata: &Option<BTreeMap<String, String>>,
 ) -> Result<BTreeMap<String, String>, ApiError> {
     let metadata = metadata.clone().unwrap_or_default();

@@ -101,13 +101,7 @@ impl EdgeBody {
                 ));
             }
         };
-        let metadata = self.metadata.clone().unwrap_or_default();
-        if metadata.len() > 64 {
-            return Err(ApiError::invalid_field(
-                "metadata",
-                "at most 64 metadata entries",
-            ));
-        }
+        let metadata = super::configurations::check_metadata(&self.metadata)?;
         Ok(EdgeChanges {
             name,
             region,

@@ -105,34 +105,30 @@ fn answer(verdict: &Verdict) -> AnalysisAnswer {
         VERDICT_KEY.to_string(),
         serde_json::to_string(verdict).unwrap_or_default(),
     );
-    data.insert(
-        "canaryRequests".into(),
-        verdict.canary.requests_total.to_string(),
-    );
-    data.insert(
-        "canaryErrorRate".into(),
-        format!("{:.3}", verdict.canary.error_rate),
-    );
-    data.insert(
-        "canaryCacheHitRate".into(),
-        format!("{:.2}", verdict.canary.cache_hit_rate),
-    );
-    data.insert(
-        "canaryP99LatencyMs".into(),
-        format!("{:.1}", verdict.canary.p99_latency_ms),
-    );
-    data.insert(
-        "baselineErrorRate".into(),
-        format!("{:.3}", verdict.baseline.error_rate),
-    );
-    data.insert(
-        "baselineCacheHitRate".into(),
-        format!("{:.2}", verdict.baseline.cache_hit_rate),
-    );
-    data.insert(
-        "baselineP99LatencyMs".into(),
-        format!("{:.1}", verdict.baseline.p99_latency_ms),
-    );
+    let (canary, baseline) = (&verdict.canary, &verdict.baseline);
+    for (key, value) in [
+        ("canaryRequests", canary.requests_total.to_string()),
+        ("canaryErrorRate", format!("{:.3}", canary.error_rate)),
+        (
+            "canaryCacheHitRate",
+            format!("{:.2}", canary.cache_hit_rate),
+        ),
+        (
+            "canaryP99LatencyMs",
+            format!("{:.1}", canary.p99_latency_ms),
+        ),
+        ("baselineErrorRate", format!("{:.3}", baseline.error_rate)),
+        (
+            "baselineCacheHitRate",
+            format!("{:.2}", baseline.cache_hit_rate),
+        ),
+        (
+            "baselineP99LatencyMs",
+            format!("{:.1}", baseline.p99_latency_ms),
+        ),
+    ] {
+        data.insert(key.to_string(), value);
+    }
     let outcome = match verdict.outcome {
         Outcome::Pass => AnalysisOutcome::Pass,
         Outcome::Fail => AnalysisOutcome::Fail { reason: headline },
