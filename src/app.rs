@@ -284,6 +284,9 @@ pub fn engine_settings(settings: &Settings) -> EngineSettings {
         tick: std::time::Duration::from_millis(100),
         step: StepContext {
             analyze_interval_ms: settings.rollout.analysis_interval.as_millis() as i64,
+            // An inconclusive watch is extended by six analysis intervals at a time (a
+            // minute at the default 10 s), up to the deployment's maxExtension.
+            extension_step_ms: 6 * settings.rollout.analysis_interval.as_millis() as i64,
             max_push_attempts: settings.rollout.max_push_attempts,
             stuck_after_ms: settings.rollout.stuck_after.as_millis() as i64,
             ..StepContext::default()

@@ -521,6 +521,16 @@ async fn a_nack_mid_canary_rolls_back_only_the_touched_edges() {
 
     let id = served.deploy(canary(&config, &v2, "2s")).await;
     served.wait_status(&id, "Canary").await;
+    // The first wave must have landed before the edges start refusing, or nothing is
+    // touched at all.
+    let deadline = Instant::now() + DEADLINE;
+    while served.deployment(&id).await["progress"]["acked"].as_u64() < Some(1) {
+        assert!(
+            Instant::now() < deadline,
+            "the first canary edge never acked"
+        );
+        tokio::time::sleep(POLL).await;
+    }
     served.fleet().set_nack_rate(1.0);
     let ended = served.wait_status(&id, "RolledBack").await;
     served.wait_fleet_on(&config, "1.0.0").await;
