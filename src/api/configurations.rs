@@ -42,12 +42,7 @@ fn version_view(
 }
 
 async fn load(state: &AppState, id: String) -> Result<Configuration, ApiError> {
-    let shown = id.clone();
-    state
-        .store()
-        .read(move |reader| reader.configuration(&id))
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("configuration '{shown}' not found")))
+    super::find(state, "configuration", id, |r, id| r.configuration(id)).await
 }
 
 /// Every other configuration, for the conflict layer (with secrets still sealed: conflicts

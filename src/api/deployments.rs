@@ -318,12 +318,7 @@ pub async fn list(
 }
 
 async fn load(state: &AppState, id: String) -> Result<Deployment, ApiError> {
-    let shown = id.clone();
-    state
-        .store()
-        .read(move |r| r.deployment(&id))
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("deployment '{shown}' not found")))
+    super::find(state, "deployment", id, |r, id| r.deployment(id)).await
 }
 
 pub async fn get(

@@ -259,12 +259,7 @@ pub async fn list(
 }
 
 async fn load(state: &AppState, id: String) -> Result<EdgeRecord, ApiError> {
-    let shown = id.clone();
-    state
-        .store()
-        .read(move |r| r.edge(&id))
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("edge location '{shown}' not found")))
+    super::find(state, "edge location", id, |r, id| r.edge(id)).await
 }
 
 pub async fn get(

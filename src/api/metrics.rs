@@ -140,17 +140,7 @@ pub async fn edge(
 ) -> Result<axum::Json<Value>, ApiError> {
     principal.require(Role::Viewer)?;
     let window = query.check()?;
-    let lookup = id.clone();
-    if state
-        .store()
-        .read(move |r| r.edge(&lookup))
-        .await?
-        .is_none()
-    {
-        return Err(ApiError::NotFound(format!(
-            "edge location '{id}' not found"
-        )));
-    }
+    super::find(&state, "edge location", id.clone(), |r, id| r.edge(id)).await?;
     let (stats, _) = stats_for(&state, vec![id.clone()], &window).await?;
     let mut value = serde_json::to_value(stats).unwrap_or(Value::Null);
     value["locationId"] = Value::String(id);
@@ -165,12 +155,10 @@ pub async fn configuration(
 ) -> Result<axum::Json<Value>, ApiError> {
     principal.require(Role::Viewer)?;
     let window = query.check()?;
-    let lookup = id.clone();
-    let configuration = state
-        .store()
-        .read(move |r| r.configuration(&lookup))
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("configuration '{id}' not found")))?;
+    let configuration = super::find(&state, "configuration", id.clone(), |r, id| {
+        r.configuration(id)
+    })
+    .await?;
     let (stats, rows) =
         stats_for(&state, configuration.deployed_locations.clone(), &window).await?;
     let mut value = serde_json::to_value(stats).unwrap_or(Value::Null);
@@ -217,12 +205,8 @@ pub async fn deployment(
     Path(id): Path<String>,
 ) -> Result<axum::Json<Value>, ApiError> {
     principal.require(Role::Viewer)?;
-    let lookup = id.clone();
-    let deployment = state
-        .store()
-        .read(move |r| r.deployment(&lookup))
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("deployment '{id}' not found")))?;
+    let deployment =
+        super::find(&state, "deployment", id.clone(), |r, id| r.deployment(id)).await?;
     let now = Timestamp::now();
     let from = deployment.started_at.unwrap_or(deployment.created_at);
     let to = deployment

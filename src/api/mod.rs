@@ -21,6 +21,21 @@ use crate::app::AppState;
 
 pub use error::ApiError;
 
+/// Reads one object by id through `get`, answering 404 naming `what` when it is missing.
+pub(crate) async fn find<T: Send + 'static>(
+    state: &AppState,
+    what: &'static str,
+    id: String,
+    get: fn(&crate::store::Reader, &str) -> Result<Option<T>, crate::store::StoreError>,
+) -> Result<T, ApiError> {
+    let shown = id.clone();
+    state
+        .store()
+        .read(move |reader| get(reader, &id))
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("{what} '{shown}' not found")))
+}
+
 /// The whole API with its middleware, ready to serve.
 pub fn router(state: AppState) -> Router {
     let body_limit = state.settings().server.max_body_bytes;
