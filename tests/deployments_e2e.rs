@@ -559,6 +559,27 @@ async fn regional_canary_completes_and_streams_its_events() {
     assert_eq!(live.len(), recorded, "{live:?}");
     let last = events.last().expect("events");
     assert_eq!(last.1["status"], "Completed", "{last:?}");
+
+    // The last step runs everywhere: its verdicts had no baseline and say so, with no
+    // baseline figures of 0.
+    let metrics = served.get(&format!("/metrics/deployments/{id}")).await;
+    let final_verdict = metrics["verdicts"]
+        .as_array()
+        .and_then(|v| v.last())
+        .expect("verdicts stored");
+    assert_eq!(
+        final_verdict["verdict"]["note"], "no baseline: thresholds only",
+        "{final_verdict}"
+    );
+    assert!(
+        final_verdict["verdict"]["baseline"].is_null(),
+        "{final_verdict}"
+    );
+    assert_eq!(
+        metrics["baseline"]["note"], "no baseline: thresholds only",
+        "{metrics}"
+    );
+    assert!(metrics["baseline"]["metrics"].is_null(), "{metrics}");
     served.stop().await;
 }
 

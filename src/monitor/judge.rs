@@ -288,3 +288,107 @@ impl AlertSink for Notifier {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{EdgeHealth, LatencyHistogram, MetricsSample, RollbackConfig};
+    use crate::rollout::AnalysisOutcome;
+    use crate::store::HeartbeatRecord;
+
+    /// One 10-second heartbeat of `location` ending at `at`, with `error_rate` percent errors.
+    fn beat(location: &str, at: Timestamp, error_rate: f64) -> HeartbeatRecord {
+        let requests = 5_000u64;
+        let errors = (requests as f64 * error_rate / 100.0).round() as u64;
+        let hits = requests * 92 / 100;
+        let mut latency = LatencyHistogram::default();
+        for _ in 0..requests {
+            latency.record(12.0);
+        }
+        HeartbeatRecord {
+            location_id: location.to_string(),
+            received_at: at,
+            health: EdgeHealth::default(),
+            active_configurations: Default::default(),
+            metrics: Some(MetricsSample {
+                interval_seconds: 10,
+                requests,
+                cache_hits: hits,
+                cache_misses: requests - hits,
+                errors4xx: 0,
+                errors5xx: errors,
+                bytes_sent: 0,
+                bytes_received: 0,
+                latency,
+            }),
+            started_at: None,
+        }
+    }
+
+    fn request(deployment_id: &str, now: Timestamp) -> AnalysisRequest {
+        AnalysisRequest {
+            deployment_id: deployment_id.to_string(),
+            configuration_id: "config-1".into(),
+            version: "1.1.0".into(),
+            rollback_config: RollbackConfig {
+                min_samples: 100,
+                ..RollbackConfig::default()
+            },
+            canary: vec!["canary-0".into(), "canary-1".into(), "canary-2".into()],
+            baseline: vec!["base-0".into(), "base-1".into(), "base-2".into()],
+            since: now.plus_millis(-20_000),
+            now,
+            pre_deployment: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_pending_breach_survives_a_restart_of_the_analysis() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let now = Timestamp::now();
+        {
+            let store = Store::open(dir.path()).expect("store");
+            // The canary's errors (1.5 %) breach the 1 % limit, not yet for two intervals.
+            let beats = ["canary-0", "canary-1", "canary-2"]
+                .iter()
+                .map(|l| beat(l, now, 1.5))
+                .chain(
+                    ["base-0", "base-1", "base-2"]
+                        .iter()
+                        .map(|l| beat(l, now, 0.2)),
+                )
+                .collect();
+            store
+                .apply(CommandEnvelope::new(
+                    SYSTEM_ACTOR,
+                    "",
+                    Command::RecordHeartbeats { beats },
+                ))
+                .await
+                .expect("heartbeats stored");
+            let analysis = MetricsAnalysis::new(store);
+            let first = analysis.analyze(request("deploy-1", now)).await;
+            assert!(
+                matches!(first.outcome, AnalysisOutcome::Warn { .. }),
+                "{:?}",
+                first.outcome
+            );
+        }
+        // A new control plane over the same data dir: the second breaching interval counts.
+        let store = Store::open(dir.path()).expect("reopened");
+        let analysis = MetricsAnalysis::new(store);
+        let second = analysis.analyze(request("deploy-1", now)).await;
+        assert!(
+            matches!(second.outcome, AnalysisOutcome::Fail { .. }),
+            "{:?}",
+            second.outcome
+        );
+        // Another deployment has no breach pending.
+        let other = analysis.analyze(request("deploy-2", now)).await;
+        assert!(
+            matches!(other.outcome, AnalysisOutcome::Warn { .. }),
+            "{:?}",
+            other.outcome
+        );
+    }
+}
