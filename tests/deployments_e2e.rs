@@ -13,11 +13,11 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use edgeplane::app::EngineSeams;
 use edgeplane::edge::{Fleet, SimulateOptions};
 use edgeplane::model::{Deployment, Phase, Timestamp};
-use edgeplane::rollout::engine::HealthOnlyAnalysis;
 use serde_json::{Value, json};
 
 use common::{
-    ADMIN_PASSWORD, JWT_SECRET, ManualClock, assert_error, cache_rule, generous_limits, unique,
+    ADMIN_PASSWORD, HealthOnlyAnalysis, JWT_SECRET, ManualClock, assert_error, cache_rule,
+    generous_limits, unique,
 };
 
 const API: &str = "/api/v1";

@@ -166,39 +166,9 @@ pub trait Analysis: Send + Sync + 'static {
     }
 }
 
-/// Analysis from health alone: the machine already fails a watch on NACKs and on target edges
-/// that stop heartbeating, so with no metrics every watch passes on those grounds.
-pub struct HealthOnlyAnalysis;
-
-impl Analysis for HealthOnlyAnalysis {
-    fn analyze(&self, _request: AnalysisRequest) -> BoxFuture<'static, AnalysisAnswer> {
-        Box::pin(async {
-            AnalysisAnswer {
-                outcome: AnalysisOutcome::Pass,
-                data: BTreeMap::from([("basis".to_string(), "edge health only".to_string())]),
-            }
-        })
-    }
-}
-
 /// Receives the engine's alerts (the monitor's notifier in production).
 pub trait AlertSink: Send + Sync + 'static {
     fn alert(&self, deployment: &Deployment, kind: AlertKind, message: &str);
-}
-
-/// Alerts to the log and a Prometheus counter only.
-pub struct LogAlerts;
-
-impl AlertSink for LogAlerts {
-    fn alert(&self, deployment: &Deployment, kind: AlertKind, message: &str) {
-        metrics::counter!("edgeplane_alerts_total", "kind" => format!("{kind:?}")).increment(1);
-        tracing::warn!(
-            deployment_id = %deployment.deployment_id,
-            configuration_id = %deployment.configuration_id,
-            kind = ?kind,
-            "{message}"
-        );
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
