@@ -19,7 +19,7 @@ use crate::model::{Role, RollbackConfig, Timestamp, User};
 use crate::monitor::alerts::{Notifier, NotifierConfig, WebhookConfig};
 use crate::monitor::judge::MetricsAnalysis;
 use crate::rollout::StepContext;
-use crate::rollout::engine::{Engine, EngineSettings, SystemClock};
+use crate::rollout::engine::{Analysis, Clock, Engine, EngineSettings, SystemClock};
 use crate::secrets::SecretBox;
 use crate::store::{Command, CommandEnvelope, Store};
 use crate::validate::Validator;
@@ -295,12 +295,43 @@ pub fn engine_settings(settings: &Settings) -> EngineSettings {
     }
 }
 
+/// The engine's seams a test may replace: its clock, and its analysis of watch periods.
+pub struct EngineSeams {
+    pub clock: Arc<dyn Clock>,
+    /// `None`: the metric analysis over the stored series.
+    pub analysis: Option<Arc<dyn Analysis>>,
+}
+
+impl Default for EngineSeams {
+    fn default() -> Self {
+        Self {
+            clock: Arc::new(SystemClock),
+            analysis: None,
+        }
+    }
+}
+
 /// Builds the whole application state from settings (no listening yet). On an empty store,
 /// `admin` gets `bootstrap_password`, or a generated one written to the data dir.
 pub fn build(
     settings: Settings,
     prometheus: PrometheusHandle,
     bootstrap_password: Option<String>,
+) -> Result<AppState, StartError> {
+    build_with(
+        settings,
+        prometheus,
+        bootstrap_password,
+        EngineSeams::default(),
+    )
+}
+
+/// [`build`] with the engine's seams given.
+pub fn build_with(
+    settings: Settings,
+    prometheus: PrometheusHandle,
+    bootstrap_password: Option<String>,
+    seams: EngineSeams,
 ) -> Result<AppState, StartError> {
     let opened = open(&settings)?;
     bootstrap_admin(&opened.store, &settings.server.data_dir, bootstrap_password)?;
@@ -319,9 +350,11 @@ pub fn build(
         opened.store.clone(),
         opened.secrets.clone(),
         Arc::new(push_client.clone()),
-        Arc::new(MetricsAnalysis::new(opened.store.clone())),
+        seams
+            .analysis
+            .unwrap_or_else(|| Arc::new(MetricsAnalysis::new(opened.store.clone()))),
         Arc::new(notifier.clone()),
-        Arc::new(SystemClock),
+        seams.clock,
         engine_settings(&settings),
     )?;
     Ok(AppState {

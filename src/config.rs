@@ -2,7 +2,9 @@
 //! variables, then command-line flags (SPEC §1).
 //!
 //! Every key is known: an unknown or mistyped key stops start-up with a one-line reason that
-//! names it, so a typo never starts a half-configured server.
+//! names it, so a typo never starts a half-configured server. An `EDGEPLANE_*` variable that
+//! names no settings section belongs to another command (`EDGEPLANE_URL`, `EDGEPLANE_TOKEN`,
+//! `EDGEPLANE_SIMULATE_TOKEN`, ...): it is reported in [`Settings::warnings`], never refused.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -18,39 +20,9 @@ pub enum ConfigError {
     Invalid(String),
 }
 
-/// A duration written the humantime way (`30s`, `5m`) or ISO-8601 (`PT5M`).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    if let Some(iso) = text.strip_prefix("PT").or_else(|| text.strip_prefix("pt")) {
-        return parse_iso_time(iso).ok_or_else(|| format!("invalid ISO-8601 duration '{text}'"));
-    }
-    humantime::parse_duration(text).map_err(|e| format!("invalid duration '{text}': {e}"))
-}
-
-fn parse_iso_time(mut rest: &str) -> Option<Duration> {
-    let mut total = 0f64;
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let end = rest.find(|c: char| c.is_ascii_alphabetic())?;
-        let number: f64 = rest[..end].parse().ok()?;
-        let unit = rest[end..].chars().next()?.to_ascii_uppercase();
-        total += number
-            * match unit {
-                'H' => 3600.0,
-                'M' => 60.0,
-                'S' => 1.0,
-                _ => return None,
-            };
-        rest = &rest[end + 1..];
-    }
-    (total.is_finite() && total >= 0.0).then(|| Duration::from_secs_f64(total))
-}
-
 fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(deserializer)?;
-    parse_duration(&text).map_err(serde::de::Error::custom)
+    crate::model::parse_duration(&text).map_err(serde::de::Error::custom)
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -64,6 +36,9 @@ pub struct Settings {
     pub edges: EdgeSettings,
     pub rollout: RolloutSettings,
     pub alerts: AlertSettings,
+    /// What loading noticed but did not refuse, for the log once it is set up.
+    #[serde(skip)]
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -293,8 +268,9 @@ impl Settings {
             }
             None => toml::Table::new(),
         };
-        apply_env(&mut table, env)?;
+        let warnings = apply_env(&mut table, env)?;
         let mut settings = deserialize_named(table)?;
+        settings.warnings = warnings;
         if let Some(dir) = &overrides.data_dir {
             settings.server.data_dir = dir.clone();
         }
@@ -372,10 +348,13 @@ const SECTIONS: [&str; 8] = [
 /// Variables that configure something other than settings keys.
 const NOT_SETTINGS: [&str; 1] = ["EDGEPLANE_BOOTSTRAP_ADMIN_PASSWORD"];
 
+/// Merges `EDGEPLANE_<SECTION>_<KEY>` variables into `table`; answers a warning for each
+/// `EDGEPLANE_*` variable that names no section.
 fn apply_env(
     table: &mut toml::Table,
     env: impl IntoIterator<Item = (String, String)>,
-) -> Result<(), ConfigError> {
+) -> Result<Vec<String>, ConfigError> {
+    let mut warnings = Vec::new();
     for (name, value) in env {
         let Some(rest) = name.strip_prefix("EDGEPLANE_") else {
             continue;
@@ -390,10 +369,11 @@ fn apply_env(
                 .and_then(|r| r.strip_prefix('_'))
                 .map(|k| (*s, k.to_string()))
         }) else {
-            return Err(ConfigError::Invalid(format!(
-                "{name}: unknown settings section (expected EDGEPLANE_<{}>_<KEY>)",
+            warnings.push(format!(
+                "{name} is not a setting of this command (settings are EDGEPLANE_<{}>_<KEY>); ignored",
                 SECTIONS.join("|").to_ascii_uppercase()
-            )));
+            ));
+            continue;
         };
         // A value that reads as a TOML literal (number, boolean) keeps its type; anything
         // else is a string.
@@ -415,7 +395,7 @@ fn apply_env(
             }
         }
     }
-    Ok(())
+    Ok(warnings)
 }
 
 /// Deserializes with errors that name the offending key.
@@ -551,13 +531,57 @@ mod tests {
     }
 
     #[test]
-    fn iso_and_humantime_durations() {
+    fn durations_take_every_form_of_the_one_syntax() {
+        let s = load(
+            "[auth]\ntoken_ttl = \"PT1H30M\"\n[edges]\npush_timeout = \"500ms\"\n",
+            &[("EDGEPLANE_ROLLOUT_STUCK_AFTER", "P1D")],
+        )
+        .unwrap();
+        assert_eq!(s.auth.token_ttl, Duration::from_secs(5400));
+        assert_eq!(s.edges.push_timeout, Duration::from_millis(500));
+        assert_eq!(s.rollout.stuck_after, Duration::from_secs(86_400));
+        for bad in ["PT", "PTxS", "-5s", ""] {
+            let error = load(&format!("[auth]\ntoken_ttl = \"{bad}\"\n"), &[])
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("auth.token_ttl"), "{bad:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn variables_of_other_commands_are_warnings_not_refusals() {
+        let s = load(
+            "",
+            &[
+                ("EDGEPLANE_SIMULATE_TOKEN", "t"),
+                ("EDGEPLANE_URL", "http://127.0.0.1:8080"),
+                ("EDGEPLANE_TOKEN", "t"),
+                ("EDGEPLANE_AGENT_CONFIG", "/etc/edgeplane/agent.toml"),
+                ("EDGEPLANE_BOOTSTRAP_ADMIN_PASSWORD", "a-long-password"),
+                ("EDGEPLANE_LIMITS_READS_PER_MINUTE", "9"),
+            ],
+        )
+        .expect("other commands' variables do not stop serve");
+        assert_eq!(s.limits.reads_per_minute, 9);
+        let mut warned: Vec<&str> = s
+            .warnings
+            .iter()
+            .map(|w| w.split_whitespace().next().unwrap_or_default())
+            .collect();
+        warned.sort();
         assert_eq!(
-            parse_duration("PT1H30M").unwrap(),
-            Duration::from_secs(5400)
+            warned,
+            [
+                "EDGEPLANE_AGENT_CONFIG",
+                "EDGEPLANE_SIMULATE_TOKEN",
+                "EDGEPLANE_TOKEN",
+                "EDGEPLANE_URL"
+            ]
         );
-        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
-        assert!(parse_duration("PT").is_err());
-        assert!(parse_duration("PTxS").is_err());
+        // A known section with an unknown key is still a typo that stops start-up.
+        let error = load("", &[("EDGEPLANE_SERVER_LISTN", "127.0.0.1:1")])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("server.listn"), "{error}");
     }
 }

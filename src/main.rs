@@ -48,12 +48,12 @@ enum Command {
         token: String,
         #[arg(long, default_value_t = 9)]
         edges: usize,
-        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        #[arg(long, default_value = "10s", value_parser = edgeplane::model::parse_duration)]
         heartbeat_interval: std::time::Duration,
         #[arg(long, default_value_t = 1)]
         seed: u64,
         /// Delay before each edge answers a push.
-        #[arg(long, default_value = "0s", value_parser = parse_duration)]
+        #[arg(long, default_value = "0s", value_parser = edgeplane::model::parse_duration)]
         push_latency: std::time::Duration,
         /// Probability (0 to 1) that an edge NACKs a push.
         #[arg(long, default_value_t = 0.0)]
@@ -91,7 +91,7 @@ enum Command {
         #[arg(long)]
         user: String,
         /// Lifetime, e.g. 1h, 30d.
-        #[arg(long, default_value = "1h", value_parser = parse_duration)]
+        #[arg(long, default_value = "1h", value_parser = edgeplane::model::parse_duration)]
         ttl: std::time::Duration,
         #[command(flatten)]
         store: StoreArgs,
@@ -135,10 +135,6 @@ enum UserCommand {
         #[command(flatten)]
         store: StoreArgs,
     },
-}
-
-fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
-    edgeplane::config::parse_duration(text)
 }
 
 /// Failures that end the process, with their exit codes (SPEC §1).
@@ -242,6 +238,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Serve { store, listen } => {
             let settings = settings(&store, listen)?;
             let _logs = edgeplane::telemetry::init_logs(&settings.log);
+            for warning in &settings.warnings {
+                tracing::warn!("{warning}");
+            }
             runtime()?.block_on(edgeplane::app::serve(
                 settings,
                 edgeplane::telemetry::prometheus(),

@@ -4,15 +4,21 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::http::{HeaderMap, StatusCode};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use edgeplane::app::EngineSeams;
 use edgeplane::edge::{Fleet, SimulateOptions};
+use edgeplane::model::{Deployment, Phase, Timestamp};
 use serde_json::{Value, json};
 
-use common::{ADMIN_PASSWORD, JWT_SECRET, assert_error, cache_rule, generous_limits, unique};
+use common::{
+    ADMIN_PASSWORD, HealthOnlyAnalysis, JWT_SECRET, ManualClock, assert_error, cache_rule,
+    generous_limits, unique,
+};
 
 const API: &str = "/api/v1";
 /// Long enough for anything the engine does on loopback; a hang fails instead of blocking.
@@ -44,6 +50,15 @@ impl Served {
         edges: usize,
         configure: impl FnOnce(&mut edgeplane::config::Settings),
     ) -> Served {
+        Served::start_seamed(edges, configure, EngineSeams::default()).await
+    }
+
+    /// As [`Served::start_with`], with the engine's clock or analysis replaced.
+    async fn start_seamed(
+        edges: usize,
+        configure: impl FnOnce(&mut edgeplane::config::Settings),
+        seams: EngineSeams,
+    ) -> Served {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut settings = edgeplane::config::Settings::default();
         settings.server.data_dir = dir.path().to_path_buf();
@@ -52,10 +67,11 @@ impl Served {
         settings.limits = generous_limits();
         settings.rollout.analysis_interval = Duration::from_millis(100);
         configure(&mut settings);
-        let state = edgeplane::app::build(
+        let state = edgeplane::app::build_with(
             settings,
             edgeplane::telemetry::prometheus(),
             Some(ADMIN_PASSWORD.to_string()),
+            seams,
         )
         .expect("app builds");
         state.set_ready(true);
@@ -261,6 +277,41 @@ impl Served {
             assert!(
                 Instant::now() < deadline,
                 "deployment {id} never {wanted}: {body}"
+            );
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// The deployment as the store keeps it, engine cursor included (in-process servers only).
+    async fn stored(&self, id: &str) -> Deployment {
+        let state = self.state.as_ref().expect("an in-process control plane");
+        let id = id.to_string();
+        state
+            .store()
+            .read(move |r| r.deployment(&id))
+            .await
+            .expect("store readable")
+            .expect("deployment stored")
+    }
+
+    /// Polls the stored deployment until `wanted` holds.
+    async fn wait_stored(&self, id: &str, what: &str, wanted: impl Fn(&Deployment) -> bool) {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let deployment = self.stored(id).await;
+            if wanted(&deployment) {
+                return;
+            }
+            assert!(
+                !deployment.status.is_terminal(),
+                "deployment {id} ended {:?} before {what}: {:?}",
+                deployment.status,
+                deployment.errors
+            );
+            assert!(
+                Instant::now() < deadline,
+                "deployment {id} never {what}: {:?}",
+                deployment.engine
             );
             tokio::time::sleep(POLL).await;
         }
@@ -508,6 +559,27 @@ async fn regional_canary_completes_and_streams_its_events() {
     assert_eq!(live.len(), recorded, "{live:?}");
     let last = events.last().expect("events");
     assert_eq!(last.1["status"], "Completed", "{last:?}");
+
+    // The last step runs everywhere: its verdicts had no baseline and say so, with no
+    // baseline figures of 0.
+    let metrics = served.get(&format!("/metrics/deployments/{id}")).await;
+    let final_verdict = metrics["verdicts"]
+        .as_array()
+        .and_then(|v| v.last())
+        .expect("verdicts stored");
+    assert_eq!(
+        final_verdict["verdict"]["note"], "no baseline: thresholds only",
+        "{final_verdict}"
+    );
+    assert!(
+        final_verdict["verdict"]["baseline"].is_null(),
+        "{final_verdict}"
+    );
+    assert_eq!(
+        metrics["baseline"]["note"], "no baseline: thresholds only",
+        "{metrics}"
+    );
+    assert!(metrics["baseline"]["metrics"].is_null(), "{metrics}");
     served.stop().await;
 }
 
@@ -1016,4 +1088,289 @@ async fn a_degrading_blue_green_switches_every_edge_back_by_itself() {
     );
     let alert = alert_of_kind(&mut alerts, "AutoRollback").await;
     assert_eq!(alert["deploymentId"], deployment_id.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn geographic_waves_go_east_to_west_at_local_night_on_an_injected_clock() {
+    const HOUR: Duration = Duration::from_secs(3600);
+    let clock = Arc::new(ManualClock::new(Timestamp::now()));
+    let served = Served::start_seamed(
+        9,
+        |settings| {
+            // The engine's clock leaps a day ahead of the edges' wall-clock heartbeats.
+            settings.edges.healthy_within = Duration::from_secs(7 * 86_400);
+        },
+        EngineSeams {
+            clock: clock.clone(),
+            // Metrics land at wall-clock time, which the engine's clock leaves behind: the
+            // waves are judged on edge health (NACKs, silence), as with no metrics at all.
+            analysis: Some(Arc::new(HealthOnlyAnalysis)),
+        },
+    )
+    .await;
+    let config = served.approved_config().await;
+    let id = served
+        .deploy(json!({
+            "configurationId": config,
+            "configurationVersion": "1.0.0",
+            "strategy": "GeographicWave",
+            "targetRegions": ["North America", "Europe", "Asia Pacific"],
+            "deploymentTime": "02:00",
+            "monitorDuration": "1h",
+        }))
+        .await;
+    served
+        .wait_stored(&id, "planned", |d| !d.engine.waves.is_empty())
+        .await;
+    let waves = served.stored(&id).await.engine.waves;
+    let order: Vec<&str> = waves.iter().map(|w| w.name.as_str()).collect();
+    assert_eq!(
+        order,
+        ["Asia Pacific", "Europe", "North America"],
+        "east to west"
+    );
+
+    for (index, wave) in waves.iter().enumerate() {
+        let start = wave.not_before.expect("a geographic wave has a start time");
+        let local_minute = (start.millis() + i64::from(wave.utc_offset_minutes) * 60_000)
+            .rem_euclid(86_400_000)
+            / 60_000;
+        assert_eq!(local_minute, 2 * 60, "{} starts at 02:00 local", wave.name);
+        served
+            .wait_stored(&id, "scheduled", |d| {
+                d.engine.wave as usize == index && d.engine.phase == Phase::Scheduled
+            })
+            .await;
+        // Until its window opens, neither this wave nor a later one has been pushed.
+        for later in &waves[index..] {
+            for location in &later.locations {
+                assert!(
+                    served.fleet().history(location).is_empty(),
+                    "{location} pushed before {}",
+                    later.name
+                );
+            }
+        }
+        clock.set(start);
+        served
+            .wait_stored(&id, "watching", |d| {
+                d.engine.wave as usize == index && d.engine.phase == Phase::Watching
+            })
+            .await;
+        for location in &wave.locations {
+            assert_eq!(
+                served.fleet().active_version(location, &config).as_deref(),
+                Some("1.0.0"),
+                "{location} in {}",
+                wave.name
+            );
+        }
+        clock.advance(HOUR);
+    }
+    served.wait_status(&id, "Completed").await;
+    served.wait_fleet_on(&config, "1.0.0").await;
+    // Every edge acked within its own region's window, by the engine's clock.
+    let done = served.stored(&id).await;
+    for (location, edge) in &done.edges {
+        let wave = &waves[edge.wave as usize];
+        let (start, acked) = (wave.not_before.expect("start"), edge.acked_at);
+        assert!(
+            acked.is_some_and(|at| at >= start && at < start.plus_millis(3_600_000)),
+            "{location} acked at {acked:?}, its window opened at {start}"
+        );
+    }
+    served.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_degrading_canary_with_failure_action_pause_is_held_not_rolled_back() {
+    let served = Served::start(9).await;
+    let configuration_id = degrading_config(&served).await;
+    let deployment_id = served
+        .deploy(json!({
+            "configurationId": configuration_id,
+            "strategy": "RegionalCanary",
+            "targetRegions": ["North America", "Europe", "Asia Pacific"],
+            "canaryConfig": {"promotionSteps": [10, 50, 100], "monitorDuration": "60s"},
+            "rollbackConfig": {"minSamples": 100},
+            "failureAction": "pause",
+        }))
+        .await;
+    served.wait_status(&deployment_id, "Paused").await;
+    let on_bad_version = || -> Vec<String> {
+        served
+            .locations()
+            .into_iter()
+            .filter(|l| {
+                served
+                    .fleet()
+                    .active_version(l, &configuration_id)
+                    .as_deref()
+                    == Some("1.0.0")
+            })
+            .collect()
+    };
+    let canary = on_bad_version();
+    assert_eq!(canary.len(), 1, "the canary keeps the version: {canary:?}");
+    let verdict = failing_verdict(&served, &deployment_id).await;
+    assert_eq!(
+        verdict["verdict"]["reasons"][0]["metric"], "ErrorRate",
+        "{verdict}"
+    );
+
+    // Held, not reverted: the canary goes on reporting its errors for several heartbeats
+    // while the deployment stays paused where it failed.
+    let seen = served.fleet().heartbeats_sent(&canary[0]);
+    let deadline = Instant::now() + DEADLINE;
+    while served.fleet().heartbeats_sent(&canary[0]) < seen + 5 {
+        assert!(Instant::now() < deadline, "the canary stopped heartbeating");
+        tokio::time::sleep(POLL).await;
+    }
+    let held = served.deployment(&deployment_id).await;
+    assert_eq!(held["status"], "Paused", "{held}");
+    let kinds: Vec<&str> = held["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["kind"].as_str())
+        .collect();
+    assert!(kinds.contains(&"Paused"), "{kinds:?}");
+    assert!(!kinds.contains(&"RollbackStarted"), "{kinds:?}");
+    assert_eq!(on_bad_version(), canary);
+    assert_eq!(held["edges"][&canary[0]]["state"], "Acked", "{held}");
+    served.stop().await;
+}
+
+/// Waits for the first alert the webhook received that `wanted` accepts.
+async fn alert_matching(
+    receiver: &mut tokio::sync::mpsc::UnboundedReceiver<Value>,
+    what: &str,
+    wanted: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let alert = tokio::time::timeout_at(deadline, receiver.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no {what} alert reached the webhook"))
+            .expect("receiver open");
+        if wanted(&alert) {
+            return alert;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_edge_that_keeps_nacking_is_quarantined_across_a_restart_until_cleared() {
+    const NACKING: &str = "eu-west-1";
+    let (hook, mut alerts) = webhook_receiver().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data_dir = dir.path().join("data");
+    let config_file = dir.path().join("edgeplane.toml");
+    std::fs::write(
+        &config_file,
+        format!(
+            "[server]\nallow_self_approval = true\n\n\
+             [rollout]\nanalysis_interval = \"100ms\"\nquarantine_after = 3\n\n\
+             [alerts]\nwebhooks = [\"{hook}\"]\n\n\
+             [limits]\nwrites_per_minute = 100000\nreads_per_minute = 100000\n\
+             validate_per_minute = 100000\ndeployment_actions_per_minute = 100000\n\
+             metrics_reads_per_minute = 100000\nheartbeats_per_second = 100000\n\
+             public_per_minute = 100000\nlogin_attempts_per_minute = 100000\n"
+        ),
+    )
+    .expect("settings file");
+    let first = run_binary(&data_dir, &config_file, "127.0.0.1:0");
+    let address = first.address.clone();
+    let mut served = Served {
+        base: format!("http://{address}"),
+        http: reqwest::Client::new(),
+        admin: String::new(),
+        fleet: None,
+        server: tokio::spawn(async {}),
+        state: None,
+        _dir: dir,
+    };
+    served.admin = served.login("admin", ADMIN_PASSWORD).await;
+    served.fleet = Some(
+        Fleet::start(SimulateOptions {
+            control_plane: served.base.clone(),
+            admin_token: served.admin.clone(),
+            edges: 9,
+            heartbeat_interval: Duration::from_millis(200),
+            ..SimulateOptions::default()
+        })
+        .await
+        .expect("fleet starts"),
+    );
+    served.wait_all_healthy(9).await;
+    let config = served.approved_config().await;
+    assert!(served.fleet().set_edge_nack_rate(NACKING, 1.0));
+    let edge_path = format!("/edge-locations/{NACKING}");
+
+    // Two NACKs of version 1.0.0, one per deployment.
+    for _ in 0..2 {
+        let id = served.deploy(direct(&config, "1.0.0")).await;
+        let done = served.wait_status(&id, "Completed").await;
+        assert_eq!(done["edges"][NACKING]["state"], "Nacked", "{done}");
+    }
+    assert_eq!(served.get(&edge_path).await["isQuarantined"], false);
+
+    // The control plane restarts; the count does not start over.
+    let mut first = first;
+    first.child.kill().expect("SIGKILL");
+    first.child.wait().expect("reap");
+    drop(first);
+    let _second = run_binary(&data_dir, &config_file, &address);
+    served.admin = served.login("admin", ADMIN_PASSWORD).await;
+    served.wait_all_healthy(9).await;
+
+    let third = served.deploy(direct(&config, "1.0.0")).await;
+    served.wait_status(&third, "Completed").await;
+    let edge = served.get(&edge_path).await;
+    assert_eq!(
+        edge["isQuarantined"], true,
+        "the third NACK quarantines: {edge}"
+    );
+    let alert = alert_matching(&mut alerts, "Quarantine", |a| a["kind"] == "Quarantine").await;
+    assert!(
+        alert["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(NACKING),
+        "{alert}"
+    );
+
+    // A quarantined edge is left out of the next deployment, even once it would ack.
+    served.fleet().set_edge_nack_rate(NACKING, 0.0);
+    let v2 = served.new_version(&config, 7200).await;
+    let left_out = served.deploy(direct(&config, &v2)).await;
+    let done = served.wait_status(&left_out, "Completed").await;
+    let skipped = done["skippedLocations"]
+        .as_array()
+        .expect("skippedLocations");
+    assert!(skipped.iter().any(|l| l == NACKING), "{done}");
+    assert!(
+        !served
+            .fleet()
+            .history(NACKING)
+            .iter()
+            .any(|(c, v)| *c == config && *v == v2),
+        "a quarantined edge is not pushed"
+    );
+
+    // An Admin lets it back in; the next deployment reaches it.
+    let (status, _, body) = served
+        .call(
+            reqwest::Method::DELETE,
+            &format!("{edge_path}/quarantine"),
+            &served.admin,
+            None,
+        )
+        .await;
+    assert!(status.is_success(), "clear quarantine: {status} {body}");
+    assert_eq!(served.get(&edge_path).await["isQuarantined"], false);
+    let back = served.deploy(direct(&config, &v2)).await;
+    served.wait_status(&back, "Completed").await;
+    served.wait_fleet_on(&config, &v2).await;
+    served.stop().await;
 }

@@ -8,9 +8,9 @@ use serde_json::{Value, json};
 use super::error::ApiError;
 use super::extract::{Path, Principal, Query};
 use crate::app::AppState;
-use crate::config::parse_duration;
-use crate::model::{Role, Timestamp};
+use crate::model::{Role, Timestamp, parse_duration};
 use crate::monitor::aggregate::{WindowStats, WindowTotals};
+use crate::monitor::analysis::NO_BASELINE;
 use crate::monitor::judge::VERDICT_KEY;
 
 /// Longest window a query may ask for: the coarse ring's retention.
@@ -52,7 +52,7 @@ impl WindowQuery {
             }
             (None, None, window) => {
                 let span = parse_duration(window.as_deref().unwrap_or("1h"))
-                    .map_err(|e| ApiError::invalid_field("window", e))?;
+                    .map_err(|e| ApiError::invalid_field("window", e.to_string()))?;
                 (Timestamp(now.millis() - span.as_millis() as i64), now)
             }
             _ => {
@@ -72,7 +72,8 @@ impl WindowQuery {
         }
         let step_ms = match &self.step {
             Some(text) => {
-                let step = parse_duration(text).map_err(|e| ApiError::invalid_field("step", e))?;
+                let step = parse_duration(text)
+                    .map_err(|e| ApiError::invalid_field("step", e.to_string()))?;
                 let step_ms = step.as_millis() as i64;
                 if step_ms < 1000 || (to.millis() - from.millis()) / step_ms > MAX_POINTS {
                     return Err(ApiError::invalid_field(
@@ -224,7 +225,12 @@ pub async fn deployment(
     let canary: Vec<String> = canary.into_iter().map(|(l, _)| l.clone()).collect();
     let baseline: Vec<String> = baseline.into_iter().map(|(l, _)| l.clone()).collect();
     let (canary_stats, _) = stats_for(&state, canary.clone(), &window).await?;
-    let (baseline_stats, _) = stats_for(&state, baseline.clone(), &window).await?;
+    let baseline_view = if baseline.is_empty() {
+        json!({"locations": baseline, "metrics": null, "note": NO_BASELINE})
+    } else {
+        let (baseline_stats, _) = stats_for(&state, baseline.clone(), &window).await?;
+        json!({"locations": baseline, "metrics": baseline_stats})
+    };
     let verdicts: Vec<Value> = deployment
         .events
         .iter()
@@ -239,7 +245,7 @@ pub async fn deployment(
         "from": from,
         "to": to,
         "canary": {"locations": canary, "metrics": canary_stats},
-        "baseline": {"locations": baseline, "metrics": baseline_stats},
+        "baseline": baseline_view,
         "preDeploymentMetrics": deployment.pre_deployment_metrics,
         "postDeploymentMetrics": deployment.post_deployment_metrics,
         "rollbackConfig": deployment.rollback_config,

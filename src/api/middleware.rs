@@ -246,6 +246,8 @@ pub async fn guard(State(state): State<AppState>, mut request: Request, next: Ne
     }
     let status = response.status().as_u16().to_string();
     let elapsed = started.elapsed().as_secs_f64();
+    // An accepted heartbeat is edge traffic, not a change: the INFO log stays readable.
+    let routine = route.ends_with("/heartbeat") && response.status().is_success();
     let labels = [
         ("method", method.to_string()),
         ("route", route),
@@ -254,11 +256,12 @@ pub async fn guard(State(state): State<AppState>, mut request: Request, next: Ne
     metrics::counter!("edgeplane_http_requests_total", &labels).increment(1);
     metrics::histogram!("edgeplane_http_request_duration_seconds", &labels).record(elapsed);
     span.in_scope(|| {
-        tracing::info!(
-            status = response.status().as_u16(),
-            elapsed_ms = elapsed * 1000.0,
-            "request"
-        );
+        let (status, elapsed_ms) = (response.status().as_u16(), elapsed * 1000.0);
+        if routine {
+            tracing::debug!(status, elapsed_ms, "request");
+        } else {
+            tracing::info!(status, elapsed_ms, "request");
+        }
     });
     response
 }

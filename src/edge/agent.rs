@@ -191,7 +191,7 @@ fn duration(
 ) -> Result<Duration, AgentConfigError> {
     match optional_string(table, key)? {
         None => Ok(default),
-        Some(text) => match humantime::parse_duration(&text) {
+        Some(text) => match crate::model::parse_duration(&text) {
             Ok(d) if !d.is_zero() => Ok(d),
             Ok(_) => Err(invalid(&format!("agent.{key}"), "must be above zero")),
             Err(e) => Err(invalid(&format!("agent.{key}"), &e.to_string())),

@@ -9,9 +9,11 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use tokio::task::JoinHandle;
 
-use crate::edge::{PushMode, ReconcileAction, plan};
+use crate::edge::{ReconcileAction, plan};
 use crate::model::{EdgeLocation, Timestamp};
-use crate::rollout::engine::{EdgeAnswer, EdgeTarget, EdgeTransport, Engine, PushContent};
+use crate::rollout::engine::{
+    EdgeAnswer, EdgeTarget, EdgeTransport, Engine, PushContent, load_content,
+};
 use crate::secrets::SecretBox;
 use crate::store::{EdgeRecord, Store};
 
@@ -159,7 +161,9 @@ pub async fn reconcile_once(
     for push in wanted {
         let key = (push.configuration_id.clone(), push.version.clone());
         if !contents.contains_key(&key) {
-            let loaded = load_content(store, secrets, &key.0, &key.1).await;
+            let loaded = load_content(store, secrets, &key.0, &key.1)
+                .await
+                .map_err(|e| e.to_string());
             contents.insert(key.clone(), loaded);
         }
         let content = match &contents[&key] {
@@ -203,7 +207,7 @@ pub async fn reconcile_once(
             EdgeAnswer::Acked { latency_ms } => {
                 metrics::counter!("edgeplane_reconcile_pushes_total", "result" => "acked")
                     .increment(1);
-                tracing::info!(
+                tracing::debug!(
                     location_id = %push.location_id,
                     configuration_id = %push.configuration_id,
                     version = %push.version,
@@ -242,35 +246,6 @@ fn fail(report: &mut ReconcileReport, push: WantedPush, error: String) {
     report
         .failed
         .push((push.location_id, push.configuration_id, push.version, error));
-}
-
-async fn load_content(
-    store: &Store,
-    secrets: &SecretBox,
-    configuration_id: &str,
-    version: &str,
-) -> Result<PushContent, String> {
-    let (id, wanted) = (configuration_id.to_string(), version.to_string());
-    let (configuration, found) = store
-        .read(move |r| Ok((r.configuration(&id)?, r.version(&id, &wanted)?)))
-        .await
-        .map_err(|e| e.to_string())?;
-    let (Some(configuration), Some(found)) = (configuration, found) else {
-        return Err(format!(
-            "version {version} of configuration {configuration_id} not found"
-        ));
-    };
-    let mut content = found.content;
-    crate::validate::open_secrets(configuration.config_type, &mut content, secrets)
-        .map_err(|e| format!("cannot open the configuration's secrets: {e}"))?;
-    Ok(PushContent {
-        configuration_id: configuration_id.to_string(),
-        version: version.to_string(),
-        config_type: configuration.config_type,
-        content: Arc::new(content),
-        metadata: found.metadata,
-        mode: PushMode::Apply,
-    })
 }
 
 #[cfg(test)]

@@ -65,24 +65,12 @@ impl Span {
         i64::try_from(self.0).unwrap_or(i64::MAX)
     }
 
-    /// Parses humantime (`5m`, `1h 30m`), ISO-8601 (`PT5M`, `P1DT2H`) or bare seconds (`300`).
+    /// Parses a duration in the product's one syntax ([`super::duration::parse_duration`]).
     pub fn parse(text: &str) -> Result<Self, String> {
-        let text = text.trim();
-        if let Ok(secs) = text.parse::<u64>() {
-            return secs
-                .checked_mul(1000)
-                .map(Span)
-                .ok_or_else(|| "duration too large".to_string());
-        }
-        if text.starts_with('P') || text.starts_with('p') {
-            return parse_iso8601(text).map(Span);
-        }
-        humantime::parse_duration(text)
-            .map_err(|e| format!("invalid duration '{text}': {e}"))
-            .and_then(|d| {
-                u64::try_from(d.as_millis()).map_err(|_| "duration too large".to_string())
-            })
+        let duration = super::duration::parse_duration(text).map_err(|e| e.to_string())?;
+        u64::try_from(duration.as_millis())
             .map(Span)
+            .map_err(|_| format!("duration '{}' is too large", text.trim()))
     }
 }
 
@@ -97,45 +85,6 @@ impl fmt::Display for Span {
             humantime::format_duration(Duration::from_millis(self.0))
         )
     }
-}
-
-/// ISO-8601 durations of the forms `PnW` and `P[nD][T[nH][nM][n[.f]S]]`, in milliseconds.
-/// Years and months are refused: their length depends on the calendar.
-fn parse_iso8601(text: &str) -> Result<u64, String> {
-    let bad = || format!("invalid ISO-8601 duration '{text}'");
-    let upper = text.to_ascii_uppercase();
-    let body = upper.strip_prefix('P').ok_or_else(bad)?;
-    if body.is_empty() {
-        return Err(bad());
-    }
-    let mut total_ms: f64 = 0.0;
-    let mut in_time = false;
-    let mut number = String::new();
-    let mut saw_component = false;
-    for ch in body.chars() {
-        match ch {
-            'T' if !in_time && number.is_empty() => in_time = true,
-            '0'..='9' | '.' | ',' => number.push(if ch == ',' { '.' } else { ch }),
-            unit => {
-                let value: f64 = number.parse().map_err(|_| bad())?;
-                number.clear();
-                let unit_ms = match (in_time, unit) {
-                    (false, 'W') => 7.0 * 86_400_000.0,
-                    (false, 'D') => 86_400_000.0,
-                    (true, 'H') => 3_600_000.0,
-                    (true, 'M') => 60_000.0,
-                    (true, 'S') => 1000.0,
-                    _ => return Err(bad()),
-                };
-                total_ms += value * unit_ms;
-                saw_component = true;
-            }
-        }
-    }
-    if !number.is_empty() || !saw_component || !total_ms.is_finite() || total_ms > 1e15 {
-        return Err(bad());
-    }
-    Ok(total_ms.round() as u64)
 }
 
 impl Serialize for Span {

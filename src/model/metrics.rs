@@ -165,3 +165,16 @@ mod tests {
         assert_eq!(LatencyHistogram::default().quantile(0.5), None);
     }
 }
+
+/// Consecutive breaching intervals per metric of one deployment's analysis, carried from one
+/// interval to the next (SPEC §8.3 breach persistence) and kept in the store, so a restart of
+/// the control plane does not forget a pending breach.
+#[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BreachState {
+    pub cache_hit_rate: u32,
+    pub error_rate: u32,
+    pub p99_latency: u32,
+    /// Consecutive inconclusive intervals, for the engine's `maxExtension` decision.
+    pub inconclusive: u32,
+}

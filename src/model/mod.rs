@@ -7,6 +7,7 @@
 
 pub mod configuration;
 pub mod deployment;
+pub mod duration;
 pub mod edge_location;
 pub mod json;
 pub mod metrics;
@@ -19,8 +20,9 @@ pub use deployment::{
     EdgeDeploymentState, EdgeState, EngineCursor, EventKind, FailureAction, FieldError, Phase,
     RollbackConfig, SkippedLocation, Span, Strategy, Wave, Weekday,
 };
+pub use duration::{DurationError, parse_duration};
 pub use edge_location::{Capacity, EdgeHealth, EdgeLocation, EdgeType};
-pub use metrics::{LatencyHistogram, MetricsSample, PerformanceSnapshot};
+pub use metrics::{BreachState, LatencyHistogram, MetricsSample, PerformanceSnapshot};
 pub use timestamp::Timestamp;
 pub use user::{Role, User};
 

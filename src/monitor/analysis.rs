@@ -23,7 +23,8 @@
 //! - **AfterVsBefore**: the canary aggregate against the pre-deployment snapshot, with the same
 //!   relative-and-floor rule. Skipped when the snapshot saw no traffic.
 //!
-//! `maxRegression` is a fraction: 0.2 means "20 % worse than the reference". The absolute floors
+//! `maxRegression` is a percentage of the reference (20 means "20 % worse than the reference"),
+//! turned into a fraction where the relative rules use it ([`max_regression_fraction`]). The absolute floors
 //! ([`HIT_RATE_FLOOR_PP`], [`ERROR_RATE_FLOOR_PP`], [`P99_FLOOR_MS`]) keep relative rules from
 //! firing on tiny figures (0.02 % → 0.03 % errors is +50 % but nothing an operator acts on).
 //!
@@ -42,7 +43,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::aggregate::WindowTotals;
-use crate::model::{PerformanceSnapshot, Timestamp};
+pub use crate::model::BreachState;
+use crate::model::{PerformanceSnapshot, RollbackConfig, Timestamp};
 
 /// One-sided significance level of the Mann–Whitney test.
 pub const SIGNIFICANCE: f64 = 0.05;
@@ -69,41 +71,10 @@ pub const WARN_HIT_RATE_BELOW: f64 = 80.0;
 pub const WARN_P99_ABOVE_MS: f64 = 100.0;
 pub const WARN_ERROR_RATE_ABOVE: f64 = 1.0;
 
-/// The limits analysis judges against; a deployment's `RollbackConfig` maps onto it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct RollbackThresholds {
-    pub auto_rollback: bool,
-    /// Percent; roll back below.
-    pub cache_hit_rate_threshold: f64,
-    /// Percent; roll back above.
-    pub error_rate_threshold: f64,
-    /// Milliseconds; roll back above.
-    pub p99_latency_threshold_ms: f64,
-    /// Relative regression allowed against baseline or before, as a fraction (0.2 = 20 %).
-    pub max_regression: f64,
-    /// Fewest canary requests in the window for a verdict other than `Inconclusive`.
-    pub min_samples: u64,
-    /// Consecutive breaching intervals before a breach counts.
-    pub breach_intervals: u32,
-    /// Longest extension of a watch period while `Inconclusive`, in seconds; then the engine
-    /// pauses the deployment and alerts.
-    pub max_extension_seconds: u64,
-}
-
-impl Default for RollbackThresholds {
-    fn default() -> Self {
-        Self {
-            auto_rollback: true,
-            cache_hit_rate_threshold: 80.0,
-            error_rate_threshold: 1.0,
-            p99_latency_threshold_ms: 200.0,
-            max_regression: 0.2,
-            min_samples: 1000,
-            breach_intervals: 2,
-            max_extension_seconds: 600,
-        }
-    }
+/// `maxRegression` as the analysis uses it: the API and the stored RollbackConfig speak percent
+/// of the reference value (10 = 10 % worse), the relative rules a fraction (0.1).
+pub fn max_regression_fraction(thresholds: &RollbackConfig) -> f64 {
+    thresholds.max_regression / 100.0
 }
 
 /// One edge's totals over the analysis window.
@@ -133,7 +104,8 @@ impl GroupSample {
 /// What one interval's judgement looks at.
 #[derive(Clone, Debug, PartialEq, Default)]
 pub struct AnalysisInput {
-    pub thresholds: RollbackThresholds,
+    /// The deployment's limits (SPEC §2.5).
+    pub thresholds: RollbackConfig,
     pub canary: GroupSample,
     pub baseline: GroupSample,
     /// The deployment's `preDeploymentMetrics`, when taken.
@@ -228,21 +200,18 @@ pub struct Verdict {
     pub outcome: Outcome,
     pub reasons: Vec<Finding>,
     pub canary: GroupSummary,
-    pub baseline: GroupSummary,
+    /// The edges still on the old version; none in a wave where every target runs the new
+    /// version (the last step of a canary, a blue-green switch), judged without a baseline.
+    pub baseline: Option<GroupSummary>,
+    /// What stood in for the baseline when there was none ([`NO_BASELINE`]).
+    pub note: Option<String>,
     pub at: Timestamp,
 }
 
-/// Consecutive breaching intervals per metric, carried from one interval to the next (and
-/// persisted with the deployment so a restart does not forget a pending breach).
-#[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct BreachState {
-    pub cache_hit_rate: u32,
-    pub error_rate: u32,
-    pub p99_latency: u32,
-    /// Consecutive inconclusive intervals, for the engine's `maxExtension` decision.
-    pub inconclusive: u32,
-}
+/// The note of a verdict judged with no edge left on the old version: the deployment's
+/// absolute thresholds stand in for the canary-versus-baseline comparison (the comparison with
+/// the pre-deployment snapshot still applies when one was taken).
+pub const NO_BASELINE: &str = "no baseline: thresholds only";
 
 impl BreachState {
     fn count_mut(&mut self, metric: Metric) -> &mut u32 {
@@ -259,7 +228,14 @@ pub fn judge(input: &AnalysisInput, state: &mut BreachState, now: Timestamp) -> 
     let thresholds = &input.thresholds;
     let canary_totals = input.canary.aggregate();
     let canary = summary(&input.canary, &canary_totals);
-    let baseline = summary(&input.baseline, &input.baseline.aggregate());
+    let (baseline, note) = if input.baseline.edges.is_empty() {
+        (None, Some(NO_BASELINE.to_string()))
+    } else {
+        (
+            Some(summary(&input.baseline, &input.baseline.aggregate())),
+            None,
+        )
+    };
 
     if canary_totals.requests < thresholds.min_samples {
         state.inconclusive = state.inconclusive.saturating_add(1);
@@ -268,6 +244,7 @@ pub fn judge(input: &AnalysisInput, state: &mut BreachState, now: Timestamp) -> 
             reasons: Vec::new(),
             canary,
             baseline,
+            note,
             at: now,
         };
     }
@@ -323,6 +300,7 @@ pub fn judge(input: &AnalysisInput, state: &mut BreachState, now: Timestamp) -> 
         reasons: breaches,
         canary,
         baseline,
+        note,
         at: now,
     }
 }
@@ -366,11 +344,7 @@ fn floor(metric: Metric) -> f64 {
     }
 }
 
-fn threshold_finding(
-    metric: Metric,
-    value: f64,
-    thresholds: &RollbackThresholds,
-) -> Option<Finding> {
+fn threshold_finding(metric: Metric, value: f64, thresholds: &RollbackConfig) -> Option<Finding> {
     let limit = match metric {
         Metric::CacheHitRate => thresholds.cache_hit_rate_threshold,
         Metric::ErrorRate => thresholds.error_rate_threshold,
@@ -428,7 +402,11 @@ fn canary_vs_baseline(metric: Metric, input: &AnalysisInput) -> Option<Finding> 
     }
     let canary_median = median(&canary)?;
     let baseline_median = median(&baseline)?;
-    let limit = regression_limit(metric, baseline_median, input.thresholds.max_regression);
+    let limit = regression_limit(
+        metric,
+        baseline_median,
+        max_regression_fraction(&input.thresholds),
+    );
     if !is_above(canary_median, limit) {
         return None;
     }
@@ -475,7 +453,7 @@ fn after_vs_before(
     value: f64,
     canary_count: u64,
     before: &PerformanceSnapshot,
-    thresholds: &RollbackThresholds,
+    thresholds: &RollbackConfig,
 ) -> Option<Finding> {
     if before.sample_count == 0 {
         return None;
@@ -491,7 +469,7 @@ fn after_vs_before(
     let limit = regression_limit(
         metric,
         badness(metric, before_value),
-        thresholds.max_regression,
+        max_regression_fraction(thresholds),
     );
     if !is_above(badness(metric, value), limit) {
         return None;
@@ -754,9 +732,17 @@ mod tests {
             .collect()
     }
 
+    /// The limits the cases are written against: the defaults with 20 % allowed regression.
+    fn thresholds() -> RollbackConfig {
+        RollbackConfig {
+            max_regression: 20.0,
+            ..RollbackConfig::default()
+        }
+    }
+
     fn input(canary: Vec<EdgeWindow>, baseline: Vec<EdgeWindow>) -> AnalysisInput {
         AnalysisInput {
-            thresholds: RollbackThresholds::default(),
+            thresholds: thresholds(),
             canary: GroupSample { edges: canary },
             baseline: GroupSample { edges: baseline },
             before: Some(PerformanceSnapshot {
@@ -950,6 +936,67 @@ mod tests {
     }
 
     #[test]
+    fn max_regression_is_a_percentage_of_the_reference() {
+        let allowing = |percent: f64| RollbackConfig {
+            max_regression: percent,
+            ..RollbackConfig::default()
+        };
+        assert_eq!(max_regression_fraction(&allowing(20.0)), 0.2);
+        assert_eq!(max_regression_fraction(&allowing(0.0)), 0.0);
+        assert_eq!(max_regression_fraction(&allowing(150.0)), 1.5);
+        assert_eq!(max_regression_fraction(&RollbackConfig::default()), 0.1);
+
+        // A canary p99 of 90 ms against a baseline of 40 ms is 125 % worse: a regression
+        // when 20 % is allowed, none when 200 % is.
+        let judged = |percent: f64| {
+            let mut regressed = without_before(input(
+                degraded(5, 92.0, 0.2, 90.0),
+                healthy("base", 20, 5_000),
+            ));
+            regressed.thresholds = allowing(percent);
+            judge(&regressed, &mut BreachState::default(), NOW)
+        };
+        let strict = judged(20.0);
+        assert_eq!(strict.outcome, Outcome::Warn, "{:#?}", strict.reasons);
+        assert!(
+            strict
+                .reasons
+                .iter()
+                .any(|f| f.kind == FindingKind::CanaryVsBaseline && f.metric == Metric::P99Latency),
+            "{:#?}",
+            strict.reasons
+        );
+        let lenient = judged(200.0);
+        assert_eq!(lenient.outcome, Outcome::Pass, "{:#?}", lenient.reasons);
+    }
+
+    #[test]
+    fn a_wave_without_baseline_says_so_instead_of_zero_figures() {
+        let last_wave = input(healthy("canary", 9, 5_000), Vec::new());
+        let verdict = judge(&last_wave, &mut BreachState::default(), NOW);
+        assert_eq!(verdict.outcome, Outcome::Pass, "{:#?}", verdict.reasons);
+        assert_eq!(verdict.baseline, None);
+        assert_eq!(verdict.note.as_deref(), Some(NO_BASELINE));
+        let json = serde_json::to_value(&verdict).expect("json");
+        assert_eq!(json["note"], NO_BASELINE, "{json}");
+        assert!(json["baseline"].is_null(), "{json}");
+
+        // Thresholds still judge it.
+        let degraded_last_wave = input(degraded(9, 92.0, 9.0, 40.0), Vec::new());
+        let verdict = judge(&degraded_last_wave, &mut BreachState::default(), NOW);
+        assert_eq!(verdict.outcome, Outcome::Fail);
+        assert_eq!(verdict.note.as_deref(), Some(NO_BASELINE));
+
+        let with_baseline = judge(
+            &input(healthy("canary", 2, 5_000), healthy("base", 7, 5_000)),
+            &mut BreachState::default(),
+            NOW,
+        );
+        assert_eq!(with_baseline.note, None);
+        assert_eq!(with_baseline.baseline.map(|b| b.edge_count), Some(7));
+    }
+
+    #[test]
     fn mann_whitney_matches_textbook_values() {
         struct Known {
             x: Vec<f64>,
@@ -1078,13 +1125,13 @@ mod tests {
     #[test]
     fn hostile_thresholds_do_not_panic() {
         let mut hostile = input(healthy("canary", 3, 5_000), healthy("base", 3, 5_000));
-        hostile.thresholds = RollbackThresholds {
+        hostile.thresholds = RollbackConfig {
             cache_hit_rate_threshold: f64::NAN,
             error_rate_threshold: f64::INFINITY,
             p99_latency_threshold_ms: -1.0,
             max_regression: f64::NAN,
             breach_intervals: 0,
-            ..RollbackThresholds::default()
+            ..thresholds()
         };
         hostile.before = Some(PerformanceSnapshot {
             sample_count: 1,

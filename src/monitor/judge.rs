@@ -9,13 +9,13 @@ use futures_util::future::BoxFuture;
 use super::aggregate::{WindowStats, WindowTotals, to_snapshot};
 use super::alerts::{Alert, AlertKind, Notifier};
 use super::analysis::{
-    AnalysisInput, BreachState, EdgeWindow, GroupSample, Outcome, RollbackThresholds, Verdict,
-    judge,
+    AnalysisInput, BreachState, EdgeWindow, GroupSample, Outcome, Verdict, judge,
 };
-use crate::model::{Deployment, PerformanceSnapshot, RollbackConfig, Timestamp};
+use crate::app::SYSTEM_ACTOR;
+use crate::model::{Deployment, PerformanceSnapshot, Timestamp};
 use crate::rollout::engine::{AlertSink, Analysis, AnalysisAnswer, AnalysisRequest};
 use crate::rollout::{AlertKind as RolloutAlert, AnalysisOutcome};
-use crate::store::{Store, StoreError};
+use crate::store::{Command, CommandEnvelope, Store, StoreError};
 
 /// Longest stretch of recent data one interval's judgement looks at: recent enough that a
 /// regression shows within a couple of heartbeats, long enough to hold several samples.
@@ -29,21 +29,6 @@ const SNAPSHOT_WINDOW_MS: i64 = 5 * 60_000;
 
 /// Key under which a verdict's full JSON is kept in the timeline event's data.
 pub const VERDICT_KEY: &str = "verdict";
-
-/// Maps a deployment's RollbackConfig onto the analysis' thresholds.
-pub fn thresholds(config: &RollbackConfig) -> RollbackThresholds {
-    RollbackThresholds {
-        auto_rollback: config.auto_rollback,
-        cache_hit_rate_threshold: config.cache_hit_rate_threshold,
-        error_rate_threshold: config.error_rate_threshold,
-        p99_latency_threshold_ms: config.p99_latency_threshold_ms,
-        // The API speaks percent of the baseline; the analysis a fraction.
-        max_regression: config.max_regression / 100.0,
-        min_samples: config.min_samples,
-        breach_intervals: config.breach_intervals.max(1),
-        max_extension_seconds: config.max_extension.millis() / 1000,
-    }
-}
 
 /// Reads per-edge totals of `locations` over `[from, to)`.
 fn group(
@@ -105,8 +90,8 @@ fn answer(verdict: &Verdict) -> AnalysisAnswer {
         VERDICT_KEY.to_string(),
         serde_json::to_string(verdict).unwrap_or_default(),
     );
-    let (canary, baseline) = (&verdict.canary, &verdict.baseline);
-    for (key, value) in [
+    let canary = &verdict.canary;
+    let mut figures = vec![
         ("canaryRequests", canary.requests_total.to_string()),
         ("canaryErrorRate", format!("{:.3}", canary.error_rate)),
         (
@@ -117,16 +102,22 @@ fn answer(verdict: &Verdict) -> AnalysisAnswer {
             "canaryP99LatencyMs",
             format!("{:.1}", canary.p99_latency_ms),
         ),
-        ("baselineErrorRate", format!("{:.3}", baseline.error_rate)),
-        (
-            "baselineCacheHitRate",
-            format!("{:.2}", baseline.cache_hit_rate),
-        ),
-        (
-            "baselineP99LatencyMs",
-            format!("{:.1}", baseline.p99_latency_ms),
-        ),
-    ] {
+    ];
+    match &verdict.baseline {
+        Some(baseline) => figures.extend([
+            ("baselineErrorRate", format!("{:.3}", baseline.error_rate)),
+            (
+                "baselineCacheHitRate",
+                format!("{:.2}", baseline.cache_hit_rate),
+            ),
+            (
+                "baselineP99LatencyMs",
+                format!("{:.1}", baseline.p99_latency_ms),
+            ),
+        ]),
+        None => figures.push(("baseline", verdict.note.clone().unwrap_or_default())),
+    }
+    for (key, value) in figures {
         data.insert(key.to_string(), value);
     }
     let outcome = match verdict.outcome {
@@ -182,16 +173,53 @@ impl Analysis for MetricsAnalysis {
                 Err(error) => return unavailable(&error.to_string()),
             };
             let input = AnalysisInput {
-                thresholds: thresholds(&request.rollback_config),
+                thresholds: request.rollback_config.clone(),
                 canary,
                 baseline,
                 before: request.pre_deployment.clone(),
             };
-            let verdict = {
-                let mut all = breaches.lock().unwrap_or_else(|p| p.into_inner());
-                let state = all.entry(request.deployment_id.clone()).or_default();
-                judge(&input, state, now)
+            let known = breaches
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&request.deployment_id)
+                .cloned();
+            // A deployment this process has not judged yet may have a breach pending from
+            // before a restart.
+            let mut state = match known {
+                Some(state) => state,
+                None => {
+                    let id = request.deployment_id.clone();
+                    match store.read(move |r| r.breaches(&id)).await {
+                        Ok(state) => state,
+                        Err(error) => return unavailable(&error.to_string()),
+                    }
+                }
             };
+            let before = state.clone();
+            let verdict = judge(&input, &mut state, now);
+            if state != before {
+                let saved = store
+                    .apply(CommandEnvelope::new(
+                        SYSTEM_ACTOR,
+                        "",
+                        Command::SaveBreaches {
+                            deployment_id: request.deployment_id.clone(),
+                            breaches: state.clone(),
+                        },
+                    ))
+                    .await;
+                if let Err(error) = saved {
+                    tracing::error!(
+                        deployment_id = %request.deployment_id,
+                        %error,
+                        "cannot keep the pending breach counters"
+                    );
+                }
+            }
+            breaches
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(request.deployment_id.clone(), state);
             metrics::counter!("edgeplane_analysis_verdicts_total", "outcome" => format!("{:?}", verdict.outcome))
                 .increment(1);
             answer(&verdict)
@@ -233,6 +261,7 @@ fn alert_kind(kind: RolloutAlert, deployment: &Deployment) -> AlertKind {
         RolloutAlert::Warning => AlertKind::Warning,
         RolloutAlert::Stuck => AlertKind::StuckDeployment,
         RolloutAlert::Inconclusive => AlertKind::InconclusivePause,
+        RolloutAlert::Quarantined => AlertKind::Quarantine,
         RolloutAlert::WaveFailed | RolloutAlert::RollbackIncomplete | RolloutAlert::NoTargets => {
             AlertKind::DeploymentFailed
         }
@@ -257,5 +286,109 @@ impl AlertSink for Notifier {
             verdict,
             at: Timestamp::now(),
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{EdgeHealth, LatencyHistogram, MetricsSample, RollbackConfig};
+    use crate::rollout::AnalysisOutcome;
+    use crate::store::HeartbeatRecord;
+
+    /// One 10-second heartbeat of `location` ending at `at`, with `error_rate` percent errors.
+    fn beat(location: &str, at: Timestamp, error_rate: f64) -> HeartbeatRecord {
+        let requests = 5_000u64;
+        let errors = (requests as f64 * error_rate / 100.0).round() as u64;
+        let hits = requests * 92 / 100;
+        let mut latency = LatencyHistogram::default();
+        for _ in 0..requests {
+            latency.record(12.0);
+        }
+        HeartbeatRecord {
+            location_id: location.to_string(),
+            received_at: at,
+            health: EdgeHealth::default(),
+            active_configurations: Default::default(),
+            metrics: Some(MetricsSample {
+                interval_seconds: 10,
+                requests,
+                cache_hits: hits,
+                cache_misses: requests - hits,
+                errors4xx: 0,
+                errors5xx: errors,
+                bytes_sent: 0,
+                bytes_received: 0,
+                latency,
+            }),
+            started_at: None,
+        }
+    }
+
+    fn request(deployment_id: &str, now: Timestamp) -> AnalysisRequest {
+        AnalysisRequest {
+            deployment_id: deployment_id.to_string(),
+            configuration_id: "config-1".into(),
+            version: "1.1.0".into(),
+            rollback_config: RollbackConfig {
+                min_samples: 100,
+                ..RollbackConfig::default()
+            },
+            canary: vec!["canary-0".into(), "canary-1".into(), "canary-2".into()],
+            baseline: vec!["base-0".into(), "base-1".into(), "base-2".into()],
+            since: now.plus_millis(-20_000),
+            now,
+            pre_deployment: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_pending_breach_survives_a_restart_of_the_analysis() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let now = Timestamp::now();
+        {
+            let store = Store::open(dir.path()).expect("store");
+            // The canary's errors (1.5 %) breach the 1 % limit, not yet for two intervals.
+            let beats = ["canary-0", "canary-1", "canary-2"]
+                .iter()
+                .map(|l| beat(l, now, 1.5))
+                .chain(
+                    ["base-0", "base-1", "base-2"]
+                        .iter()
+                        .map(|l| beat(l, now, 0.2)),
+                )
+                .collect();
+            store
+                .apply(CommandEnvelope::new(
+                    SYSTEM_ACTOR,
+                    "",
+                    Command::RecordHeartbeats { beats },
+                ))
+                .await
+                .expect("heartbeats stored");
+            let analysis = MetricsAnalysis::new(store);
+            let first = analysis.analyze(request("deploy-1", now)).await;
+            assert!(
+                matches!(first.outcome, AnalysisOutcome::Warn { .. }),
+                "{:?}",
+                first.outcome
+            );
+        }
+        // A new control plane over the same data dir: the second breaching interval counts.
+        let store = Store::open(dir.path()).expect("reopened");
+        let analysis = MetricsAnalysis::new(store);
+        let second = analysis.analyze(request("deploy-1", now)).await;
+        assert!(
+            matches!(second.outcome, AnalysisOutcome::Fail { .. }),
+            "{:?}",
+            second.outcome
+        );
+        // Another deployment has no breach pending.
+        let other = analysis.analyze(request("deploy-2", now)).await;
+        assert!(
+            matches!(other.outcome, AnalysisOutcome::Warn { .. }),
+            "{:?}",
+            other.outcome
+        );
     }
 }

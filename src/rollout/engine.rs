@@ -29,9 +29,9 @@ use crate::model::{
     ConfigType, Deployment, DeploymentEvent, PerformanceSnapshot, RollbackConfig, Timestamp,
 };
 use crate::secrets::SecretBox;
-use crate::store::{Command, CommandEnvelope, Store, StoreError};
+use crate::store::{Applied, Command, CommandEnvelope, Store, StoreError};
 
-/// The source of time for the engine; tests drive a [`ManualClock`].
+/// The source of time for the engine: the seam through which tests drive time themselves.
 pub trait Clock: Send + Sync + 'static {
     fn now(&self) -> Timestamp;
 }
@@ -42,35 +42,6 @@ pub struct SystemClock;
 impl Clock for SystemClock {
     fn now(&self) -> Timestamp {
         Timestamp::now()
-    }
-}
-
-/// A clock that moves only when told to.
-pub struct ManualClock {
-    millis: std::sync::atomic::AtomicI64,
-}
-
-impl ManualClock {
-    pub fn new(start: Timestamp) -> Self {
-        Self {
-            millis: std::sync::atomic::AtomicI64::new(start.millis()),
-        }
-    }
-
-    pub fn advance(&self, by: Duration) {
-        self.millis
-            .fetch_add(by.as_millis() as i64, std::sync::atomic::Ordering::SeqCst);
-    }
-
-    pub fn set(&self, to: Timestamp) {
-        self.millis
-            .store(to.millis(), std::sync::atomic::Ordering::SeqCst);
-    }
-}
-
-impl Clock for ManualClock {
-    fn now(&self) -> Timestamp {
-        Timestamp(self.millis.load(std::sync::atomic::Ordering::SeqCst))
     }
 }
 
@@ -101,6 +72,51 @@ pub enum EdgeAnswer {
     Acked { latency_ms: u64 },
     Nacked { reason: String },
     Failed { error: String },
+}
+
+/// Why a version's push content could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ContentError {
+    #[error("version {version} of configuration {configuration_id} not found")]
+    NotFound {
+        configuration_id: String,
+        version: String,
+    },
+    #[error("cannot open the configuration's secrets: {0}")]
+    Secrets(String),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+}
+
+/// Reads a version's content and opens its sealed secrets for a push (`mode: apply`): what the
+/// engine and the reconciler both send.
+pub async fn load_content(
+    store: &Store,
+    secrets: &SecretBox,
+    configuration_id: &str,
+    version: &str,
+) -> Result<PushContent, ContentError> {
+    let (id, wanted) = (configuration_id.to_string(), version.to_string());
+    let (configuration, found) = store
+        .read(move |r| Ok((r.configuration(&id)?, r.version(&id, &wanted)?)))
+        .await?;
+    let (Some(configuration), Some(found)) = (configuration, found) else {
+        return Err(ContentError::NotFound {
+            configuration_id: configuration_id.to_string(),
+            version: version.to_string(),
+        });
+    };
+    let mut content = found.content;
+    crate::validate::open_secrets(configuration.config_type, &mut content, secrets)
+        .map_err(|e| ContentError::Secrets(e.to_string()))?;
+    Ok(PushContent {
+        configuration_id: configuration_id.to_string(),
+        version: version.to_string(),
+        config_type: configuration.config_type,
+        content: Arc::new(content),
+        metadata: found.metadata,
+        mode: PushMode::Apply,
+    })
 }
 
 /// How the engine reaches edges (the HTTP push client in production).
@@ -150,39 +166,9 @@ pub trait Analysis: Send + Sync + 'static {
     }
 }
 
-/// Analysis from health alone: the machine already fails a watch on NACKs and on target edges
-/// that stop heartbeating, so with no metrics every watch passes on those grounds.
-pub struct HealthOnlyAnalysis;
-
-impl Analysis for HealthOnlyAnalysis {
-    fn analyze(&self, _request: AnalysisRequest) -> BoxFuture<'static, AnalysisAnswer> {
-        Box::pin(async {
-            AnalysisAnswer {
-                outcome: AnalysisOutcome::Pass,
-                data: BTreeMap::from([("basis".to_string(), "edge health only".to_string())]),
-            }
-        })
-    }
-}
-
 /// Receives the engine's alerts (the monitor's notifier in production).
 pub trait AlertSink: Send + Sync + 'static {
     fn alert(&self, deployment: &Deployment, kind: AlertKind, message: &str);
-}
-
-/// Alerts to the log and a Prometheus counter only.
-pub struct LogAlerts;
-
-impl AlertSink for LogAlerts {
-    fn alert(&self, deployment: &Deployment, kind: AlertKind, message: &str) {
-        metrics::counter!("edgeplane_alerts_total", "kind" => format!("{kind:?}")).increment(1);
-        tracing::warn!(
-            deployment_id = %deployment.deployment_id,
-            configuration_id = %deployment.configuration_id,
-            kind = ?kind,
-            "{message}"
-        );
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -195,6 +181,21 @@ pub enum EngineError {
     Store(#[from] StoreError),
     #[error("the deployment engine has stopped")]
     Stopped,
+}
+
+impl From<ContentError> for EngineError {
+    fn from(error: ContentError) -> Self {
+        match error {
+            ContentError::NotFound {
+                configuration_id,
+                version,
+            } => EngineError::NotFound(format!(
+                "version {version} of configuration {configuration_id}"
+            )),
+            ContentError::Secrets(_) => EngineError::Conflict(error.to_string()),
+            ContentError::Store(error) => EngineError::Store(error),
+        }
+    }
 }
 
 impl From<StepError> for EngineError {
@@ -285,7 +286,6 @@ struct Loop {
     deployments: HashMap<String, Deployment>,
     contents: HashMap<(String, String), PushContent>,
     targets: HashMap<String, EdgeTarget>,
-    nack_counts: HashMap<(String, String, String), u32>,
     queue: mpsc::UnboundedSender<Message>,
     published: broadcast::Sender<Published>,
     running: Arc<Mutex<BTreeMap<String, RunningSummary>>>,
@@ -317,7 +317,6 @@ impl Engine {
             deployments: HashMap::new(),
             contents: HashMap::new(),
             targets: HashMap::new(),
-            nack_counts: HashMap::new(),
             queue: queue.clone(),
             published: published.clone(),
             running: running.clone(),
@@ -509,18 +508,17 @@ impl Loop {
                         continue;
                     };
                     if let Event::EdgeNacked { location, .. } = &event {
-                        let key = (
-                            location.clone(),
-                            deployment.configuration_id.clone(),
-                            deployment.configuration_version.clone(),
-                        );
-                        let count = self.nack_counts.entry(key).or_default();
-                        *count += 1;
-                        if *count == self.settings.quarantine_after {
-                            quarantine(&self.store, location, &deployment.configuration_id).await;
+                        let quarantined = record_nack(
+                            &self.store,
+                            location,
+                            deployment,
+                            self.settings.quarantine_after,
+                        )
+                        .await;
+                        if quarantined {
                             self.alerts.alert(
                                 deployment,
-                                AlertKind::WaveFailed,
+                                AlertKind::Quarantined,
                                 &format!(
                                     "edge {location} NACKed version {} {} times and is quarantined",
                                     deployment.configuration_version,
@@ -637,6 +635,7 @@ impl Loop {
                 continue;
             }
             for (index, event) in deployment.events.iter().enumerate().skip(*events_before) {
+                log_event(id, event);
                 let _ = self.published.send(Published {
                     deployment_id: id.clone(),
                     index,
@@ -736,6 +735,7 @@ impl Loop {
         Ok(actions)
     }
 
+    /// Caches the push content of a version (see [`load_content`]).
     async fn load_content(
         &mut self,
         configuration_id: &str,
@@ -745,32 +745,8 @@ impl Loop {
         if self.contents.contains_key(&key) {
             return Ok(());
         }
-        let (id, wanted) = key.clone();
-        let (configuration, found) = self
-            .store
-            .read(move |r| Ok((r.configuration(&id)?, r.version(&id, &wanted)?)))
-            .await?;
-        let (Some(configuration), Some(found)) = (configuration, found) else {
-            return Err(EngineError::NotFound(format!(
-                "version {version} of configuration {configuration_id}"
-            )));
-        };
-        let mut content = found.content;
-        crate::validate::open_secrets(configuration.config_type, &mut content, &self.secrets)
-            .map_err(|e| {
-                EngineError::Conflict(format!("cannot open the configuration's secrets: {e}"))
-            })?;
-        self.contents.insert(
-            key,
-            PushContent {
-                configuration_id: configuration_id.to_string(),
-                version: version.to_string(),
-                config_type: configuration.config_type,
-                content: Arc::new(content),
-                metadata: found.metadata,
-                mode: PushMode::Apply,
-            },
-        );
+        let content = load_content(&self.store, &self.secrets, configuration_id, version).await?;
+        self.contents.insert(key, content);
         Ok(())
     }
 
@@ -1021,18 +997,49 @@ impl Loop {
     }
 }
 
-async fn quarantine(store: &Store, location: &str, configuration_id: &str) {
+/// Deployment-level events (start, waves, verdicts, pauses, the end) go to the INFO log; the
+/// per-edge traffic of pushes, acks and rollbacks to DEBUG.
+fn log_event(deployment_id: &str, event: &DeploymentEvent) {
+    let kind = event.kind;
+    match &event.location_id {
+        Some(location_id) => {
+            tracing::debug!(deployment_id, %location_id, ?kind, "{}", event.message)
+        }
+        None => tracing::info!(deployment_id, ?kind, "{}", event.message),
+    }
+}
+
+/// Counts an edge's NACK of the deployment's version in the store, where the count outlives a
+/// restart; true when this NACK quarantined the edge.
+async fn record_nack(
+    store: &Store,
+    location: &str,
+    deployment: &Deployment,
+    quarantine_after: u32,
+) -> bool {
     let result = store
         .apply(CommandEnvelope::new(
             SYSTEM_ACTOR,
             "",
-            Command::SetEdgeQuarantine {
+            Command::RecordNack {
                 location_id: location.to_string(),
-                quarantined: true,
+                configuration_id: deployment.configuration_id.clone(),
+                version: deployment.configuration_version.clone(),
+                quarantine_after,
             },
         ))
         .await;
-    if let Err(error) = result {
-        tracing::error!(location, configuration_id, %error, "cannot quarantine edge");
+    match result {
+        Ok(Applied::Nack { quarantined, .. }) => quarantined,
+        Ok(_) => false,
+        Err(error) => {
+            tracing::error!(
+                location,
+                configuration_id = %deployment.configuration_id,
+                %error,
+                "cannot count the edge's NACK"
+            );
+            false
+        }
     }
 }

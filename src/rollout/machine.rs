@@ -165,6 +165,8 @@ pub enum AlertKind {
     RolledBack,
     RollbackIncomplete,
     NoTargets,
+    /// An edge NACKed the same version `quarantine_after` times and is left out from now on.
+    Quarantined,
 }
 
 /// What the engine must do after a step.

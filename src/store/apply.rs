@@ -379,9 +379,14 @@ fn apply_in(txn: &WriteTransaction, envelope: &CommandEnvelope) -> Result<Applie
         Command::SetEdgeQuarantine {
             location_id,
             quarantined,
-        } => update_edge(txn, location_id, |record| {
-            record.location.is_quarantined = *quarantined;
-        }),
+        } => {
+            if !*quarantined {
+                super::counters::forget_nacks(txn, location_id)?;
+            }
+            update_edge(txn, location_id, |record| {
+                record.location.is_quarantined = *quarantined;
+            })
+        }
         Command::DeleteEdge { location_id } => {
             let mut edges = txn.open_table(EDGES)?;
             if edges.remove(location_id.as_str())?.is_none() {
@@ -390,6 +395,7 @@ fn apply_in(txn: &WriteTransaction, envelope: &CommandEnvelope) -> Result<Applie
                 )));
             }
             super::series::delete_edge(txn, location_id)?;
+            super::counters::forget_nacks(txn, location_id)?;
             let mut desired = txn.open_table(DESIRED)?;
             let keys: Vec<String> = desired
                 .range((location_id.as_str(), "")..)?
@@ -465,6 +471,22 @@ fn apply_in(txn: &WriteTransaction, envelope: &CommandEnvelope) -> Result<Applie
                 .insert(THRESHOLDS_KEY, codec::encode(thresholds)?.as_slice())?;
             Ok(Applied::Nothing)
         }
+        Command::RecordNack {
+            location_id,
+            configuration_id,
+            version,
+            quarantine_after,
+        } => super::counters::record_nack(
+            txn,
+            location_id,
+            configuration_id,
+            version,
+            *quarantine_after,
+        ),
+        Command::SaveBreaches {
+            deployment_id,
+            breaches,
+        } => super::counters::save_breaches(txn, deployment_id, breaches),
         Command::SetFreeze { freeze } => {
             let mut meta = txn.open_table(META)?;
             match freeze {

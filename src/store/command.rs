@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::model::{
-    Bump, Configuration, ConfigurationVersion, Deployment, EdgeHealth, EdgeLocation, MetricsSample,
-    RollbackConfig, Timestamp, User,
+    BreachState, Bump, Configuration, ConfigurationVersion, Deployment, EdgeHealth, EdgeLocation,
+    MetricsSample, RollbackConfig, Timestamp, User,
 };
 
 /// An edge location with the secrets kept beside it (never shown by the API).
@@ -136,6 +136,19 @@ pub enum Command {
     SetThresholds {
         thresholds: RollbackConfig,
     },
+    /// An edge NACKed a version once more; the NACK that reaches `quarantine_after`
+    /// quarantines it (SPEC §7 common rules).
+    RecordNack {
+        location_id: String,
+        configuration_id: String,
+        version: String,
+        quarantine_after: u32,
+    },
+    /// The pending breach counters of a deployment's analysis (SPEC §8.3).
+    SaveBreaches {
+        deployment_id: String,
+        breaches: BreachState,
+    },
 }
 
 /// A global stop of rollouts (SPEC §7).
@@ -187,7 +200,8 @@ impl Command {
                 ("quarantine", "edge-location", location_id.clone())
             }
             DeleteEdge { location_id } => ("delete", "edge-location", location_id.clone()),
-            RecordHeartbeats { .. } => return None,
+            RecordHeartbeats { .. } | SaveBreaches { .. } => return None,
+            RecordNack { location_id, .. } => ("nack", "edge-location", location_id.clone()),
             // Deployment progress is on the deployment's own timeline; its creation and every
             // operator action are audited.
             SaveDeployment { deployment, .. } => {
@@ -238,6 +252,11 @@ impl Command {
             ),
             UpdateEdge { changes, .. } => format!("endpoint {}", changes.endpoint),
             SetEdgeQuarantine { quarantined, .. } => format!("quarantined = {quarantined}"),
+            RecordNack {
+                configuration_id,
+                version,
+                ..
+            } => format!("NACKed {configuration_id} version {version}"),
             SaveDeployment { deployment, .. } => format!(
                 "{:?} of {} version {}: {:?}",
                 deployment.strategy,
@@ -306,4 +325,9 @@ pub enum Applied {
     Version(Box<ConfigurationVersion>),
     Edge(Box<EdgeRecord>),
     Deployment(Box<Deployment>),
+    /// NACKs counted so far, and whether this one quarantined the edge.
+    Nack {
+        count: u32,
+        quarantined: bool,
+    },
 }

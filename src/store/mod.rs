@@ -9,6 +9,7 @@
 mod apply;
 pub mod codec;
 pub mod command;
+mod counters;
 pub mod series;
 
 use std::path::{Path, PathBuf};

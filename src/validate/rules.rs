@@ -87,63 +87,17 @@ pub(crate) fn effective_pattern(content: &Value) -> &str {
         .unwrap_or("/**")
 }
 
-/// A duration in milliseconds from an integer (whole seconds) or text: `250ms`, `30s`, `5m`,
-/// `1h`, a bare number of seconds, or a simple ISO 8601 duration (`PT30S`, `PT1M30S`,
-/// `PT0.5S`). `None` for anything else, negative values included.
+/// A duration in milliseconds from an integer (whole seconds) or text in the product's one
+/// duration syntax (`500ms`, `30s`, `PT30S`, a bare number of seconds). `None` for anything
+/// else, negative values included.
 pub(crate) fn duration_millis(value: &Value) -> Option<u64> {
     match value {
         Value::Number(number) => number.as_u64()?.checked_mul(1000),
-        Value::String(text) => parse_duration_text(text.trim()),
+        Value::String(text) => crate::model::parse_duration(text)
+            .ok()
+            .and_then(|d| u64::try_from(d.as_millis()).ok()),
         _ => None,
     }
-}
-
-fn parse_duration_text(text: &str) -> Option<u64> {
-    if let Some(iso) = text.strip_prefix("PT").or_else(|| text.strip_prefix("pt")) {
-        return parse_iso_time(iso);
-    }
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let unit_millis = match unit.trim() {
-        "ms" => 1.0,
-        "" | "s" => 1000.0,
-        "m" => 60_000.0,
-        "h" => 3_600_000.0,
-        _ => return None,
-    };
-    to_millis(number, unit_millis)
-}
-
-fn parse_iso_time(mut rest: &str) -> Option<u64> {
-    if rest.is_empty() {
-        return None;
-    }
-    let mut total = 0u64;
-    while !rest.is_empty() {
-        let split = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
-        let (number, tail) = rest.split_at(split);
-        let mut tail_chars = tail.chars();
-        let unit_millis = match tail_chars.next()?.to_ascii_uppercase() {
-            'H' => 3_600_000.0,
-            'M' => 60_000.0,
-            'S' => 1000.0,
-            _ => return None,
-        };
-        total = total.checked_add(to_millis(number, unit_millis)?)?;
-        rest = tail_chars.as_str();
-    }
-    Some(total)
-}
-
-fn to_millis(number: &str, unit_millis: f64) -> Option<u64> {
-    if number.is_empty() || number.len() > 20 {
-        return None;
-    }
-    let value: f64 = number.parse().ok()?;
-    let millis = (value * unit_millis).round();
-    (millis.is_finite() && (0.0..=u64::MAX as f64 / 2.0).contains(&millis)).then_some(millis as u64)
 }
 
 /// Whether `host` is a DNS name (letters, digits, hyphens; labels of 1–63; 253 in all).
@@ -260,7 +214,7 @@ mod tests {
             (json!("PT1M30S"), Some(90_000)),
             (json!("PT0.5S"), Some(500)),
             (json!("PT"), None),
-            (json!("P1D"), None),
+            (json!("P1D"), Some(86_400_000)),
             (json!("-5s"), None),
             (json!(-5), None),
             (json!("5 parsecs"), None),

@@ -1,11 +1,11 @@
 //! Shared harness of the API tests: an app on a temp dir driven in-process through
-//! `api::router`, login and user helpers, typical content of every configuration type, and
-//! the check of the SPEC §5 error shape.
+//! `api::router`, login and user helpers, typical content of every configuration type, the
+//! check of the SPEC §5 error shape, and a clock for the deployment engine that tests move.
 
 // Each test file compiles this module on its own and uses a different part of it.
 #![allow(dead_code)]
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 
 use axum::Router;
 use axum::body::Body;
@@ -18,6 +18,9 @@ use tower::ServiceExt;
 
 use edgeplane::app::AppState;
 use edgeplane::config::{LimitSettings, Settings};
+use edgeplane::model::Timestamp;
+use edgeplane::rollout::AnalysisOutcome;
+use edgeplane::rollout::engine::{Analysis, AnalysisAnswer, AnalysisRequest, Clock};
 
 /// The bootstrap admin's password in every test app.
 pub(crate) const ADMIN_PASSWORD: &str = "admin-password-for-tests";
@@ -341,4 +344,55 @@ pub(crate) fn assert_error_shape(headers: &HeaderMap, body: &Value) {
 
 pub(crate) fn is_rfc3339(text: &str) -> bool {
     time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).is_ok()
+}
+
+/// A clock that moves only when told to: the deployment engine's time in tests that jump
+/// over hours of waiting (geographic waves) instead of sleeping through them.
+pub(crate) struct ManualClock {
+    millis: AtomicI64,
+}
+
+impl ManualClock {
+    pub(crate) fn new(start: Timestamp) -> Self {
+        Self {
+            millis: AtomicI64::new(start.millis()),
+        }
+    }
+
+    pub(crate) fn set(&self, to: Timestamp) {
+        self.millis.store(to.millis(), Ordering::SeqCst);
+    }
+
+    pub(crate) fn advance(&self, by: std::time::Duration) {
+        let by = i64::try_from(by.as_millis()).unwrap_or(i64::MAX);
+        self.millis.fetch_add(by, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Timestamp {
+        Timestamp(self.millis.load(Ordering::SeqCst))
+    }
+}
+
+/// Analysis from edge health alone: the engine already fails a watch on NACKs and on target
+/// edges that fall silent, so every metric verdict passes. For tests whose engine clock runs
+/// away from the wall-clock time the metrics are stored at.
+pub(crate) struct HealthOnlyAnalysis;
+
+impl Analysis for HealthOnlyAnalysis {
+    fn analyze(
+        &self,
+        _request: AnalysisRequest,
+    ) -> futures_util::future::BoxFuture<'static, AnalysisAnswer> {
+        Box::pin(async {
+            AnalysisAnswer {
+                outcome: AnalysisOutcome::Pass,
+                data: std::collections::BTreeMap::from([(
+                    "basis".to_string(),
+                    "edge health only".to_string(),
+                )]),
+            }
+        })
+    }
 }
