@@ -9,6 +9,7 @@
 mod apply;
 pub mod codec;
 pub mod command;
+pub mod ring;
 pub mod series;
 
 use std::path::{Path, PathBuf};

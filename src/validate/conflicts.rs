@@ -2,8 +2,8 @@
 //!
 //! * Rules with a path pattern (all types but `SSLCertificate`; a rule without `pathPattern`
 //!   applies to every path, `/**`) conflict with rules of the same type whose patterns
-//!   overlap (some path is matched by both, see `glob`): a warning naming the other
-//!   configuration. The same pattern with different content is an error, since the edge
+//!   overlap (some path is matched by both, see `protocol::path_pattern`): a warning naming
+//!   the other configuration. The same pattern with different content is an error, since the edge
 //!   could apply either; the same pattern with the same content is a warning (a duplicate).
 //! * Certificates conflict when they list the same domain (case-insensitive): a warning,
 //!   since the edge must pick one of them.
@@ -11,8 +11,9 @@
 use serde_json::Value;
 
 use super::rules::{effective_pattern, shorten, strings};
-use super::{OtherConfiguration, ValidationReport, glob};
+use super::{OtherConfiguration, ValidationReport};
 use crate::model::ConfigType;
+use crate::protocol::path_pattern;
 
 pub(crate) fn check(
     configuration_id: Option<&str>,
@@ -56,7 +57,7 @@ pub(crate) fn check(
                     ),
                 );
             }
-        } else if glob::overlaps(pattern, other_pattern) {
+        } else if path_pattern::overlaps(pattern, other_pattern) {
             report.warning(
                 "content.pathPattern",
                 format!(

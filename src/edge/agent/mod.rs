@@ -37,12 +37,11 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use super::http::{EdgeService, router, shutdown_signal};
-use super::protocol::{
-    ActiveConfiguration, ActiveConfigurations, Heartbeat, PushMode, PushReply, PushRequest,
-    RollbackRequest, is_safe_name,
-};
-use super::push::{PushOptions, build_http_client, chain};
 use crate::model::{ConfigType, EdgeHealth, MetricsSample, Timestamp};
+use crate::protocol::{
+    ActiveConfiguration, ActiveConfigurations, Heartbeat, PushMode, PushReply, PushRequest,
+    RollbackRequest, chain, http_client, is_safe_name,
+};
 
 /// Longest command output quoted in a NACK reason.
 const OUTPUT_LIMIT: usize = 2048;
@@ -465,7 +464,7 @@ impl Agent {
         if request.content.is_null() {
             return Err("content is required".into());
         }
-        let checksum = crate::validate::checksum(&request.content);
+        let checksum = crate::protocol::checksum(&request.content);
         if !checksum.eq_ignore_ascii_case(&request.checksum) {
             return Err(format!(
                 "checksum mismatch: content hashes to {checksum}, push says {}",
@@ -885,11 +884,7 @@ async fn rollback_through_running_agent(
 ) -> Option<PushReply> {
     let address = std::fs::read_to_string(config.state_dir.join(ADDRESS_FILE)).ok()?;
     let address: SocketAddr = address.trim().parse().ok()?;
-    let client = build_http_client(&PushOptions {
-        timeout: Duration::from_secs(2),
-        ..PushOptions::default()
-    })
-    .ok()?;
+    let client = http_client(Duration::from_secs(2), 1, None).ok()?;
     let response = client
         .post(format!(
             "http://{address}/edge/v1/configurations/{configuration_id}/rollback"
@@ -907,11 +902,11 @@ async fn rollback_through_running_agent(
 
 async fn heartbeat_loop(agent: Arc<Agent>, mut stop: watch::Receiver<bool>) {
     let interval = agent.config.heartbeat_interval;
-    let client = match build_http_client(&PushOptions {
-        timeout: interval.min(Duration::from_secs(10)),
-        ca_file: agent.config.ca_file.clone(),
-        ..PushOptions::default()
-    }) {
+    let client = match http_client(
+        interval.min(Duration::from_secs(10)),
+        2,
+        agent.config.ca_file.as_deref(),
+    ) {
         Ok(client) => client,
         Err(error) => {
             tracing::error!(%error, "heartbeats disabled");

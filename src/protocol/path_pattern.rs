@@ -1,4 +1,6 @@
-//! Path patterns as operators write them (`/static/*`, `/api/**`): matching and overlap.
+//! What a `pathPattern` matches, for the control plane (validation, conflicts) and the edges
+//! alike: matching and overlap of path patterns as operators write them (`/static/*`,
+//! `/api/**`).
 //!
 //! Semantics: `**` matches any run of characters including `/` (also none); `*` matches any
 //! run of characters without `/` (also none); every other character matches itself. There is
