@@ -1,10 +1,11 @@
 //! The conflict layer (SPEC §3, layer 3): a configuration against the others already stored.
 //!
 //! * Rules with a path pattern (all types but `SSLCertificate`; a rule without `pathPattern`
-//!   applies to every path, `/**`) conflict with rules of the same type whose patterns
+//!   applies to every path, `/*`) conflict with rules of the same type whose patterns
 //!   overlap (some path is matched by both, see `protocol::path_pattern`): a warning naming
-//!   the other configuration. The same pattern with different content is an error, since the edge
-//!   could apply either; the same pattern with the same content is a warning (a duplicate).
+//!   the other configuration. The same pattern with different content is an error, since the
+//!   edge could apply either; the same pattern with the same content is a warning (a
+//!   duplicate).
 //! * Certificates conflict when they list the same domain (case-insensitive): a warning,
 //!   since the edge must pick one of them.
 
@@ -139,8 +140,14 @@ mod tests {
             ),
         ];
         // (content, errors, warnings) — each message fragment names the other configuration.
-        let cases: [(ConfigType, Value, &[&str], &[&str]); 7] = [
+        let cases: [(ConfigType, Value, &[&str], &[&str]); 8] = [
             (ConfigType::CacheRule, cache("/images/*", 60), &[], &[]),
+            (
+                ConfigType::CacheRule,
+                cache("/static/js/*", 60),
+                &[],
+                &["Path pattern overlaps with existing configuration 'config-a'"],
+            ),
             (
                 ConfigType::CacheRule,
                 cache("/static/*.js", 60),
