@@ -10,8 +10,10 @@ use std::time::{Duration, Instant};
 use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::routing::post;
-use edgeplane::edge::{Fleet, PushClient, PushOptions, PushOutcome, PushRequest, SimulateOptions};
+use edgeplane::edge::{Fleet, SimulateOptions};
+use edgeplane::fleet::{PushClient, PushOptions, PushOutcome};
 use edgeplane::model::ConfigType;
+use edgeplane::protocol::PushRequest;
 use serde_json::{Value, json};
 
 const EDGES: usize = 1000;

@@ -13,8 +13,8 @@ use rand::RngCore;
 
 use crate::auth::{RateLimits, TokenIssuer, hash_password};
 use crate::config::Settings;
-use crate::edge::{PushClient, PushOptions};
 use crate::fleet::HeartbeatIntake;
+use crate::fleet::{PushClient, PushOptions};
 use crate::model::{Role, RollbackConfig, Timestamp, User};
 use crate::monitor::alerts::{Notifier, NotifierConfig, WebhookConfig};
 use crate::monitor::judge::MetricsAnalysis;

@@ -12,11 +12,9 @@ use std::time::{Duration, Instant};
 use axum::extract::{Path as UrlPath, State};
 use axum::http::HeaderMap;
 use axum::routing::post;
-use edgeplane::edge::{
-    ActiveConfigurations, Heartbeat, PushClient, PushError, PushMode, PushOptions, PushOutcome,
-    PushRequest,
-};
+use edgeplane::fleet::{PushClient, PushError, PushOptions, PushOutcome};
 use edgeplane::model::ConfigType;
+use edgeplane::protocol::{ActiveConfigurations, Heartbeat, PushMode, PushRequest};
 use serde_json::{Value, json};
 
 const TOKEN: &str = "edge-token-us-east-1";

@@ -566,7 +566,7 @@ async fn conflicts_name_the_overlapping_configuration() {
     let token = app.admin.clone();
     let base = unique("/overlap");
     let first = app
-        .create_config(&token, "CacheRule", cache_rule(&format!("{base}/**")))
+        .create_config(&token, "CacheRule", cache_rule(&format!("{base}/*")))
         .await;
     let second = app
         .create_config(&token, "CacheRule", cache_rule(&format!("{base}/images/*")))

@@ -5,8 +5,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use edgeplane::edge::{PushClient, PushError, PushOptions, PushOutcome, PushRequest};
+use edgeplane::fleet::{PushClient, PushError, PushOptions, PushOutcome};
 use edgeplane::model::ConfigType;
+use edgeplane::protocol::PushRequest;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;

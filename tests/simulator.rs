@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{post, put};
-use edgeplane::edge::{
-    Fleet, Heartbeat, PushClient, PushError, PushOptions, PushOutcome, PushRequest, SimulateOptions,
-};
+use edgeplane::edge::{Fleet, SimulateOptions};
+use edgeplane::fleet::{PushClient, PushError, PushOptions, PushOutcome};
 use edgeplane::model::ConfigType;
+use edgeplane::protocol::{Heartbeat, PushRequest};
 use serde_json::{Value, json};
 
 const ADMIN: &str = "admin-token";

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use sha2::{Digest, Sha256};
 
-use super::protocol::{ActiveConfigurations, PushReply, PushRequest, RollbackRequest};
+use crate::protocol::{ActiveConfigurations, PushReply, PushRequest, RollbackRequest};
 
 /// What an edge does behind the door. The seam the agent (files and commands) and the
 /// simulator (memory) implement.

@@ -17,13 +17,12 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::http::{EdgeService, router, shutdown_signal};
-use super::protocol::{
-    ActiveConfiguration, ActiveConfigurations, EdgeRegistration, Heartbeat, PushMode, PushReply,
-    PushRequest, RollbackRequest,
-};
-use super::push::{PushOptions, build_http_client};
 use crate::model::metrics::LATENCY_BUCKETS_MS;
 use crate::model::{ConfigType, EdgeHealth, LatencyHistogram, MetricsSample, Timestamp};
+use crate::protocol::{
+    ActiveConfiguration, ActiveConfigurations, EdgeRegistration, Heartbeat, PushMode, PushReply,
+    PushRequest, RollbackRequest, http_client,
+};
 
 /// Settings of a simulated fleet.
 #[derive(Clone, Debug)]
@@ -321,7 +320,7 @@ impl SimEdge {
             if request.content.is_null() {
                 return nacked("content is required");
             }
-            let checksum = crate::validate::checksum(&request.content);
+            let checksum = crate::protocol::checksum(&request.content);
             if !checksum.eq_ignore_ascii_case(&request.checksum) {
                 return nacked(&format!(
                     "checksum mismatch: content hashes to {checksum}, push says {}",
@@ -648,10 +647,7 @@ impl Fleet {
             stop,
             tasks,
         };
-        let client = build_http_client(&PushOptions {
-            timeout: Duration::from_secs(10),
-            ..PushOptions::default()
-        })?;
+        let client = http_client(Duration::from_secs(10), 2, None).map_err(anyhow::Error::msg)?;
         let base = opts.control_plane.trim_end_matches('/').to_owned();
         let registered: Vec<anyhow::Result<()>> = futures_util::stream::iter(fleet.edges.clone())
             .map(|edge| register(&client, &base, &opts.admin_token, edge))

@@ -9,8 +9,9 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use tokio::task::JoinHandle;
 
-use crate::edge::{ReconcileAction, plan};
+use super::drift::{ReconcileAction, plan};
 use crate::model::{EdgeLocation, Timestamp};
+use crate::protocol::PushMode;
 use crate::rollout::engine::{
     EdgeAnswer, EdgeTarget, EdgeTransport, Engine, PushContent, load_content,
 };

@@ -154,7 +154,7 @@ pub enum Event {
 }
 
 /// Pushes use the edge protocol's modes.
-pub use crate::edge::protocol::PushMode;
+pub use crate::protocol::PushMode;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AlertKind {

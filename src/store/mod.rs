@@ -10,6 +10,7 @@ mod apply;
 pub mod codec;
 pub mod command;
 mod counters;
+pub mod ring;
 pub mod series;
 
 use std::path::{Path, PathBuf};

@@ -2,7 +2,7 @@
 //! `(edge_id, slot)`, values postcard `StoredSample`s.
 //!
 //! The layout, the write rule, the read rule across the 6-hour boundary and the fixed storage
-//! per edge are documented in `monitor::ring`; this file only applies them to redb. The
+//! per edge are documented in `store::ring`; this file only applies them to redb. The
 //! functions take a `Database` or a transaction rather than a store handle so the caller decides
 //! batching and durability: heartbeats of many edges go into one write transaction.
 //!
@@ -14,8 +14,8 @@ use redb::{
 };
 use thiserror::Error;
 
+use super::ring::{self, Resolution, RingError, StoredSample};
 use crate::model::{MetricsSample, Timestamp};
-use crate::monitor::ring::{self, Resolution, RingError, StoredSample};
 
 const SERIES_10S: TableDefinition<(&str, u32), &[u8]> = TableDefinition::new("series_10s");
 const SERIES_1M: TableDefinition<(&str, u32), &[u8]> = TableDefinition::new("series_1m");
@@ -92,7 +92,7 @@ pub fn write_samples(
 }
 
 /// The samples of one edge with interval starts in `[from, to)`, oldest first: minute roll-ups
-/// before the 6-hour cutoff and 10-second samples after it (see `monitor::ring`).
+/// before the 6-hour cutoff and 10-second samples after it (see `store::ring`).
 pub fn read_range(
     db: &Database,
     edge_id: &str,

@@ -1,18 +1,20 @@
 //! The conflict layer (SPEC §3, layer 3): a configuration against the others already stored.
 //!
 //! * Rules with a path pattern (all types but `SSLCertificate`; a rule without `pathPattern`
-//!   applies to every path, `/**`) conflict with rules of the same type whose patterns
-//!   overlap (some path is matched by both, see `glob`): a warning naming the other
-//!   configuration. The same pattern with different content is an error, since the edge
-//!   could apply either; the same pattern with the same content is a warning (a duplicate).
+//!   applies to every path, `/*`) conflict with rules of the same type whose patterns
+//!   overlap (some path is matched by both, see `protocol::path_pattern`): a warning naming
+//!   the other configuration. The same pattern with different content is an error, since the
+//!   edge could apply either; the same pattern with the same content is a warning (a
+//!   duplicate).
 //! * Certificates conflict when they list the same domain (case-insensitive): a warning,
 //!   since the edge must pick one of them.
 
 use serde_json::Value;
 
 use super::rules::{effective_pattern, shorten, strings};
-use super::{OtherConfiguration, ValidationReport, glob};
+use super::{OtherConfiguration, ValidationReport};
 use crate::model::ConfigType;
+use crate::protocol::path_pattern;
 
 pub(crate) fn check(
     configuration_id: Option<&str>,
@@ -56,7 +58,7 @@ pub(crate) fn check(
                     ),
                 );
             }
-        } else if glob::overlaps(pattern, other_pattern) {
+        } else if path_pattern::overlaps(pattern, other_pattern) {
             report.warning(
                 "content.pathPattern",
                 format!(
@@ -138,8 +140,14 @@ mod tests {
             ),
         ];
         // (content, errors, warnings) — each message fragment names the other configuration.
-        let cases: [(ConfigType, Value, &[&str], &[&str]); 7] = [
+        let cases: [(ConfigType, Value, &[&str], &[&str]); 8] = [
             (ConfigType::CacheRule, cache("/images/*", 60), &[], &[]),
+            (
+                ConfigType::CacheRule,
+                cache("/static/js/*", 60),
+                &[],
+                &["Path pattern overlaps with existing configuration 'config-a'"],
+            ),
             (
                 ConfigType::CacheRule,
                 cache("/static/*.js", 60),

@@ -1,5 +1,5 @@
 //! Validation of configuration content (SPEC §3): schema, safety rules, conflicts; plus the
-//! diff between versions, canonical JSON and the handling of secrets inside content.
+//! diff between versions and the handling of secrets inside content.
 //!
 //! Findings name the offending value by a dotted path from the request body: `content.ttl`,
 //! `content.origins.0.weight`, `content.cors.allowOrigins.2`. Array items are addressed by
@@ -9,10 +9,8 @@
 //! Everything here is pure: no I/O, and the clock comes in as a value.
 
 mod cache;
-pub mod canonical;
 mod conflicts;
 pub mod diff;
-mod glob;
 mod response;
 mod routing;
 mod rules;
@@ -25,7 +23,6 @@ use serde_json::Value;
 use crate::model::{ConfigType, Timestamp};
 use crate::secrets::{SecretBox, SecretError};
 
-pub use canonical::{canonical_json, checksum};
 pub use diff::{Change, ChangeType, DiffError, DiffResult, Summary, apply, diff};
 pub use security::is_country_code;
 

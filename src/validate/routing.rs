@@ -18,8 +18,8 @@ use regex::{Regex, RegexBuilder};
 use serde_json::Value;
 
 use super::ValidationReport;
-use super::glob;
 use super::rules::{self, shorten};
+use crate::protocol::path_pattern;
 
 const MAX_RETRY_ATTEMPTS: u64 = 10;
 const CIRCUIT_BREAKER_MIN_MS: u64 = 1_000;
@@ -283,13 +283,16 @@ fn find_loop(pattern: &str, regex: &Regex, from: &str, to: &str) -> Option<(Stri
         .chars()
         .take_while(|c| !"\\.+*?()|[]{}^$".contains(*c))
         .collect();
-    let probes = [glob::sample_path(pattern), format!("{literal_prefix}x")];
+    let probes = [
+        path_pattern::sample_path(pattern),
+        format!("{literal_prefix}x"),
+    ];
     probes.into_iter().find_map(|probe| {
-        if !glob::matches(pattern, &probe) || !regex.is_match(&probe) {
+        if !path_pattern::matches(pattern, &probe) || !regex.is_match(&probe) {
             return None;
         }
         let rewritten = regex.replace(&probe, to).into_owned();
-        (glob::matches(pattern, &rewritten) && regex.is_match(&rewritten))
+        (path_pattern::matches(pattern, &rewritten) && regex.is_match(&rewritten))
             .then_some((probe, rewritten))
     })
 }

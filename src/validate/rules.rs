@@ -79,12 +79,12 @@ pub(crate) fn check_path_pattern(report: &mut ValidationReport, content: &Value)
     }
 }
 
-/// The pattern a rule applies to, `/**` (every path) when it names none.
+/// The pattern a rule applies to, `/*` (every path) when it names none.
 pub(crate) fn effective_pattern(content: &Value) -> &str {
     content
         .get("pathPattern")
         .and_then(Value::as_str)
-        .unwrap_or("/**")
+        .unwrap_or("/*")
 }
 
 /// A duration in milliseconds from an integer (whole seconds) or text in the product's one

@@ -199,7 +199,7 @@ impl StoredSample {
     fn add(&mut self, sample: &MetricsSample, resolution: Resolution) {
         let cap = u32::try_from(resolution.interval_ms() / 1000).unwrap_or(u32::MAX);
         let seconds = if sample.interval_seconds == 0 {
-            super::aggregate::DEFAULT_INTERVAL_SECONDS
+            crate::monitor::aggregate::DEFAULT_INTERVAL_SECONDS
         } else {
             sample.interval_seconds
         };
@@ -215,7 +215,7 @@ impl StoredSample {
             bounds_ms: Vec::new(),
             counts: std::mem::take(&mut self.latency_counts),
         };
-        super::aggregate::merge_histogram(&mut latency, &sample.latency);
+        crate::monitor::aggregate::merge_histogram(&mut latency, &sample.latency);
         self.latency_counts = latency.counts;
     }
 

@@ -1,6 +1,6 @@
-//! Reconciliation (SPEC §6): what to push to an edge whose reported active versions differ
-//! from what the control plane wants. Pure; the driver that reads desired state lives with
-//! the deployment engine.
+//! Drift (SPEC §6): what to push to an edge whose reported active versions differ from what
+//! the control plane wants. Pure; the reconciler (`reconcile.rs`) reads the desired and
+//! reported versions and drives the pushes.
 
 use std::collections::BTreeMap;
 

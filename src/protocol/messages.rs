@@ -46,7 +46,7 @@ impl PushRequest {
         content: Value,
         metadata: BTreeMap<String, String>,
     ) -> Self {
-        let checksum = crate::validate::checksum(&content);
+        let checksum = crate::protocol::checksum(&content);
         Self {
             version: version.into(),
             config_type,

@@ -1,16 +1,23 @@
 //! The push client the deployment engine uses to talk to thousands of edges: one shared
 //! connection pool, a bound on pushes in flight, a deadline on every attempt, and retries
-//! with exponential backoff and full jitter for failures that may pass (SPEC §6, §7).
+//! with exponential backoff and full jitter for failures that may pass (SPEC §6, §7). The
+//! client is the deployment engine's and the reconciler's `EdgeTransport`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::future::BoxFuture;
 use rand::Rng;
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 use tokio::sync::Semaphore;
 
-use super::protocol::{ActiveConfigurations, PushReply, PushRequest, RollbackRequest};
+use crate::protocol::{
+    ActiveConfigurations, PushMode, PushReply, PushRequest, RollbackRequest, chain, checksum,
+    http_client,
+};
+use crate::rollout::engine::{EdgeAnswer, EdgeTarget, EdgeTransport, PushContent};
 
 /// Tuning of a [`PushClient`].
 #[derive(Clone, Debug)]
@@ -130,7 +137,12 @@ const BODY_LIMIT: usize = 2048;
 
 impl PushClient {
     pub fn new(options: PushOptions) -> Result<Self, PushError> {
-        let http = build_http_client(&options)?;
+        let http = http_client(
+            options.timeout,
+            options.pool_idle_per_edge,
+            options.ca_file.as_deref(),
+        )
+        .map_err(PushError::Setup)?;
         Ok(Self {
             http,
             in_flight: Arc::new(Semaphore::new(options.max_in_flight.max(1))),
@@ -327,45 +339,6 @@ impl PushClient {
     }
 }
 
-/// Builds the shared client. TLS roots come from `ca_file` when given (and only from it);
-/// otherwise from the system store, falling back to an empty store on a machine without
-/// one, so that start-up never fails for lack of a CA bundle.
-pub(crate) fn build_http_client(options: &PushOptions) -> Result<reqwest::Client, PushError> {
-    let base = || {
-        reqwest::Client::builder()
-            .no_proxy()
-            .connect_timeout(options.timeout)
-            .pool_max_idle_per_host(options.pool_idle_per_edge)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .tcp_nodelay(true)
-            .user_agent(concat!("edgeplane/", env!("CARGO_PKG_VERSION")))
-    };
-    match &options.ca_file {
-        Some(path) => {
-            let pem = std::fs::read(path).map_err(|e| {
-                PushError::Setup(format!("reading CA file {}: {e}", path.display()))
-            })?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                PushError::Setup(format!("parsing CA file {}: {e}", path.display()))
-            })?;
-            base()
-                .tls_certs_only(certs)
-                .build()
-                .map_err(|e| PushError::Setup(e.to_string()))
-        }
-        None => match base().build() {
-            Ok(client) => Ok(client),
-            Err(error) => {
-                tracing::warn!(%error, "no usable system CA store; https edges need a CA file");
-                base()
-                    .tls_certs_only(Vec::new())
-                    .build()
-                    .map_err(|e| PushError::Setup(e.to_string()))
-            }
-        },
-    }
-}
-
 /// Connection-level failures (refused, reset, closed early) are retryable; anything that
 /// got bytes back that are not HTTP is a protocol error, which retrying will not fix.
 fn classify(error: reqwest::Error) -> AttemptError {
@@ -391,18 +364,6 @@ fn classify(error: reqwest::Error) -> AttemptError {
     AttemptError::Protocol(detail)
 }
 
-/// An error with its causes, for logs and per-edge messages.
-pub(crate) fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
 fn parse_json<T: DeserializeOwned>(endpoint: &str, body: &[u8]) -> Result<T, PushError> {
     serde_json::from_slice(body).map_err(|e| PushError::Protocol {
         endpoint: endpoint.to_owned(),
@@ -413,6 +374,71 @@ fn parse_json<T: DeserializeOwned>(endpoint: &str, body: &[u8]) -> Result<T, Pus
 fn trimmed(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(&body[..body.len().min(BODY_LIMIT)]);
     text.into_owned()
+}
+
+/// The engine's answer for what the push client got back.
+fn answer(result: Result<PushOutcome, PushError>) -> EdgeAnswer {
+    match result {
+        Ok(PushOutcome::Acked { latency, .. }) => EdgeAnswer::Acked {
+            latency_ms: latency.as_millis() as u64,
+        },
+        Ok(PushOutcome::Nacked { reason }) => EdgeAnswer::Nacked { reason },
+        Err(error) => EdgeAnswer::Failed {
+            error: error.to_string(),
+        },
+    }
+}
+
+impl EdgeTransport for PushClient {
+    fn push(&self, target: EdgeTarget, content: PushContent) -> BoxFuture<'static, EdgeAnswer> {
+        let client = self.clone();
+        Box::pin(async move {
+            let body = if content.mode == PushMode::Activate {
+                Value::Null
+            } else {
+                (*content.content).clone()
+            };
+            let request = PushRequest {
+                version: content.version.clone(),
+                config_type: content.config_type,
+                checksum: checksum(&content.content),
+                content: body,
+                metadata: content.metadata.clone(),
+                mode: content.mode,
+            };
+            answer(
+                client
+                    .push(
+                        &target.endpoint,
+                        &target.token,
+                        &content.configuration_id,
+                        &request,
+                    )
+                    .await,
+            )
+        })
+    }
+
+    fn rollback(
+        &self,
+        target: EdgeTarget,
+        configuration_id: String,
+        to_version: Option<String>,
+    ) -> BoxFuture<'static, EdgeAnswer> {
+        let client = self.clone();
+        Box::pin(async move {
+            answer(
+                client
+                    .rollback(
+                        &target.endpoint,
+                        &target.token,
+                        &configuration_id,
+                        to_version.as_deref(),
+                    )
+                    .await,
+            )
+        })
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,186 @@
+//! The running agent: the edge protocol served on `listen` (the `EdgeService` the shared
+//! router calls), the heartbeat loop, and `edgeplane agent rollback`, which goes through a
+//! running agent when there is one.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context;
+use tokio::sync::watch;
+
+use super::system::{CpuSampler, health, read_metrics};
+use super::versions::write_atomic;
+use super::{Agent, AgentConfig};
+use crate::edge::http::{EdgeService, router, shutdown_signal};
+use crate::model::Timestamp;
+use crate::protocol::{
+    ActiveConfigurations, Heartbeat, PushReply, PushRequest, RollbackRequest, chain, http_client,
+};
+
+impl EdgeService for Agent {
+    fn token(&self) -> String {
+        self.config.token.clone()
+    }
+
+    async fn push(&self, configuration_id: String, request: PushRequest) -> PushReply {
+        self.handle_push(&configuration_id, request).await
+    }
+
+    async fn rollback(&self, configuration_id: String, request: RollbackRequest) -> PushReply {
+        self.handle_rollback(&configuration_id, request).await
+    }
+
+    async fn active(&self) -> ActiveConfigurations {
+        self.active_list()
+    }
+}
+
+/// Runs the agent until SIGTERM or ctrl-c: the edge protocol on `listen` and the heartbeat
+/// loop. Prints `listening on ADDR` once it accepts requests.
+pub async fn run(config_path: &Path) -> anyhow::Result<()> {
+    let config = AgentConfig::load(config_path)?;
+    let listen = config.listen;
+    let agent = Arc::new(Agent::open(config)?);
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    let address = listener.local_addr()?;
+    let address_file = agent.config.state_dir.join(ADDRESS_FILE);
+    write_atomic(&address_file, address.to_string().as_bytes())
+        .with_context(|| format!("writing {}", address_file.display()))?;
+    {
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "listening on {address}")?;
+        stdout.flush()?;
+    }
+    tracing::info!(%address, location_id = %agent.config.location_id, "agent started");
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let heartbeats = tokio::spawn(heartbeat_loop(agent.clone(), stop_rx));
+    axum::serve(listener, router(agent.clone()))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("serving the edge protocol")?;
+    let _ = stop_tx.send(true);
+    let _ = std::fs::remove_file(&address_file);
+    let _ = tokio::time::timeout(Duration::from_secs(5), heartbeats).await;
+    tracing::info!("agent stopped");
+    Ok(())
+}
+
+/// `edgeplane agent rollback CONFIG_ID`: puts the previous version back from local history,
+/// running the test and reload commands, without the control plane. A running agent owns
+/// the state, so when the one recorded in `state_dir` answers, the rollback goes through
+/// it; otherwise (agent stopped or crashed) the state on disk is changed directly. Returns
+/// the version now active.
+pub fn rollback_offline(config_path: &Path, configuration_id: &str) -> anyhow::Result<String> {
+    let config = AgentConfig::load(config_path)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        if let Some(reply) = rollback_through_running_agent(&config, configuration_id).await {
+            return match reply {
+                PushReply::Acked { version } => Ok(version),
+                PushReply::Nacked { reason } => anyhow::bail!("rollback refused: {reason}"),
+            };
+        }
+        let agent = Agent::open(config)?;
+        match agent
+            .handle_rollback(configuration_id, RollbackRequest::default())
+            .await
+        {
+            PushReply::Acked { version } => Ok(version),
+            PushReply::Nacked { reason } => anyhow::bail!("rollback refused: {reason}"),
+        }
+    })
+}
+
+/// Where a running agent records its bound address, for `edgeplane agent rollback`.
+const ADDRESS_FILE: &str = "agent.addr";
+
+/// Asks the running agent, if there is one, to roll back. None when no agent answers
+/// (none recorded, stale address, or not ours), so the caller works on the files itself.
+async fn rollback_through_running_agent(
+    config: &AgentConfig,
+    configuration_id: &str,
+) -> Option<PushReply> {
+    let address = std::fs::read_to_string(config.state_dir.join(ADDRESS_FILE)).ok()?;
+    let address: SocketAddr = address.trim().parse().ok()?;
+    let client = http_client(Duration::from_secs(2), 1, None).ok()?;
+    let response = client
+        .post(format!(
+            "http://{address}/edge/v1/configurations/{configuration_id}/rollback"
+        ))
+        .bearer_auth(&config.token)
+        .timeout(config.command_timeout * 2 + Duration::from_secs(5))
+        .send()
+        .await
+        .ok()?;
+    if response.status().as_u16() == 401 {
+        return None;
+    }
+    response.json::<PushReply>().await.ok()
+}
+
+async fn heartbeat_loop(agent: Arc<Agent>, mut stop: watch::Receiver<bool>) {
+    let interval = agent.config.heartbeat_interval;
+    let client = match http_client(
+        interval.min(Duration::from_secs(10)),
+        2,
+        agent.config.ca_file.as_deref(),
+    ) {
+        Ok(client) => client,
+        Err(error) => {
+            tracing::error!(%error, "heartbeats disabled");
+            return;
+        }
+    };
+    let url = format!(
+        "{}/api/v1/edge-locations/{}/heartbeat",
+        agent.config.control_plane, agent.config.location_id
+    );
+    let mut cpu = CpuSampler::default();
+    let mut last_sent = SystemTime::UNIX_EPOCH;
+    let mut wait = Duration::ZERO;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.changed() => return,
+        }
+        wait = interval;
+        let metrics = read_metrics(agent.config.metrics_file.as_deref(), last_sent).await;
+        last_sent = SystemTime::now();
+        let heartbeat = Heartbeat {
+            health: health(&agent.config.state_dir, &mut cpu).await,
+            active_configurations: agent.active_list().versions(),
+            metrics,
+            started_at: agent.started_at,
+            sent_at: Timestamp::now(),
+        };
+        let sent = client
+            .post(&url)
+            .bearer_auth(&agent.config.token)
+            .json(&heartbeat)
+            .send()
+            .await;
+        match sent {
+            Ok(response) if response.status().is_success() => {}
+            Ok(response) if response.status().as_u16() == 429 => {
+                let retry_after = response
+                    .headers()
+                    .get(http::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .map(Duration::from_secs)
+                    .unwrap_or(interval);
+                wait = retry_after.clamp(interval, interval * 6);
+                tracing::warn!(?wait, "heartbeat rate limited");
+            }
+            Ok(response) => tracing::warn!(status = %response.status(), "heartbeat refused"),
+            Err(error) => tracing::warn!(error = %chain(&error), "heartbeat failed"),
+        }
+    }
+}
