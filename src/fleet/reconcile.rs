@@ -11,7 +11,6 @@ use tokio::task::JoinHandle;
 
 use super::drift::{ReconcileAction, plan};
 use crate::model::{EdgeLocation, Timestamp};
-use crate::protocol::PushMode;
 use crate::rollout::engine::{
     EdgeAnswer, EdgeTarget, EdgeTransport, Engine, PushContent, load_content,
 };
