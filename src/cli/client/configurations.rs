@@ -559,7 +559,27 @@ pub fn render_diff(name: &str, config_type: &str, answer: &Value, paint: Paint) 
     out
 }
 
-/// `config validate -f FILE`: true when valid.
+/// The findings of a validation report under `key` (`errors`, `warnings`), split into those
+/// about other configurations and those against `own_id`, the stored configuration the file
+/// would become a new version of. The API validates an unsaved body against every stored
+/// configuration, itself included; applying the file excludes it, so those findings do not
+/// count.
+pub fn split_findings(report: &Value, key: &str, own_id: Option<&str>) -> (Vec<Value>, Vec<Value>) {
+    let own = own_id.map(|id| format!("'{id}'"));
+    report
+        .get(key)
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .cloned()
+        .partition(|finding| {
+            own.as_deref()
+                .is_none_or(|own| !text(finding, "message").contains(own))
+        })
+}
+
+/// `config validate -f FILE`: true when valid, counting only what applying the file would
+/// meet (see [`split_findings`]).
 pub async fn validate(
     api: &Api,
     path: &Path,
@@ -567,38 +587,44 @@ pub async fn validate(
     paint: Paint,
 ) -> Result<bool, ClientError> {
     let file = ConfigFile::from_document(read_document(path)?)?;
+    let own_id = match find(api, &file.name).await {
+        Ok(existing) => Some(id_of(&existing)?),
+        Err(ClientError::NotFound(_)) => None,
+        Err(error) => return Err(error),
+    };
     let report = api
         .post(
             &["configurations", "validate"],
             &json!({"type": file.config_type, "content": file.content}),
         )
         .await?;
-    let valid = report.get("isValid").and_then(Value::as_bool) == Some(true);
+    let (errors, own_errors) = split_findings(&report, "errors", own_id.as_deref());
+    let (warnings, own_warnings) = split_findings(&report, "warnings", own_id.as_deref());
+    let valid = errors.is_empty();
     if output == Output::Json {
         print_json(&report);
         return Ok(valid);
     }
-    let findings = |key: &str| {
-        report
-            .get(key)
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default()
-    };
-    for finding in findings("errors") {
-        println!(
-            "{} {}: {}",
-            paint.red("error"),
-            text(&finding, "field"),
-            text(&finding, "message")
-        );
+    for (label, findings) in [
+        (paint.red("error"), &errors),
+        (paint.yellow("warning"), &warnings),
+    ] {
+        for finding in findings {
+            println!(
+                "{label} {}: {}",
+                text(finding, "field"),
+                text(finding, "message")
+            );
+        }
     }
-    for finding in findings("warnings") {
+    let n_own = own_errors.len() + own_warnings.len();
+    if n_own > 0 {
         println!(
-            "{} {}: {}",
-            paint.yellow("warning"),
-            text(&finding, "field"),
-            text(&finding, "message")
+            "{}",
+            paint.dim(&format!(
+                "({n_own} finding(s) against the stored {} itself left out: a new version replaces it)",
+                file.name
+            ))
         );
     }
     if valid {
@@ -692,6 +718,20 @@ mod tests {
             "name: a\ntype: CacheRule\ncontent: {}\nmetadata: [1]\n",
             "metadata",
         );
+    }
+
+    #[test]
+    fn findings_against_the_configuration_itself_are_set_apart() {
+        let report = json!({"errors": [
+            {"field": "content.pathPattern", "message": "Path pattern '/a/*' is identical to existing configuration 'config-1' (a), with different content"},
+            {"field": "content.pathPattern", "message": "overlaps existing configuration 'config-2' (b)"},
+        ]});
+        let (others, own) = split_findings(&report, "errors", Some("config-1"));
+        assert_eq!((others.len(), own.len()), (1, 1));
+        assert!(text(&others[0], "message").contains("config-2"));
+        let (others, own) = split_findings(&report, "errors", None);
+        assert_eq!((others.len(), own.len()), (2, 0));
+        assert_eq!(split_findings(&report, "warnings", None).0.len(), 0);
     }
 
     #[test]

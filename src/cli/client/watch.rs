@@ -205,9 +205,15 @@ pub fn verdict_line(event: &Value) -> String {
         ),
         ("p99", "canaryP99LatencyMs", "baselineP99LatencyMs", " ms"),
     ];
+    // A last wave has no baseline left: its figures are all zero, and showing them as a
+    // comparison would mislead.
+    let has_baseline = figure("baselineP99LatencyMs")
+        .and_then(|p99| p99.parse::<f64>().ok())
+        .is_some_and(|p99| p99 > 0.0);
     for (name, canary, baseline, unit) in pairs {
         if let Some(canary) = figure(canary) {
             let baseline = figure(baseline)
+                .filter(|_| has_baseline)
                 .map(|b| format!(" (baseline {b}{unit})"))
                 .unwrap_or_default();
             parts.push(format!("{name} {canary}{unit}{baseline}"));
@@ -291,7 +297,7 @@ impl Bars {
         header.enable_steady_tick(Duration::from_millis(120));
         let verdict = multi.add(
             ProgressBar::new_spinner().with_style(
-                ProgressStyle::with_template("  {msg}")
+                ProgressStyle::with_template("  {wide_msg}")
                     .unwrap_or_else(|_| ProgressStyle::default_spinner()),
             ),
         );
@@ -346,12 +352,13 @@ impl Bars {
         let _ = self.multi.println(line);
     }
 
+    /// Leaves the bars as they stand (`finish` would fill them, which a rollback is not).
     fn finish(&self) {
-        self.header.finish();
+        self.header.abandon();
         for bar in self.waves.values() {
-            bar.finish();
+            bar.abandon();
         }
-        self.verdict.finish();
+        self.verdict.abandon();
     }
 }
 
@@ -569,7 +576,13 @@ mod tests {
         let line = verdict_line(&verdict);
         assert_eq!(
             line,
-            "verdict: fail: ErrorRate AboveThreshold · errors 9.012% (baseline 0.201%) · 5000 canary requests"
+            "verdict: fail: ErrorRate AboveThreshold · errors 9.012% · 5000 canary requests"
+        );
+        verdict["data"]["baselineP99LatencyMs"] = json!("38.5");
+        verdict["data"]["canaryP99LatencyMs"] = json!("40.1");
+        assert_eq!(
+            verdict_line(&verdict),
+            "verdict: fail: ErrorRate AboveThreshold · errors 9.012% (baseline 0.201%) · p99 40.1 ms (baseline 38.5 ms) · 5000 canary requests"
         );
         let plain = event_line(&verdict);
         assert!(
