@@ -194,7 +194,13 @@ pub fn verdict_line(event: &Value) -> String {
             .and_then(Value::as_str)
             .map(str::to_string)
     };
-    let mut parts = vec![format!("verdict: {message}")];
+    // The outcome and the figures first, the reason last: on a terminal the line is cut to
+    // its width, and the figures are what an operator reads.
+    let (outcome, reason) = match message.split_once(": ") {
+        Some((outcome, reason)) => (outcome.to_string(), Some(reason.to_string())),
+        None => (message.clone(), None),
+    };
+    let mut parts = vec![format!("verdict: {outcome}")];
     let pairs = [
         ("errors", "canaryErrorRate", "baselineErrorRate", "%"),
         (
@@ -222,7 +228,12 @@ pub fn verdict_line(event: &Value) -> String {
     if let Some(requests) = figure("canaryRequests") {
         parts.push(format!("{requests} canary requests"));
     }
-    parts.join(" · ")
+    let mut line = parts.join(" · ");
+    if let Some(reason) = reason {
+        line.push_str(" — ");
+        line.push_str(&reason);
+    }
+    line
 }
 
 /// One event as one plain line: time, status, kind, edge, message and figures.
@@ -576,13 +587,13 @@ mod tests {
         let line = verdict_line(&verdict);
         assert_eq!(
             line,
-            "verdict: fail: ErrorRate AboveThreshold · errors 9.012% · 5000 canary requests"
+            "verdict: fail · errors 9.012% · 5000 canary requests — ErrorRate AboveThreshold"
         );
         verdict["data"]["baselineP99LatencyMs"] = json!("38.5");
         verdict["data"]["canaryP99LatencyMs"] = json!("40.1");
         assert_eq!(
             verdict_line(&verdict),
-            "verdict: fail: ErrorRate AboveThreshold · errors 9.012% (baseline 0.201%) · p99 40.1 ms (baseline 38.5 ms) · 5000 canary requests"
+            "verdict: fail · errors 9.012% (baseline 0.201%) · p99 40.1 ms (baseline 38.5 ms) · 5000 canary requests — ErrorRate AboveThreshold"
         );
         let plain = event_line(&verdict);
         assert!(
