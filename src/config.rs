@@ -345,8 +345,13 @@ const SECTIONS: [&str; 8] = [
     "server", "log", "auth", "secrets", "limits", "edges", "rollout", "alerts",
 ];
 
-/// Variables that configure something other than settings keys.
-const NOT_SETTINGS: [&str; 1] = ["EDGEPLANE_BOOTSTRAP_ADMIN_PASSWORD"];
+/// Variables that configure something other than settings keys: the bootstrap password,
+/// and the command-line client's control plane and token (SPEC §12.1).
+const NOT_SETTINGS: [&str; 3] = [
+    "EDGEPLANE_BOOTSTRAP_ADMIN_PASSWORD",
+    "EDGEPLANE_URL",
+    "EDGEPLANE_TOKEN",
+];
 
 /// Merges `EDGEPLANE_<SECTION>_<KEY>` variables into `table`; answers a warning for each
 /// `EDGEPLANE_*` variable that names no section.
@@ -499,6 +504,19 @@ mod tests {
         )
         .unwrap();
         assert_eq!(overridden.server.listen.port(), 9002);
+    }
+
+    #[test]
+    fn the_clients_variables_are_not_settings() {
+        let s = load(
+            "",
+            &[
+                ("EDGEPLANE_URL", "http://127.0.0.1:1"),
+                ("EDGEPLANE_TOKEN", "a-token"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(s.server.listen.to_string(), "127.0.0.1:8080");
     }
 
     #[test]

@@ -96,6 +96,8 @@ enum Command {
         #[command(flatten)]
         store: StoreArgs,
     },
+    #[command(flatten)]
+    Client(edgeplane::cli::client::ClientCommand),
 }
 
 #[derive(Subcommand)]
@@ -141,6 +143,8 @@ enum UserCommand {
 enum Failure {
     Usage(String),
     Other(anyhow::Error),
+    /// Already reported; exit with this code.
+    Code(u8),
 }
 
 impl From<anyhow::Error> for Failure {
@@ -251,7 +255,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             listen,
             run_scenario,
         } => {
-            let _logs = edgeplane::telemetry::init_logs(&Default::default());
+            let _logs = edgeplane::telemetry::init_logs(&edgeplane::cli::demo::log_settings());
             runtime()?.block_on(edgeplane::cli::demo::run(
                 edgeplane::cli::demo::DemoOptions {
                     listen,
@@ -289,6 +293,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
+        Command::Client(command) => match edgeplane::cli::client::run(command) {
+            0 => Ok(()),
+            code => Err(Failure::Code(code)),
+        },
         Command::Token { user, ttl, store } => {
             let settings = settings(&store, None)?;
             println!("{}", edgeplane::cli::users::token(&settings, &user, ttl)?);
@@ -310,5 +318,6 @@ fn main() -> ExitCode {
             eprintln!("edgeplane: {error:#}");
             ExitCode::from(1)
         }
+        Err(Failure::Code(code)) => ExitCode::from(code),
     }
 }

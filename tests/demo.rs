@@ -1,5 +1,6 @@
 //! `edgeplane demo` as a user meets it: nine healthy POPs, both demo configurations approved,
-//! the printed password logs in, and stopping removes the data dir.
+//! the printed password logs in, the printed client commands name them, and stopping removes
+//! the data dir.
 
 use std::net::SocketAddr;
 
@@ -91,17 +92,37 @@ async fn demo_starts_nine_healthy_edges_and_two_approved_configurations() {
     }
 
     let printed = demo::instructions(&demo);
+    let console = format!("{}/", demo.base_url);
+    let login = format!(
+        "edgeplane login --url {} --username {}",
+        demo.base_url, demo.admin_username
+    );
+    let good = format!(
+        "edgeplane deploy {} --strategy canary",
+        demo::GOOD_CONFIGURATION
+    );
+    let bad = format!(
+        "edgeplane deploy {} --strategy canary",
+        demo::BAD_CONFIGURATION
+    );
     for needle in [
         demo.admin_password.as_str(),
-        demo.base_url.as_str(),
+        console.as_str(),
         "/metrics",
-        "RegionalCanary",
-        "/events",
-        demo.good_configuration_id.as_str(),
-        demo.bad_configuration_id.as_str(),
+        login.as_str(),
+        good.as_str(),
+        bad.as_str(),
+        "--watch",
     ] {
-        assert!(printed.contains(needle), "instructions lack {needle}");
+        assert!(
+            printed.contains(needle),
+            "instructions lack {needle}: {printed}"
+        );
     }
+    assert!(
+        !printed.contains("curl"),
+        "the client replaces curl: {printed}"
+    );
 
     demo.stop().await;
     assert!(!data_dir.exists(), "the demo's data dir is removed on stop");

@@ -266,44 +266,48 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// What `edgeplane demo` prints: credentials, URLs and ready-to-paste commands.
+/// What `edgeplane demo` prints: the console, the credentials and the client commands to
+/// watch a canary complete and a bad change roll back.
 pub fn instructions(demo: &Demo) -> String {
     let base = &demo.base_url;
-    let login = json!({"username": demo.admin_username, "password": demo.admin_password});
     format!(
         "\
 edgeplane demo is running: a control plane and the nine simulated POPs.
 
+  console:        {base}/
   admin user:     {user}
   admin password: {password}   (shown once)
   API:            {base}/api/v1
   metrics:        {base}/metrics
-  configurations: {GOOD_CONFIGURATION} ({good}), {BAD_CONFIGURATION} ({bad}), both approved
+  configurations: {GOOD_CONFIGURATION} and {BAD_CONFIGURATION}, both approved
 
-Log in:
-  TOKEN=$(curl -s -X POST {base}/api/v1/authentication/login \\
-    -H 'content-type: application/json' -d '{login}' \\
-    | sed -E 's/.*\"token\":\"([^\"]+)\".*/\\1/')
+Log in (the password is asked for; --password-stdin reads it from a pipe):
+  edgeplane login --url {base} --username {user}
 
-Start a regional canary of the good configuration (it completes in about a minute):
-  curl -s -X POST {base}/api/v1/deployments -H \"authorization: Bearer $TOKEN\" \\
-    -H 'content-type: application/json' -d '{good_body}'
+Watch a regional canary of the good configuration complete (about a minute, exit code 0):
+  edgeplane deploy {GOOD_CONFIGURATION} --strategy canary --monitor-duration 10s --watch
 
-Start one of the bad change (its canary breaches the error-rate threshold and rolls back):
-  curl -s -X POST {base}/api/v1/deployments -H \"authorization: Bearer $TOKEN\" \\
-    -H 'content-type: application/json' -d '{bad_body}'
+Watch the bad change breach the error-rate threshold and roll back by itself (exit code 3):
+  edgeplane deploy {BAD_CONFIGURATION} --strategy canary --monitor-duration 10s --watch
 
-Watch a deployment as it happens (use the deploymentId each answer holds):
-  curl -N -H \"authorization: Bearer $TOKEN\" {base}/api/v1/deployments/DEPLOYMENT_ID/events
+Look around:
+  edgeplane edges list
+  edgeplane config list
+  edgeplane rollout list
 
-Press Ctrl-C to stop; the demo's data dir is removed.",
+Only warnings are logged here. Press Ctrl-C to stop; the demo's data dir is removed.",
         user = demo.admin_username,
         password = demo.admin_password,
-        good = demo.good_configuration_id,
-        bad = demo.bad_configuration_id,
-        good_body = canary_request(&demo.good_configuration_id),
-        bad_body = canary_request(&demo.bad_configuration_id),
     )
+}
+
+/// The demo's own log: warnings only, so the instructions and the client's output are not
+/// buried under every heartbeat and push.
+pub fn log_settings() -> crate::config::LogSettings {
+    crate::config::LogSettings {
+        level: "warn".to_string(),
+        ..crate::config::LogSettings::default()
+    }
 }
 
 /// The body of the printed `POST /api/v1/deployments`: a RegionalCanary over the nine POPs

@@ -1,5 +1,6 @@
-//! Commands beside the server: offline ones that work on the data dir with the server
-//! stopped, and the self-contained demo.
+//! Commands beside the server: the command-line client of the HTTP API, offline ones that
+//! work on the data dir with the server stopped, and the self-contained demo.
 
+pub mod client;
 pub mod demo;
 pub mod users;
