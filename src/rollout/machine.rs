@@ -1218,7 +1218,15 @@ impl Run<'_> {
             AnalysisOutcome::Fail { reason } => {
                 self.wave_failed(format!("analysis failed: {reason}"))
             }
-            AnalysisOutcome::Warn { message } => self.alert(AlertKind::Warning, message),
+            // Warnings alert without rolling back (SPEC §8.3); once the watch is over they
+            // pass the wave like a clean verdict, or a change above the warning levels but
+            // inside its own limits would be watched forever.
+            AnalysisOutcome::Warn { message } => {
+                self.alert(AlertKind::Warning, message);
+                if watch_over {
+                    self.wave_passed();
+                }
+            }
             AnalysisOutcome::Inconclusive { .. } if !watch_over => {}
             AnalysisOutcome::Inconclusive { reason } => {
                 let max = self.d.rollback_config.max_extension;
@@ -1791,6 +1799,10 @@ mod tests {
         sim.advance(MINUTE);
         assert!(sim.alerts.contains(&AlertKind::Warning));
         assert_eq!(sim.d.status, DeploymentStatus::Canary);
+        sim.run(MINUTE);
+        assert_eq!(sim.d.status, DeploymentStatus::Completed);
+        assert!(sim.rollbacks.is_empty());
+        assert_eq!(sim.d.successful_locations.len(), 9);
     }
 
     #[test]
