@@ -14,6 +14,8 @@ pub mod model;
 pub mod monitor;
 pub mod rollout;
 pub mod secrets;
+pub mod service;
+pub mod shutdown;
 pub mod store;
 pub mod telemetry;
 pub mod validate;

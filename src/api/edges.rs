@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use super::error::ApiError;
 use super::extract::{Json, PageQuery, Path, Principal, Query, page_body};
 use super::middleware::current_trace_id;
-use crate::app::AppState;
+use super::state::ApiState;
 use crate::model::{Capacity, EdgeHealth, EdgeLocation, EdgeType, MetricsSample, Role, Timestamp};
 use crate::store::{Applied, Command, CommandEnvelope, EdgeChanges, EdgeRecord, HeartbeatRecord};
 
@@ -122,7 +122,7 @@ fn envelope(principal: &Principal, command: Command) -> CommandEnvelope {
 
 /// Mints a fresh agent token for an edge: (token id, token, token sealed for the store).
 fn mint_agent_token(
-    state: &AppState,
+    state: &ApiState,
     location_id: &str,
 ) -> Result<(String, String, String), ApiError> {
     let (token, claims) = state.tokens().issue(
@@ -137,7 +137,7 @@ fn mint_agent_token(
 }
 
 /// An edge with its health judged now.
-fn view(state: &AppState, mut location: EdgeLocation) -> Value {
+fn view(state: &ApiState, mut location: EdgeLocation) -> Value {
     let now = Timestamp::now();
     let healthy_within = state.settings().edges.healthy_within.as_millis() as i64;
     let healthy = location.is_healthy_at(now, healthy_within);
@@ -146,7 +146,7 @@ fn view(state: &AppState, mut location: EdgeLocation) -> Value {
 }
 
 pub async fn create(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     principal: Principal,
     Json(body): Json<EdgeBody>,
 ) -> Result<Response, ApiError> {
@@ -223,7 +223,7 @@ fn parse_bool(value: &Option<String>, field: &str) -> Result<Option<bool>, ApiEr
 }
 
 pub async fn list(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     principal: Principal,
     Query(filter): Query<ListFilter>,
 ) -> Result<axum::Json<Value>, ApiError> {
@@ -258,12 +258,12 @@ pub async fn list(
     Ok(axum::Json(page_body("edgeLocations", views, page)))
 }
 
-async fn load(state: &AppState, id: String) -> Result<EdgeRecord, ApiError> {
+async fn load(state: &ApiState, id: String) -> Result<EdgeRecord, ApiError> {
     super::find(state, "edge location", id, |r, id| r.edge(id)).await
 }
 
 pub async fn get(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     principal: Principal,
     Path(id): Path<String>,
 ) -> Result<axum::Json<Value>, ApiError> {
@@ -273,7 +273,7 @@ pub async fn get(
 }
 
 pub async fn update(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     principal: Principal,
     Path(id): Path<String>,
     Json(body): Json<EdgeBody>,
@@ -305,7 +305,7 @@ pub async fn update(
 }
 
 pub async fn delete(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     principal: Principal,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
@@ -332,7 +332,7 @@ pub async fn delete(
 
 /// POST /edge-locations/{id}/token: a new agent token; the old one stops working at once.
 pub async fn rotate_token(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     principal: Principal,
     Path(id): Path<String>,
 ) -> Result<axum::Json<Value>, ApiError> {
@@ -354,7 +354,7 @@ pub async fn rotate_token(
 
 /// DELETE /edge-locations/{id}/quarantine: an Admin lets a quarantined edge back in.
 pub async fn clear_quarantine(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     principal: Principal,
     Path(id): Path<String>,
 ) -> Result<axum::Json<Value>, ApiError> {
@@ -389,7 +389,7 @@ pub struct HeartbeatBody {
 }
 
 pub async fn heartbeat(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     principal: Principal,
     Path(id): Path<String>,
     Json(body): Json<HeartbeatBody>,

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use super::error::ApiError;
 use super::extract::{Json, PageQuery, Path, Principal, Query, page_body};
 use super::middleware::{ClientAddress, current_trace_id};
-use crate::app::AppState;
+use super::state::ApiState;
 use crate::auth::{check_password, check_username, hash_password, verify_password};
 use crate::model::{Role, Timestamp, User};
 use crate::store::{Command, CommandEnvelope};
@@ -49,7 +49,7 @@ async fn hash(password: String) -> Result<String, ApiError> {
 }
 
 pub async fn login(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     address: Option<Extension<ClientAddress>>,
     Json(body): Json<LoginBody>,
 ) -> Result<axum::Json<Value>, ApiError> {
@@ -112,7 +112,7 @@ pub struct CreateUserBody {
 }
 
 pub async fn create(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     principal: Principal,
     Json(body): Json<CreateUserBody>,
 ) -> Result<Response, ApiError> {
@@ -147,7 +147,7 @@ pub async fn create(
 }
 
 pub async fn list(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     principal: Principal,
     Query(page): Query<PageQuery>,
 ) -> Result<axum::Json<Value>, ApiError> {
@@ -159,7 +159,7 @@ pub async fn list(
 }
 
 pub async fn delete(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     principal: Principal,
     Path(username): Path<String>,
 ) -> Result<StatusCode, ApiError> {
@@ -183,7 +183,7 @@ pub struct PasswordBody {
 }
 
 pub async fn set_password(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     principal: Principal,
     Path(username): Path<String>,
     Json(body): Json<PasswordBody>,

@@ -24,6 +24,9 @@ pub use metrics::{LatencyHistogram, MetricsSample, PerformanceSnapshot};
 pub use timestamp::Timestamp;
 pub use user::{Role, User};
 
+/// Actor recorded for changes the server makes on its own.
+pub const SYSTEM_ACTOR: &str = "system";
+
 /// A new opaque id with the given prefix, e.g. `config-<uuid>`.
 pub fn new_id(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4())

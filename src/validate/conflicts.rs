@@ -14,6 +14,35 @@ use super::rules::{effective_pattern, shorten, strings};
 use super::{OtherConfiguration, ValidationReport, glob};
 use crate::model::ConfigType;
 
+/// The path pattern a configuration applies to; `None` for certificates, which have none.
+pub fn path_pattern(config_type: ConfigType, content: &Value) -> Option<&str> {
+    (config_type != ConfigType::SslCertificate).then(|| effective_pattern(content))
+}
+
+/// The text of a pattern before its first wildcard. Every path the pattern matches starts with
+/// it, so two patterns whose literal prefixes do not extend one another cannot overlap. It must
+/// stop at every character `glob` treats as a wildcard.
+pub fn literal_prefix(pattern: &str) -> &str {
+    pattern.find('*').map_or(pattern, |at| &pattern[..at])
+}
+
+/// Whether two configurations of one type claim the identical path pattern with different
+/// content: the error of the conflict layer, since an edge could apply either.
+pub fn contradicts(config_type: ConfigType, content: &Value, other_content: &Value) -> bool {
+    match (
+        path_pattern(config_type, content),
+        path_pattern(config_type, other_content),
+    ) {
+        (Some(pattern), Some(other_pattern)) => {
+            content.is_object()
+                && other_content.is_object()
+                && pattern == other_pattern
+                && content != other_content
+        }
+        _ => false,
+    }
+}
+
 pub(crate) fn check(
     configuration_id: Option<&str>,
     config_type: ConfigType,

@@ -26,6 +26,7 @@ use crate::model::{ConfigType, Timestamp};
 use crate::secrets::{SecretBox, SecretError};
 
 pub use canonical::{canonical_json, checksum};
+pub use conflicts::{contradicts, literal_prefix, path_pattern};
 pub use diff::{Change, ChangeType, DiffError, DiffResult, Summary, apply, diff};
 pub use security::is_country_code;
 
