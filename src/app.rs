@@ -17,7 +17,7 @@ use crate::monitor::judge::MetricsAnalysis;
 use crate::rollout::StepContext;
 use crate::rollout::engine::{Engine, EngineSettings, SystemClock};
 use crate::service::open::{OpenError, bootstrap_admin, open};
-use crate::service::{Configurations, Deployments};
+use crate::service::{Configurations, Deployments, Edges, Users};
 use crate::validate::Validator;
 
 #[derive(Debug, thiserror::Error)]
@@ -107,6 +107,8 @@ pub fn build(
         Arc::new(SystemClock),
         engine_settings(&settings),
     )?;
+    let tokens = Arc::new(opened.tokens);
+    let heartbeats = HeartbeatIntake::start(opened.store.clone());
     let validator = Arc::new(Validator::new());
     let configurations = Configurations::new(
         opened.store.clone(),
@@ -121,19 +123,33 @@ pub fn build(
         settings.rollout.max_concurrent_deployments,
         settings.edges.healthy_within.as_millis() as i64,
     );
+    let edges = Edges::new(
+        opened.store.clone(),
+        tokens.clone(),
+        opened.secrets.clone(),
+        engine.clone(),
+        heartbeats.clone(),
+    );
+    let users = Users::new(
+        opened.store.clone(),
+        tokens.clone(),
+        settings.auth.token_ttl.as_secs() as i64,
+    );
     Ok(ApiState::new(ApiParts {
-        store: opened.store.clone(),
-        tokens: opened.tokens,
+        store: opened.store,
+        tokens,
         limits,
         secrets: opened.secrets,
         validator,
         prometheus,
-        heartbeats: HeartbeatIntake::start(opened.store),
+        heartbeats,
         engine,
         push_client,
         notifier,
         configurations,
         deployments,
+        edges,
+        users,
         settings,
     }))
 }

@@ -13,10 +13,8 @@ use super::extract::{Json, PageQuery, Path, Principal, Query, page_body};
 use super::middleware::current_trace_id;
 use super::state::ApiState;
 use crate::model::{Capacity, EdgeHealth, EdgeLocation, EdgeType, MetricsSample, Role, Timestamp};
-use crate::store::{Applied, Command, CommandEnvelope, EdgeChanges, EdgeRecord, HeartbeatRecord};
-
-/// Agent tokens are long-lived: an edge is re-keyed by rotation, not by expiry.
-const AGENT_TOKEN_TTL_SECONDS: i64 = 10 * 365 * 24 * 3600;
+use crate::service::Caller;
+use crate::store::{EdgeChanges, EdgeRecord, HeartbeatRecord};
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -116,24 +114,8 @@ impl EdgeBody {
     }
 }
 
-fn envelope(principal: &Principal, command: Command) -> CommandEnvelope {
-    CommandEnvelope::new(principal.subject.clone(), current_trace_id(), command)
-}
-
-/// Mints a fresh agent token for an edge: (token id, token, token sealed for the store).
-fn mint_agent_token(
-    state: &ApiState,
-    location_id: &str,
-) -> Result<(String, String, String), ApiError> {
-    let (token, claims) = state.tokens().issue(
-        &format!("edge:{location_id}"),
-        Role::Edge,
-        Some(location_id),
-        Timestamp::now(),
-        AGENT_TOKEN_TTL_SECONDS,
-    )?;
-    let sealed = state.secrets().seal(&token);
-    Ok((claims.jti, token, sealed))
+fn caller(principal: &Principal) -> Caller {
+    Caller::new(principal.subject.clone(), current_trace_id())
 }
 
 /// An edge with its health judged now.
@@ -154,45 +136,11 @@ pub async fn create(
     let location_id = body.location_id.clone().unwrap_or_default();
     check_location_id(&location_id)?;
     let changes = body.changes()?;
-    let (token_id, token, token_sealed) = mint_agent_token(&state, &location_id)?;
-    let location = EdgeLocation {
-        location_id: location_id.clone(),
-        name: changes.name,
-        region: changes.region,
-        country_code: changes.country_code,
-        city: changes.city,
-        edge_type: changes.edge_type,
-        endpoint: changes.endpoint,
-        capacity: changes.capacity,
-        health: EdgeHealth {
-            is_healthy: false,
-            ..EdgeHealth::default()
-        },
-        metrics: None,
-        last_heartbeat: None,
-        started_at: None,
-        is_active: changes.is_active,
-        active_configurations: BTreeMap::new(),
-        metadata: changes.metadata,
-        is_quarantined: false,
-    };
-    let applied = state
-        .store()
-        .apply(envelope(
-            &principal,
-            Command::CreateEdge {
-                record: EdgeRecord {
-                    location,
-                    token_id,
-                    token_sealed,
-                },
-            },
-        ))
+    let (location, token) = state
+        .edges()
+        .create(&caller(&principal), location_id, changes)
         .await?;
-    let Applied::Edge(record) = applied else {
-        return Err(ApiError::Internal("edge created without a record".into()));
-    };
-    let mut body = view(&state, record.location);
+    let mut body = view(&state, location);
     body["agentToken"] = Value::String(token);
     Ok((StatusCode::CREATED, axum::Json(body)).into_response())
 }
@@ -288,20 +236,11 @@ pub async fn update(
         ));
     }
     let changes = body.changes()?;
-    let applied = state
-        .store()
-        .apply(envelope(
-            &principal,
-            Command::UpdateEdge {
-                location_id: id,
-                changes,
-            },
-        ))
+    let location = state
+        .edges()
+        .update(&caller(&principal), id, changes)
         .await?;
-    let Applied::Edge(record) = applied else {
-        return Err(ApiError::Internal("edge updated without a record".into()));
-    };
-    Ok(axum::Json(view(&state, record.location)))
+    Ok(axum::Json(view(&state, location)))
 }
 
 pub async fn delete(
@@ -310,23 +249,7 @@ pub async fn delete(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     principal.require(Role::Admin)?;
-    if let Some((deployment_id, _)) = state
-        .engine()
-        .running()
-        .into_iter()
-        .find(|(_, running)| running.targets.contains(&id))
-    {
-        return Err(ApiError::Conflict(format!(
-            "deployment '{deployment_id}' in progress targets edge location '{id}'"
-        )));
-    }
-    state
-        .store()
-        .apply(envelope(
-            &principal,
-            Command::DeleteEdge { location_id: id },
-        ))
-        .await?;
+    state.edges().delete(&caller(&principal), id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -337,17 +260,9 @@ pub async fn rotate_token(
     Path(id): Path<String>,
 ) -> Result<axum::Json<Value>, ApiError> {
     principal.require(Role::Admin)?;
-    let (token_id, token, token_sealed) = mint_agent_token(&state, &id)?;
-    state
-        .store()
-        .apply(envelope(
-            &principal,
-            Command::RotateEdgeToken {
-                location_id: id.clone(),
-                token_id,
-                token_sealed,
-            },
-        ))
+    let token = state
+        .edges()
+        .rotate_token(&caller(&principal), id.clone())
         .await?;
     Ok(axum::Json(json!({"locationId": id, "agentToken": token})))
 }
@@ -359,20 +274,11 @@ pub async fn clear_quarantine(
     Path(id): Path<String>,
 ) -> Result<axum::Json<Value>, ApiError> {
     principal.require(Role::Admin)?;
-    let applied = state
-        .store()
-        .apply(envelope(
-            &principal,
-            Command::SetEdgeQuarantine {
-                location_id: id,
-                quarantined: false,
-            },
-        ))
+    let location = state
+        .edges()
+        .clear_quarantine(&caller(&principal), id)
         .await?;
-    let Applied::Edge(record) = applied else {
-        return Err(ApiError::Internal("edge updated without a record".into()));
-    };
-    Ok(axum::Json(view(&state, record.location)))
+    Ok(axum::Json(view(&state, location)))
 }
 
 #[derive(Debug, Deserialize)]
@@ -405,11 +311,6 @@ pub async fn heartbeat(
             "this token may not post heartbeats for '{id}'"
         )));
     }
-    // An edge token proves its edge exists; an Admin may name any id, and a heartbeat for
-    // no edge would be dropped by the intake while the caller was told it was recorded.
-    if principal.role == Role::Admin {
-        load(&state, id.clone()).await?;
-    }
     if body.active_configurations.len() > 10_000 {
         return Err(ApiError::invalid_field(
             "activeConfigurations",
@@ -417,16 +318,21 @@ pub async fn heartbeat(
         ));
     }
     let received_at = Timestamp::now();
+    // An edge token proves its edge exists; an Admin may name any id.
+    let known = principal.role == Role::Edge;
     state
-        .heartbeats()
-        .submit(HeartbeatRecord {
-            location_id: id,
-            received_at,
-            health: body.health,
-            active_configurations: body.active_configurations,
-            metrics: body.metrics,
-            started_at: body.started_at,
-        })
+        .edges()
+        .heartbeat(
+            HeartbeatRecord {
+                location_id: id,
+                received_at,
+                health: body.health,
+                active_configurations: body.active_configurations,
+                metrics: body.metrics,
+                started_at: body.started_at,
+            },
+            known,
+        )
         .await?;
     Ok(axum::Json(json!({"receivedAt": received_at})))
 }

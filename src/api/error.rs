@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::auth::AuthError;
 use crate::model::Timestamp;
-use crate::service::{ConfigurationError, DeploymentError};
+use crate::service::{ConfigurationError, DeploymentError, EdgeError, UserError};
 use crate::store::StoreError;
 use crate::validate::Finding;
 
@@ -254,6 +254,33 @@ impl From<DeploymentError> for ApiError {
             }
             DeploymentError::Configuration(error) => error.into(),
             DeploymentError::Store(error) => error.into(),
+        }
+    }
+}
+
+impl From<EdgeError> for ApiError {
+    fn from(error: EdgeError) -> Self {
+        match error {
+            EdgeError::NotFound(what) => ApiError::NotFound(format!("{what} not found")),
+            EdgeError::Conflict(message) => ApiError::Conflict(message),
+            EdgeError::Auth(error) => error.into(),
+            EdgeError::Store(error) => error.into(),
+            EdgeError::Internal(message) => ApiError::Internal(message),
+        }
+    }
+}
+
+impl From<UserError> for ApiError {
+    fn from(error: UserError) -> Self {
+        match error {
+            UserError::NotFound(what) => ApiError::NotFound(format!("{what} not found")),
+            UserError::Invalid(field, message) => ApiError::invalid_field(field, message),
+            UserError::BadCredentials => {
+                ApiError::Unauthorized("invalid username or password".into())
+            }
+            UserError::Auth(error) => error.into(),
+            UserError::Store(error) => error.into(),
+            UserError::Internal(message) => ApiError::Internal(message),
         }
     }
 }

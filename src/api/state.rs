@@ -15,7 +15,7 @@ use crate::model::RollbackConfig;
 use crate::monitor::alerts::Notifier;
 use crate::rollout::engine::Engine;
 use crate::secrets::SecretBox;
-use crate::service::{Configurations, Deployments};
+use crate::service::{Configurations, Deployments, Edges, Users};
 use crate::store::{Store, StoreError};
 use crate::validate::Validator;
 
@@ -23,7 +23,7 @@ use crate::validate::Validator;
 pub struct ApiParts {
     pub settings: Settings,
     pub store: Store,
-    pub tokens: TokenIssuer,
+    pub tokens: Arc<TokenIssuer>,
     pub limits: RateLimits,
     pub secrets: SecretBox,
     pub validator: Arc<Validator>,
@@ -34,6 +34,8 @@ pub struct ApiParts {
     pub notifier: Notifier,
     pub configurations: Configurations,
     pub deployments: Deployments,
+    pub edges: Edges,
+    pub users: Users,
 }
 
 /// Everything a request handler needs; cheap to clone.
@@ -95,6 +97,12 @@ impl ApiState {
     }
     pub fn deployments(&self) -> &Deployments {
         &self.inner.parts.deployments
+    }
+    pub fn edges(&self) -> &Edges {
+        &self.inner.parts.edges
+    }
+    pub fn users(&self) -> &Users {
+        &self.inner.parts.users
     }
     /// The server-wide default RollbackConfig.
     pub async fn thresholds(&self) -> Result<RollbackConfig, StoreError> {

@@ -6,10 +6,14 @@
 
 pub mod configurations;
 pub mod deployments;
+pub mod edges;
 pub mod open;
+pub mod users;
 
 pub use configurations::{ConfigurationError, Configurations};
 pub use deployments::{Admission, DeploymentError, Deployments};
+pub use edges::{EdgeError, Edges};
+pub use users::{Session, UserError, Users};
 
 use crate::store::{Command, CommandEnvelope};
 
