@@ -599,7 +599,7 @@ fn track_running(txn: &WriteTransaction, deployment: &Deployment) -> Result<(), 
 }
 
 /// Refuses a configuration whose path pattern is identical to another's of its type with
-/// different content (SPEC §3, layer 3), reading only the index's candidates.
+/// different content (SPEC §3, layer 3), decoding only those the index says share it.
 fn refuse_contradiction(
     txn: &WriteTransaction,
     configs: &impl ReadableTable<&'static str, &'static [u8]>,
@@ -608,8 +608,8 @@ fn refuse_contradiction(
     content: &serde_json::Value,
     configuration_id: &str,
 ) -> Result<(), StoreError> {
-    let candidates = patterns::candidates(&txn.open_table(CONFIG_PATTERNS)?, key)?;
-    for (other_id, _) in candidates {
+    let identical = patterns::same_pattern(&txn.open_table(CONFIG_PATTERNS)?, key)?;
+    for other_id in identical {
         if other_id == configuration_id {
             continue;
         }

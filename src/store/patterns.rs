@@ -65,6 +65,26 @@ pub(crate) fn remove(
     Ok(())
 }
 
+/// The ids of the indexed configurations of `key`'s type with exactly `key`'s pattern: they
+/// share its literal prefix, so this reads one run of the index.
+pub(crate) fn same_pattern(
+    table: &impl ReadableTable<(&'static str, &'static str, &'static str), &'static str>,
+    key: &IndexKey,
+) -> Result<Vec<String>, StoreError> {
+    let mut out = Vec::new();
+    for entry in table.range((key.config_type.as_str(), key.prefix.as_str(), "")..)? {
+        let (stored, pattern) = entry?;
+        let (stored_type, stored_prefix, id) = stored.value();
+        if stored_type != key.config_type || stored_prefix != key.prefix {
+            break;
+        }
+        if pattern.value() == key.pattern {
+            out.push(id.to_string());
+        }
+    }
+    Ok(out)
+}
+
 /// `(configuration id, pattern)` of every indexed configuration of `key`'s type whose pattern
 /// could overlap `key`'s, in no particular order.
 pub(crate) fn candidates(
@@ -228,5 +248,26 @@ mod tests {
         let found =
             candidates(&table, &key(ConfigType::CacheRule, Some("/static/*"))).expect("candidates");
         assert_eq!(found, vec![("other".to_string(), "/static/a".to_string())]);
+    }
+
+    #[test]
+    fn same_pattern_finds_only_the_identical_pattern_of_the_type() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = redb::Database::create(dir.path().join("index.redb")).expect("database");
+        let txn = db.begin_write().expect("write");
+        let stored = [
+            ("a", ConfigType::CacheRule, "/static/*"),
+            ("b", ConfigType::CacheRule, "/static/*.js"),
+            ("c", ConfigType::CacheRule, "/static/*"),
+            ("d", ConfigType::RoutingRule, "/static/*"),
+            ("e", ConfigType::CacheRule, "/stat*"),
+        ];
+        for (id, config_type, pattern) in stored {
+            insert(&txn, id, &key(config_type, Some(pattern))).expect("insert");
+        }
+        let table = txn.open_table(CONFIG_PATTERNS).expect("table");
+        let found = same_pattern(&table, &key(ConfigType::CacheRule, Some("/static/*")))
+            .expect("same pattern");
+        assert_eq!(found, vec!["a".to_string(), "c".to_string()]);
     }
 }
