@@ -71,7 +71,7 @@ pub(crate) fn check(
         let other_pattern = effective_pattern(other.content);
         let label = label(other);
         if other_pattern == pattern {
-            if other.content == content {
+            if !contradicts(config_type, content, other.content) {
                 report.warning(
                     "content.pathPattern",
                     format!("Duplicate of existing configuration {label}"),
@@ -222,6 +222,23 @@ mod tests {
                 assert_eq!(finding.field, "content.pathPattern");
                 assert!(finding.message.contains(fragment), "{finding:?}");
             }
+        }
+    }
+
+    #[test]
+    fn literal_prefixes_stop_at_the_first_wildcard() {
+        for (pattern, prefix) in [
+            ("/static/*.js", "/static/"),
+            ("/api/**", "/api/"),
+            ("/exact/path", "/exact/path"),
+            ("**", ""),
+            ("/a*/b/*", "/a"),
+        ] {
+            assert_eq!(
+                crate::validate::literal_prefix(pattern),
+                prefix,
+                "{pattern}"
+            );
         }
     }
 
