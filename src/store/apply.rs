@@ -19,8 +19,6 @@ pub(crate) const TERM_KEY: &str = "term";
 pub(crate) const JWT_SECRET_KEY: &str = "jwt_secret";
 pub(crate) const FREEZE_KEY: &str = "freeze";
 pub(crate) const THRESHOLDS_KEY: &str = "thresholds";
-/// Present once the derived index tables have been built from the records they index.
-const INDEXES_KEY: &str = "indexes";
 
 pub(crate) fn current_term_of(raw: &Option<Vec<u8>>) -> u64 {
     raw.as_deref()
@@ -628,13 +626,24 @@ fn refuse_contradiction(
     Ok(())
 }
 
-/// Builds the derived index tables from the records once, for a store written before they
-/// existed; from then on the commands keep them.
+/// Meta key holding the [`INDEX_VERSION`] the derived index tables were built with.
+const INDEXES_KEY: &str = "indexes";
+/// Layout of the derived index tables. Change it whenever their keys change meaning (for
+/// instance what `validate::literal_prefix` cuts), so that stores built before are rebuilt.
+const INDEX_VERSION: u8 = 1;
+
+/// Builds the derived index tables from the records they index, for a store written before
+/// they existed or with another [`INDEX_VERSION`]; from then on the commands keep them.
 pub(crate) fn build_indexes(txn: &WriteTransaction) -> Result<(), StoreError> {
     let mut meta = txn.open_table(META)?;
-    if meta.get(INDEXES_KEY)?.is_some() {
+    if meta
+        .get(INDEXES_KEY)?
+        .is_some_and(|built| built.value() == [INDEX_VERSION].as_slice())
+    {
         return Ok(());
     }
+    txn.open_table(CONFIG_PATTERNS)?.retain(|_, _| false)?;
+    txn.open_table(RUNNING)?.retain(|_, _| false)?;
     let configurations: Vec<Configuration> = {
         let configs = txn.open_table(CONFIGS)?;
         let mut out = Vec::new();
@@ -661,7 +670,7 @@ pub(crate) fn build_indexes(txn: &WriteTransaction) -> Result<(), StoreError> {
     for deployment in &deployments {
         track_running(txn, deployment)?;
     }
-    meta.insert(INDEXES_KEY, [1u8].as_slice())?;
+    meta.insert(INDEXES_KEY, [INDEX_VERSION].as_slice())?;
     Ok(())
 }
 

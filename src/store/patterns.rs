@@ -270,4 +270,61 @@ mod tests {
             .expect("same pattern");
         assert_eq!(found, vec!["a".to_string(), "c".to_string()]);
     }
+
+    #[test]
+    fn the_index_is_built_from_the_records_when_missing_or_of_another_version() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = redb::Database::create(dir.path().join("index.redb")).expect("database");
+        let txn = db.begin_write().expect("write");
+        let now = crate::model::Timestamp::now();
+        let configuration = crate::model::Configuration {
+            configuration_id: "config-a".into(),
+            name: "a".into(),
+            config_type: ConfigType::CacheRule,
+            description: String::new(),
+            content: json!({"pathPattern": "/static/*"}),
+            schema_version: "1.0".into(),
+            version: "1.0.0".into(),
+            tags: Vec::new(),
+            status: crate::model::ConfigStatus::Draft,
+            created_by: "admin".into(),
+            created_at: now,
+            updated_at: now,
+            approved_by: None,
+            approved_at: None,
+            is_deployed: false,
+            deployed_locations: Vec::new(),
+            metadata: Default::default(),
+        };
+        txn.open_table(super::super::CONFIGS)
+            .expect("configs")
+            .insert(
+                "config-a",
+                super::super::codec::encode(&configuration)
+                    .expect("encode")
+                    .as_slice(),
+            )
+            .expect("insert");
+        let query = key(ConfigType::CacheRule, Some("/static/*.js"));
+        let found = |txn: &WriteTransaction| {
+            candidates(&txn.open_table(CONFIG_PATTERNS).expect("table"), &query)
+                .expect("candidates")
+        };
+        super::super::apply::build_indexes(&txn).expect("built");
+        let indexed = vec![("config-a".to_string(), "/static/*".to_string())];
+        assert_eq!(found(&txn), indexed);
+        // A stale entry left by an index of another version is dropped by the rebuild.
+        insert(
+            &txn,
+            "config-gone",
+            &key(ConfigType::CacheRule, Some("/static/x")),
+        )
+        .expect("insert");
+        txn.open_table(super::super::META)
+            .expect("meta")
+            .insert("indexes", [0u8].as_slice())
+            .expect("marker");
+        super::super::apply::build_indexes(&txn).expect("rebuilt");
+        assert_eq!(found(&txn), indexed);
+    }
 }
