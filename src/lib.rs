@@ -15,6 +15,8 @@ pub mod monitor;
 pub mod protocol;
 pub mod rollout;
 pub mod secrets;
+pub mod service;
+pub mod shutdown;
 pub mod store;
 pub mod telemetry;
 pub mod validate;

@@ -261,6 +261,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     listen,
                     run_scenario,
                 },
+                edgeplane::app::build_for_demo,
             ))?;
             Ok(())
         }

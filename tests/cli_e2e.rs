@@ -25,7 +25,7 @@ struct Plane {
     base: String,
     fleet: Option<Fleet>,
     server: tokio::task::JoinHandle<()>,
-    _state: edgeplane::app::AppState,
+    _state: edgeplane::api::ApiState,
     _dir: tempfile::TempDir,
 }
 

@@ -24,10 +24,13 @@ async fn get(client: &reqwest::Client, url: String, token: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_starts_nine_healthy_edges_and_two_approved_configurations() {
-    let demo = demo::start(DemoOptions {
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        run_scenario: false,
-    })
+    let demo = demo::start(
+        DemoOptions {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            run_scenario: false,
+        },
+        edgeplane::app::build_for_demo,
+    )
     .await
     .expect("demo starts");
     let data_dir = demo.data_dir().to_path_buf();

@@ -34,7 +34,7 @@ struct Served {
     fleet: Option<Fleet>,
     server: tokio::task::JoinHandle<()>,
     /// The in-process app, when the control plane is not the binary.
-    state: Option<edgeplane::app::AppState>,
+    state: Option<edgeplane::api::ApiState>,
     _dir: tempfile::TempDir,
 }
 

@@ -9,26 +9,24 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::error::{ApiError, Detail};
+use super::error::ApiError;
 use super::extract::{Json, OptionalJson, PageQuery, Path, Principal, Query, page_body};
 use super::middleware::current_trace_id;
-use crate::app::AppState;
-use crate::model::{
-    Bump, ConfigStatus, ConfigType, Configuration, ConfigurationVersion, Role, Timestamp, new_id,
-};
-use crate::store::{Applied, Command, CommandEnvelope};
-use crate::validate::{self, OtherConfiguration, ValidationReport};
+use super::state::ApiState;
+use crate::model::{Bump, ConfigStatus, ConfigType, Configuration, ConfigurationVersion, Role};
+use crate::service::Caller;
+use crate::service::configurations::{NewConfiguration, NewVersion};
+use crate::validate::{self, ValidationReport};
 
 /// Largest configuration content, as serialized JSON.
 pub const MAX_CONTENT_BYTES: usize = 1024 * 1024;
 
-fn envelope(principal: &Principal, command: Command) -> CommandEnvelope {
-    CommandEnvelope::new(principal.subject.clone(), current_trace_id(), command)
+fn caller(principal: &Principal) -> Caller {
+    Caller::new(principal.subject.clone(), current_trace_id())
 }
 
 /// The configuration as the API shows it: secrets redacted.
-fn view(state: &AppState, mut configuration: Configuration) -> Configuration {
-    let _ = state;
+fn view(mut configuration: Configuration) -> Configuration {
     validate::redact_secrets(configuration.config_type, &mut configuration.content);
     configuration
 }
@@ -41,38 +39,8 @@ fn version_view(
     version
 }
 
-async fn load(state: &AppState, id: String) -> Result<Configuration, ApiError> {
+async fn load(state: &ApiState, id: String) -> Result<Configuration, ApiError> {
     super::find(state, "configuration", id, |r, id| r.configuration(id)).await
-}
-
-/// Every other configuration, for the conflict layer (with secrets still sealed: conflicts
-/// never look at private keys).
-async fn others(state: &AppState) -> Result<Vec<Configuration>, ApiError> {
-    Ok(state.store().read(|reader| reader.configurations()).await?)
-}
-
-fn other_refs<'a>(all: &'a [Configuration], skip: Option<&str>) -> Vec<OtherConfiguration<'a>> {
-    all.iter()
-        .filter(|c| Some(c.configuration_id.as_str()) != skip)
-        .map(|c| OtherConfiguration {
-            configuration_id: &c.configuration_id,
-            name: &c.name,
-            config_type: c.config_type,
-            content: &c.content,
-        })
-        .collect()
-}
-
-fn report_error(report: &ValidationReport) -> ApiError {
-    let details: Vec<Detail> = report
-        .errors
-        .iter()
-        .map(|f| Detail::new(f.field.clone(), f.message.clone()))
-        .collect();
-    ApiError::ConfigValidation {
-        message: format!("the configuration is invalid: {} error(s)", details.len()),
-        details,
-    }
 }
 
 fn check_content(content: &Option<Value>) -> Result<Value, ApiError> {
@@ -154,7 +122,7 @@ fn parse_type(text: Option<&str>) -> Result<ConfigType, ApiError> {
 }
 
 pub async fn create(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     principal: Principal,
     Json(body): Json<CreateBody>,
 ) -> Result<Response, ApiError> {
@@ -172,7 +140,7 @@ pub async fn create(
         ));
     }
     let config_type = parse_type(body.config_type.as_deref())?;
-    let mut content = check_content(&body.content)?;
+    let content = check_content(&body.content)?;
     let metadata = check_metadata(&body.metadata)?;
     let tags = body.tags.clone().unwrap_or_default();
     if tags.len() > 32 {
@@ -193,74 +161,23 @@ pub async fn create(
         return Err(ApiError::invalid_field("description", "at most 4096 bytes"));
     }
 
-    let all = others(&state).await?;
-    let now = Timestamp::now();
-    let report = state
-        .validator()
-        .validate(config_type, &content, &other_refs(&all, None), now);
-    if !report.is_valid() {
-        return Err(report_error(&report));
-    }
-    validate::seal_secrets(config_type, &mut content, state.secrets());
-
-    let configuration_id = new_id("config");
-    let configuration = Configuration {
-        configuration_id: configuration_id.clone(),
-        name,
-        config_type,
-        description,
-        content: content.clone(),
-        schema_version: schema_version.clone(),
-        version: "1.0.0".into(),
-        tags,
-        status: ConfigStatus::Draft,
-        created_by: principal.subject.clone(),
-        created_at: now,
-        updated_at: now,
-        approved_by: None,
-        approved_at: None,
-        is_deployed: false,
-        deployed_locations: Vec::new(),
-        metadata: metadata.clone(),
-    };
-    let version = ConfigurationVersion {
-        version_id: new_id("ver"),
-        configuration_id: configuration_id.clone(),
-        version: "1.0.0".into(),
-        content,
-        schema_version,
-        change_description: "Initial version".into(),
-        created_by: principal.subject.clone(),
-        created_at: now,
-        status: ConfigStatus::Draft,
-        approved_by: None,
-        approved_at: None,
-        approval_notes: None,
-        is_deployed: false,
-        metadata,
-        tags: Vec::new(),
-    };
-    let applied = state
-        .store()
-        .apply(envelope(
-            &principal,
-            Command::CreateConfiguration {
-                configuration,
-                version,
+    let configuration = state
+        .configurations()
+        .create(
+            &caller(&principal),
+            NewConfiguration {
+                name,
+                config_type,
+                description,
+                content,
+                schema_version,
+                tags,
+                metadata,
             },
-        ))
+        )
         .await?;
-    let Applied::Configuration(configuration, _) = applied else {
-        return Err(ApiError::Internal(
-            "create applied without a configuration".into(),
-        ));
-    };
-    let location = format!("/api/v1/configurations/{configuration_id}");
-    let mut response = (
-        StatusCode::CREATED,
-        axum::Json(view(&state, *configuration)),
-    )
-        .into_response();
+    let location = format!("/api/v1/configurations/{}", configuration.configuration_id);
+    let mut response = (StatusCode::CREATED, axum::Json(view(configuration))).into_response();
     if let Ok(value) = location.parse() {
         response.headers_mut().insert(header::LOCATION, value);
     }
@@ -279,7 +196,7 @@ pub struct ListFilter {
 }
 
 pub async fn list(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     principal: Principal,
     Query(filter): Query<ListFilter>,
 ) -> Result<axum::Json<Value>, ApiError> {
@@ -310,7 +227,7 @@ pub async fn list(
         })
         .unwrap_or_default();
     let name = filter.name.clone().map(|n| n.to_lowercase());
-    let mut all = others(&state).await?;
+    let mut all = state.store().read(|reader| reader.configurations()).await?;
     all.retain(|c| {
         config_type.is_none_or(|t| c.config_type == t)
             && status.is_none_or(|s| c.status == s)
@@ -324,19 +241,19 @@ pub async fn list(
             .cmp(&a.created_at)
             .then(a.configuration_id.cmp(&b.configuration_id))
     });
-    let views: Vec<Configuration> = all.into_iter().map(|c| view(&state, c)).collect();
+    let views: Vec<Configuration> = all.into_iter().map(view).collect();
     Ok(axum::Json(page_body("configurations", views, page)))
 }
 
 pub async fn get(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     principal: Principal,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     principal.require(Role::Viewer)?;
     let configuration = load(&state, id).await?;
     let etag = format!("\"{}\"", configuration.version);
-    let mut response = axum::Json(view(&state, configuration)).into_response();
+    let mut response = axum::Json(view(configuration)).into_response();
     if let Ok(value) = etag.parse() {
         response.headers_mut().insert(header::ETAG, value);
     }
@@ -374,7 +291,7 @@ fn if_match(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 }
 
 pub async fn update(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     principal: Principal,
     Path(id): Path<String>,
     headers: HeaderMap,
@@ -382,7 +299,7 @@ pub async fn update(
 ) -> Result<Response, ApiError> {
     principal.require(Role::Developer)?;
     let expected_version = if_match(&headers)?;
-    let mut content = check_content(&body.content)?;
+    let content = check_content(&body.content)?;
     let metadata = check_metadata(&body.metadata)?;
     let bump = match body.bump.as_deref().map(str::to_ascii_lowercase).as_deref() {
         None | Some("minor") => Bump::Minor,
@@ -402,43 +319,23 @@ pub async fn update(
             "at most 4096 bytes",
         ));
     }
-    let current = load(&state, id.clone()).await?;
-    let all = others(&state).await?;
-    let report = state.validator().validate(
-        current.config_type,
-        &content,
-        &other_refs(&all, Some(&id)),
-        Timestamp::now(),
-    );
-    if !report.is_valid() {
-        return Err(report_error(&report));
-    }
-    validate::seal_secrets(current.config_type, &mut content, state.secrets());
-    let applied = state
-        .store()
-        .apply(envelope(
-            &principal,
-            Command::UpdateConfiguration {
-                configuration_id: id,
-                expected_version,
-                bump,
-                version_id: new_id("ver"),
+    let configuration = state
+        .configurations()
+        .update(
+            &caller(&principal),
+            &id,
+            NewVersion {
                 content,
                 change_description,
                 description: body.description.clone(),
+                bump,
                 metadata,
-                actor: principal.subject.clone(),
-                at: Timestamp::now(),
+                expected_version,
             },
-        ))
+        )
         .await?;
-    let Applied::Configuration(configuration, _) = applied else {
-        return Err(ApiError::Internal(
-            "update applied without a configuration".into(),
-        ));
-    };
     let etag = format!("\"{}\"", configuration.version);
-    let mut response = axum::Json(view(&state, *configuration)).into_response();
+    let mut response = axum::Json(view(configuration)).into_response();
     if let Ok(value) = etag.parse() {
         response.headers_mut().insert(header::ETAG, value);
     }
@@ -446,19 +343,14 @@ pub async fn update(
 }
 
 pub async fn delete(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     principal: Principal,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     principal.require(Role::Admin)?;
     state
-        .store()
-        .apply(envelope(
-            &principal,
-            Command::DeleteConfiguration {
-                configuration_id: id,
-            },
-        ))
+        .configurations()
+        .delete(&caller(&principal), &id)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -467,7 +359,7 @@ fn report_body(configuration_id: Option<&str>, report: &ValidationReport) -> Val
     json!({
         "isValid": report.is_valid(),
         "configurationId": configuration_id,
-        "validatedAt": Timestamp::now(),
+        "validatedAt": crate::model::Timestamp::now(),
         "errors": report.errors,
         "warnings": report.warnings,
     })
@@ -483,50 +375,27 @@ pub struct ValidateBody {
 
 /// POST /configurations/validate: validates a body without saving it.
 pub async fn validate_unsaved(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     principal: Principal,
     Json(body): Json<ValidateBody>,
 ) -> Result<axum::Json<Value>, ApiError> {
     principal.require(Role::Developer)?;
     let config_type = parse_type(body.config_type.as_deref())?;
     let content = check_content(&body.content)?;
-    let all = others(&state).await?;
-    let report = state.validator().validate(
-        config_type,
-        &content,
-        &other_refs(&all, None),
-        Timestamp::now(),
-    );
+    let report = state
+        .configurations()
+        .validate_unsaved(config_type, &content)
+        .await?;
     Ok(axum::Json(report_body(None, &report)))
 }
 
-/// The stored content with its secrets opened, for validation and diffs.
-fn opened_content(
-    state: &AppState,
-    config_type: ConfigType,
-    content: &Value,
-) -> Result<Value, ApiError> {
-    let mut content = content.clone();
-    validate::open_secrets(config_type, &mut content, state.secrets())
-        .map_err(|e| ApiError::Internal(format!("cannot open sealed secret: {e}")))?;
-    Ok(content)
-}
-
 pub async fn validate_stored(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     principal: Principal,
     Path(id): Path<String>,
 ) -> Result<axum::Json<Value>, ApiError> {
     principal.require(Role::Developer)?;
-    let configuration = load(&state, id.clone()).await?;
-    let content = opened_content(&state, configuration.config_type, &configuration.content)?;
-    let all = others(&state).await?;
-    let report = state.validator().validate(
-        configuration.config_type,
-        &content,
-        &other_refs(&all, Some(&id)),
-        Timestamp::now(),
-    );
+    let report = state.configurations().validate_stored(&id).await?;
     Ok(axum::Json(report_body(Some(&id), &report)))
 }
 
@@ -538,61 +407,26 @@ pub struct ApproveBody {
 }
 
 pub async fn approve(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     principal: Principal,
     Path(id): Path<String>,
     OptionalJson(body): OptionalJson<ApproveBody>,
 ) -> Result<axum::Json<Configuration>, ApiError> {
     principal.require(Role::Admin)?;
-    let configuration = load(&state, id.clone()).await?;
-    let wanted = body
-        .version
-        .clone()
-        .unwrap_or_else(|| configuration.version.clone());
-    let lookup_id = id.clone();
-    let lookup_version = wanted.clone();
-    let version = state
-        .store()
-        .read(move |reader| reader.version(&lookup_id, &lookup_version))
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("version {wanted} of '{id}' not found")))?;
-    // Only a valid version can be approved; validation is re-run against today's fleet of
-    // configurations, since conflicts may have appeared since it was written.
-    let content = opened_content(&state, configuration.config_type, &version.content)?;
-    let all = others(&state).await?;
-    let report = state.validator().validate(
-        configuration.config_type,
-        &content,
-        &other_refs(&all, Some(&id)),
-        Timestamp::now(),
-    );
-    if !report.is_valid() {
-        return Err(report_error(&report));
-    }
-    let applied = state
-        .store()
-        .apply(envelope(
-            &principal,
-            Command::ApproveVersion {
-                configuration_id: id,
-                version: Some(wanted),
-                approver: principal.subject.clone(),
-                notes: body.notes.clone(),
-                allow_self_approval: state.settings().server.allow_self_approval,
-                at: Timestamp::now(),
-            },
-        ))
+    let configuration = state
+        .configurations()
+        .approve(
+            &caller(&principal),
+            &id,
+            body.version.clone(),
+            body.notes.clone(),
+        )
         .await?;
-    let Applied::Configuration(configuration, _) = applied else {
-        return Err(ApiError::Internal(
-            "approve applied without a configuration".into(),
-        ));
-    };
-    Ok(axum::Json(view(&state, *configuration)))
+    Ok(axum::Json(view(configuration)))
 }
 
 pub async fn versions(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     principal: Principal,
     Path(id): Path<String>,
     Query(page): Query<PageQuery>,
@@ -610,7 +444,7 @@ pub async fn versions(
 }
 
 async fn load_version(
-    state: &AppState,
+    state: &ApiState,
     id: String,
     version: String,
 ) -> Result<(Configuration, ConfigurationVersion), ApiError> {
@@ -625,7 +459,7 @@ async fn load_version(
 }
 
 pub async fn version(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     principal: Principal,
     Path((id, version)): Path<(String, String)>,
 ) -> Result<axum::Json<ConfigurationVersion>, ApiError> {
@@ -635,31 +469,17 @@ pub async fn version(
 }
 
 pub async fn tag(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     principal: Principal,
     Path((id, version, tag)): Path<(String, String, String)>,
 ) -> Result<axum::Json<ConfigurationVersion>, ApiError> {
     principal.require(Role::Operator)?;
     check_tag(&tag, "tag")?;
-    let configuration = load(&state, id.clone()).await?;
-    let applied = state
-        .store()
-        .apply(envelope(
-            &principal,
-            Command::TagVersion {
-                configuration_id: id,
-                version,
-                tag,
-            },
-        ))
+    let (config_type, version) = state
+        .configurations()
+        .tag(&caller(&principal), &id, version, tag)
         .await?;
-    let Applied::Version(version) = applied else {
-        return Err(ApiError::Internal("tag applied without a version".into()));
-    };
-    Ok(axum::Json(version_view(
-        configuration.config_type,
-        *version,
-    )))
+    Ok(axum::Json(version_view(config_type, version)))
 }
 
 #[derive(Debug, Deserialize)]
@@ -669,7 +489,7 @@ pub struct DiffQuery {
 }
 
 pub async fn diff(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     principal: Principal,
     Path(id): Path<String>,
     Query(query): Query<DiffQuery>,
@@ -700,8 +520,8 @@ pub async fn diff(
         }
     };
     let config_type = configuration.config_type;
-    let old = opened_content(&state, config_type, &from.content)?;
-    let new = opened_content(&state, config_type, &to.content)?;
+    let old = state.configurations().opened(config_type, &from.content)?;
+    let new = state.configurations().opened(config_type, &to.content)?;
     let mut result = serde_json::to_value(validate::diff::diff(&old, &new, config_type))
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     // Secrets may be compared, never shown.
@@ -732,19 +552,12 @@ pub async fn diff(
 }
 
 pub async fn conflicts(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     principal: Principal,
     Path(id): Path<String>,
 ) -> Result<axum::Json<Value>, ApiError> {
     principal.require(Role::Viewer)?;
-    let configuration = load(&state, id.clone()).await?;
-    let all = others(&state).await?;
-    let report = state.validator().conflicts(
-        Some(&id),
-        configuration.config_type,
-        &configuration.content,
-        &other_refs(&all, Some(&id)),
-    );
+    let report = state.configurations().conflicts(&id).await?;
     Ok(axum::Json(json!({
         "configurationId": id,
         "hasConflicts": !report.errors.is_empty() || !report.warnings.is_empty(),

@@ -13,28 +13,18 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 
-use super::error::{ApiError, Detail};
+use super::error::ApiError;
 use super::extract::{Json, OptionalJson, PageQuery, Path, Principal, Query, page_body};
 use super::middleware::current_trace_id;
-use crate::app::AppState;
+use super::state::ApiState;
 use crate::model::deployment::CreateDeployment;
-use crate::model::{ConfigStatus, Deployment, DeploymentStatus, Role, Timestamp, new_id};
-use crate::rollout::engine::EngineError;
-use crate::rollout::{OperatorAction, plan, progress};
-use crate::store::{Command, CommandEnvelope, Freeze};
-use crate::validate::OtherConfiguration;
+use crate::model::{Deployment, DeploymentStatus, Role};
+use crate::rollout::{OperatorAction, progress};
+use crate::service::{Admission, Caller};
+use crate::store::Freeze;
 
-impl From<EngineError> for ApiError {
-    fn from(error: EngineError) -> Self {
-        match error {
-            EngineError::NotFound(what) => ApiError::NotFound(what),
-            EngineError::Conflict(message) => ApiError::Conflict(message),
-            EngineError::Store(error) => error.into(),
-            EngineError::Stopped => {
-                ApiError::Unavailable("the deployment engine has stopped".into())
-            }
-        }
-    }
+fn caller(principal: &Principal) -> Caller {
+    Caller::new(principal.subject.clone(), current_trace_id())
 }
 
 /// A deployment as the API shows it: the record without the engine's cursor, plus progress.
@@ -61,7 +51,7 @@ pub struct CreateQuery {
 }
 
 pub async fn create(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     principal: Principal,
     Query(query): Query<CreateQuery>,
     Json(body): Json<CreateDeployment>,
@@ -81,7 +71,7 @@ pub async fn create(
 
 /// POST /configurations/{id}/versions/{version}/deploy.
 pub async fn deploy_version(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     principal: Principal,
     Path((configuration_id, version)): Path<(String, String)>,
     Query(query): Query<CreateQuery>,
@@ -105,162 +95,30 @@ pub async fn deploy_version(
 }
 
 async fn start(
-    state: AppState,
+    state: ApiState,
     principal: Principal,
     request: CreateDeployment,
     dry_run: bool,
 ) -> Result<Response, ApiError> {
     principal.require(Role::Operator)?;
-    let field_errors = request.validate();
-    if !field_errors.is_empty() {
-        return Err(ApiError::Validation {
-            message: "the deployment request is invalid".into(),
-            details: field_errors
-                .into_iter()
-                .map(|e| Detail::new(e.field, e.message))
-                .collect(),
-        });
-    }
-    let configuration_id = request.configuration_id.clone();
-    let lookup = configuration_id.clone();
-    let (configuration, versions, all, freeze) = state
-        .store()
-        .read(move |r| {
-            Ok((
-                r.configuration(&lookup)?,
-                r.versions(&lookup)?,
-                r.configurations()?,
-                r.freeze()?,
-            ))
-        })
+    let admission = state
+        .deployments()
+        .start(&caller(&principal), request, dry_run)
         .await?;
-    let configuration = configuration.ok_or_else(|| {
-        ApiError::NotFound(format!("configuration '{configuration_id}' not found"))
-    })?;
-    let version = match &request.configuration_version {
-        Some(wanted) => versions
-            .iter()
-            .find(|v| &v.version == wanted)
-            .ok_or_else(|| {
-                ApiError::NotFound(format!(
-                    "version {wanted} of '{configuration_id}' not found"
-                ))
-            })?,
-        None => versions
-            .iter()
-            .rev()
-            .find(|v| v.status == ConfigStatus::Approved)
-            .ok_or_else(|| {
-                ApiError::invalid_field(
-                    "configurationVersion",
-                    "the configuration has no approved version",
-                )
-            })?,
+    let deployment = match admission {
+        Admission::DryRun { deployment, plan } => {
+            return Ok(axum::Json(json!({
+                "dryRun": true,
+                "configurationId": deployment.configuration_id,
+                "configurationVersion": deployment.configuration_version,
+                "strategy": deployment.strategy,
+                "plan": plan,
+            }))
+            .into_response());
+        }
+        Admission::Started(deployment) => deployment,
     };
-    if version.status != ConfigStatus::Approved {
-        return Err(ApiError::invalid_field(
-            "configurationVersion",
-            format!(
-                "version {} is not approved; only approved versions can be deployed",
-                version.version
-            ),
-        ));
-    }
-    let mut content = version.content.clone();
-    crate::validate::open_secrets(configuration.config_type, &mut content, state.secrets())
-        .map_err(|e| ApiError::Internal(format!("cannot open sealed secret: {e}")))?;
-    let others: Vec<OtherConfiguration> = all
-        .iter()
-        .filter(|c| c.configuration_id != configuration_id)
-        .map(|c| OtherConfiguration {
-            configuration_id: &c.configuration_id,
-            name: &c.name,
-            config_type: c.config_type,
-            content: &c.content,
-        })
-        .collect();
-    let report = state.validator().validate(
-        configuration.config_type,
-        &content,
-        &others,
-        Timestamp::now(),
-    );
-    if !report.is_valid() {
-        return Err(ApiError::ConfigValidation {
-            message: "the version no longer validates".into(),
-            details: report
-                .errors
-                .iter()
-                .map(|f| Detail::new(f.field.clone(), f.message.clone()))
-                .collect(),
-        });
-    }
-    if !report.warnings.is_empty() && !request.acknowledge_warnings {
-        return Err(ApiError::ConfigValidation {
-            message: "the version has validation warnings; deploy with acknowledgeWarnings: true"
-                .into(),
-            details: report
-                .warnings
-                .iter()
-                .map(|f| Detail::new(f.field.clone(), f.message.clone()))
-                .collect(),
-        });
-    }
-    let now = Timestamp::now();
-    let version_name = version.version.clone();
-    let deployment = request
-        .into_deployment(
-            new_id("deploy"),
-            version_name,
-            principal.subject.clone(),
-            now,
-            &state.thresholds().await?,
-        )
-        .map_err(|e| ApiError::validation(e.to_string()))?;
-
-    if dry_run {
-        let edges: Vec<_> = state
-            .store()
-            .read(|r| r.edges())
-            .await?
-            .into_iter()
-            .map(|r| r.location)
-            .collect();
-        let healthy_within = state.settings().edges.healthy_within.as_millis() as i64;
-        let planned = plan(&deployment, &edges, now, healthy_within);
-        return Ok(axum::Json(json!({
-            "dryRun": true,
-            "configurationId": deployment.configuration_id,
-            "configurationVersion": deployment.configuration_version,
-            "strategy": deployment.strategy,
-            "plan": planned,
-        }))
-        .into_response());
-    }
-    if let Some(freeze) = freeze {
-        return Err(ApiError::Frozen(format!(
-            "rollouts are frozen by {}: {}",
-            freeze.frozen_by, freeze.reason
-        )));
-    }
-    let running = state.engine().running();
-    if running
-        .values()
-        .any(|r| r.configuration_id == deployment.configuration_id)
-    {
-        return Err(ApiError::Conflict(format!(
-            "configuration '{}' is already being deployed",
-            deployment.configuration_id
-        )));
-    }
-    if running.len() >= state.settings().rollout.max_concurrent_deployments {
-        return Err(ApiError::Conflict(format!(
-            "{} deployments are running, the most allowed at once",
-            running.len()
-        )));
-    }
     let deployment_id = deployment.deployment_id.clone();
-    state.engine().start_deployment(deployment).await?;
     let mut response = (
         StatusCode::ACCEPTED,
         axum::Json(json!({
@@ -287,7 +145,7 @@ pub struct ListFilter {
 }
 
 pub async fn list(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     principal: Principal,
     Query(filter): Query<ListFilter>,
 ) -> Result<axum::Json<Value>, ApiError> {
@@ -317,12 +175,12 @@ pub async fn list(
     Ok(axum::Json(page_body("deployments", views, page)))
 }
 
-async fn load(state: &AppState, id: String) -> Result<Deployment, ApiError> {
+async fn load(state: &ApiState, id: String) -> Result<Deployment, ApiError> {
     super::find(state, "deployment", id, |r, id| r.deployment(id)).await
 }
 
 pub async fn get(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     principal: Principal,
     Path(id): Path<String>,
 ) -> Result<axum::Json<Value>, ApiError> {
@@ -331,7 +189,7 @@ pub async fn get(
 }
 
 pub async fn edge_locations(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     principal: Principal,
     Path(id): Path<String>,
 ) -> Result<axum::Json<Value>, ApiError> {
@@ -359,7 +217,7 @@ pub async fn edge_locations(
 
 /// GET /deployments/{id}/events: the timeline so far, then live events until it ends.
 pub async fn events(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     principal: Principal,
     Path(id): Path<String>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
@@ -457,21 +315,21 @@ where
 }
 
 async fn act(
-    state: AppState,
+    state: ApiState,
     principal: Principal,
     id: String,
     action: OperatorAction,
 ) -> Result<axum::Json<Value>, ApiError> {
     principal.require(Role::Operator)?;
     let deployment = state
-        .engine()
-        .operator(&id, action, &principal.subject)
+        .deployments()
+        .act(&caller(&principal), &id, action)
         .await?;
     Ok(axum::Json(view(&deployment, false)))
 }
 
 pub async fn promote(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     principal: Principal,
     Path(id): Path<String>,
 ) -> Result<axum::Json<Value>, ApiError> {
@@ -479,7 +337,7 @@ pub async fn promote(
 }
 
 pub async fn pause(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     principal: Principal,
     Path(id): Path<String>,
 ) -> Result<axum::Json<Value>, ApiError> {
@@ -487,7 +345,7 @@ pub async fn pause(
 }
 
 pub async fn resume(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     principal: Principal,
     Path(id): Path<String>,
 ) -> Result<axum::Json<Value>, ApiError> {
@@ -495,7 +353,7 @@ pub async fn resume(
 }
 
 pub async fn approve_next_region(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     principal: Principal,
     Path(id): Path<String>,
 ) -> Result<axum::Json<Value>, ApiError> {
@@ -508,7 +366,7 @@ pub struct RollbackBody {
 }
 
 pub async fn rollback(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     principal: Principal,
     Path(id): Path<String>,
     OptionalJson(body): OptionalJson<RollbackBody>,
@@ -541,7 +399,7 @@ fn freeze_view(freeze: Option<Freeze>) -> Value {
 }
 
 pub async fn get_freeze(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     principal: Principal,
 ) -> Result<axum::Json<Value>, ApiError> {
     principal.require(Role::Viewer)?;
@@ -551,43 +409,24 @@ pub async fn get_freeze(
 }
 
 pub async fn set_freeze(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     principal: Principal,
     OptionalJson(body): OptionalJson<FreezeBody>,
 ) -> Result<axum::Json<Value>, ApiError> {
     principal.require(Role::Admin)?;
-    let freeze = Freeze {
-        reason: body.reason.unwrap_or_else(|| "no reason given".into()),
-        frozen_by: principal.subject.clone(),
-        frozen_at: Timestamp::now(),
-    };
-    state
-        .store()
-        .apply(CommandEnvelope::new(
-            principal.subject.clone(),
-            current_trace_id(),
-            Command::SetFreeze {
-                freeze: Some(freeze.clone()),
-            },
-        ))
+    let reason = body.reason.unwrap_or_else(|| "no reason given".into());
+    let freeze = state
+        .deployments()
+        .freeze(&caller(&principal), reason)
         .await?;
-    state.engine().set_frozen(true);
     Ok(axum::Json(freeze_view(Some(freeze))))
 }
 
 pub async fn lift_freeze(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     principal: Principal,
 ) -> Result<axum::Json<Value>, ApiError> {
     principal.require(Role::Admin)?;
-    state
-        .store()
-        .apply(CommandEnvelope::new(
-            principal.subject.clone(),
-            current_trace_id(),
-            Command::SetFreeze { freeze: None },
-        ))
-        .await?;
-    state.engine().set_frozen(false);
+    state.deployments().lift_freeze(&caller(&principal)).await?;
     Ok(axum::Json(freeze_view(None)))
 }

@@ -11,12 +11,10 @@ use serde_json::{Value, json};
 use super::error::ApiError;
 use super::extract::{Json, PageQuery, Path, Principal, Query, page_body};
 use super::middleware::current_trace_id;
-use crate::app::AppState;
+use super::state::ApiState;
 use crate::model::{Capacity, EdgeHealth, EdgeLocation, EdgeType, MetricsSample, Role, Timestamp};
-use crate::store::{Applied, Command, CommandEnvelope, EdgeChanges, EdgeRecord, HeartbeatRecord};
-
-/// Agent tokens are long-lived: an edge is re-keyed by rotation, not by expiry.
-const AGENT_TOKEN_TTL_SECONDS: i64 = 10 * 365 * 24 * 3600;
+use crate::service::Caller;
+use crate::store::{EdgeChanges, EdgeRecord, HeartbeatRecord};
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -116,28 +114,12 @@ impl EdgeBody {
     }
 }
 
-fn envelope(principal: &Principal, command: Command) -> CommandEnvelope {
-    CommandEnvelope::new(principal.subject.clone(), current_trace_id(), command)
-}
-
-/// Mints a fresh agent token for an edge: (token id, token, token sealed for the store).
-fn mint_agent_token(
-    state: &AppState,
-    location_id: &str,
-) -> Result<(String, String, String), ApiError> {
-    let (token, claims) = state.tokens().issue(
-        &format!("edge:{location_id}"),
-        Role::Edge,
-        Some(location_id),
-        Timestamp::now(),
-        AGENT_TOKEN_TTL_SECONDS,
-    )?;
-    let sealed = state.secrets().seal(&token);
-    Ok((claims.jti, token, sealed))
+fn caller(principal: &Principal) -> Caller {
+    Caller::new(principal.subject.clone(), current_trace_id())
 }
 
 /// An edge with its health judged now.
-fn view(state: &AppState, mut location: EdgeLocation) -> Value {
+fn view(state: &ApiState, mut location: EdgeLocation) -> Value {
     let now = Timestamp::now();
     let healthy_within = state.settings().edges.healthy_within.as_millis() as i64;
     let healthy = location.is_healthy_at(now, healthy_within);
@@ -146,7 +128,7 @@ fn view(state: &AppState, mut location: EdgeLocation) -> Value {
 }
 
 pub async fn create(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     principal: Principal,
     Json(body): Json<EdgeBody>,
 ) -> Result<Response, ApiError> {
@@ -154,45 +136,11 @@ pub async fn create(
     let location_id = body.location_id.clone().unwrap_or_default();
     check_location_id(&location_id)?;
     let changes = body.changes()?;
-    let (token_id, token, token_sealed) = mint_agent_token(&state, &location_id)?;
-    let location = EdgeLocation {
-        location_id: location_id.clone(),
-        name: changes.name,
-        region: changes.region,
-        country_code: changes.country_code,
-        city: changes.city,
-        edge_type: changes.edge_type,
-        endpoint: changes.endpoint,
-        capacity: changes.capacity,
-        health: EdgeHealth {
-            is_healthy: false,
-            ..EdgeHealth::default()
-        },
-        metrics: None,
-        last_heartbeat: None,
-        started_at: None,
-        is_active: changes.is_active,
-        active_configurations: BTreeMap::new(),
-        metadata: changes.metadata,
-        is_quarantined: false,
-    };
-    let applied = state
-        .store()
-        .apply(envelope(
-            &principal,
-            Command::CreateEdge {
-                record: EdgeRecord {
-                    location,
-                    token_id,
-                    token_sealed,
-                },
-            },
-        ))
+    let (location, token) = state
+        .edges()
+        .create(&caller(&principal), location_id, changes)
         .await?;
-    let Applied::Edge(record) = applied else {
-        return Err(ApiError::Internal("edge created without a record".into()));
-    };
-    let mut body = view(&state, record.location);
+    let mut body = view(&state, location);
     body["agentToken"] = Value::String(token);
     Ok((StatusCode::CREATED, axum::Json(body)).into_response())
 }
@@ -223,7 +171,7 @@ fn parse_bool(value: &Option<String>, field: &str) -> Result<Option<bool>, ApiEr
 }
 
 pub async fn list(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     principal: Principal,
     Query(filter): Query<ListFilter>,
 ) -> Result<axum::Json<Value>, ApiError> {
@@ -258,12 +206,12 @@ pub async fn list(
     Ok(axum::Json(page_body("edgeLocations", views, page)))
 }
 
-async fn load(state: &AppState, id: String) -> Result<EdgeRecord, ApiError> {
+async fn load(state: &ApiState, id: String) -> Result<EdgeRecord, ApiError> {
     super::find(state, "edge location", id, |r, id| r.edge(id)).await
 }
 
 pub async fn get(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     principal: Principal,
     Path(id): Path<String>,
 ) -> Result<axum::Json<Value>, ApiError> {
@@ -273,7 +221,7 @@ pub async fn get(
 }
 
 pub async fn update(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     principal: Principal,
     Path(id): Path<String>,
     Json(body): Json<EdgeBody>,
@@ -288,91 +236,49 @@ pub async fn update(
         ));
     }
     let changes = body.changes()?;
-    let applied = state
-        .store()
-        .apply(envelope(
-            &principal,
-            Command::UpdateEdge {
-                location_id: id,
-                changes,
-            },
-        ))
+    let location = state
+        .edges()
+        .update(&caller(&principal), id, changes)
         .await?;
-    let Applied::Edge(record) = applied else {
-        return Err(ApiError::Internal("edge updated without a record".into()));
-    };
-    Ok(axum::Json(view(&state, record.location)))
+    Ok(axum::Json(view(&state, location)))
 }
 
 pub async fn delete(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     principal: Principal,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     principal.require(Role::Admin)?;
-    if let Some((deployment_id, _)) = state
-        .engine()
-        .running()
-        .into_iter()
-        .find(|(_, running)| running.targets.contains(&id))
-    {
-        return Err(ApiError::Conflict(format!(
-            "deployment '{deployment_id}' in progress targets edge location '{id}'"
-        )));
-    }
-    state
-        .store()
-        .apply(envelope(
-            &principal,
-            Command::DeleteEdge { location_id: id },
-        ))
-        .await?;
+    state.edges().delete(&caller(&principal), id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// POST /edge-locations/{id}/token: a new agent token; the old one stops working at once.
 pub async fn rotate_token(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     principal: Principal,
     Path(id): Path<String>,
 ) -> Result<axum::Json<Value>, ApiError> {
     principal.require(Role::Admin)?;
-    let (token_id, token, token_sealed) = mint_agent_token(&state, &id)?;
-    state
-        .store()
-        .apply(envelope(
-            &principal,
-            Command::RotateEdgeToken {
-                location_id: id.clone(),
-                token_id,
-                token_sealed,
-            },
-        ))
+    let token = state
+        .edges()
+        .rotate_token(&caller(&principal), id.clone())
         .await?;
     Ok(axum::Json(json!({"locationId": id, "agentToken": token})))
 }
 
 /// DELETE /edge-locations/{id}/quarantine: an Admin lets a quarantined edge back in.
 pub async fn clear_quarantine(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     principal: Principal,
     Path(id): Path<String>,
 ) -> Result<axum::Json<Value>, ApiError> {
     principal.require(Role::Admin)?;
-    let applied = state
-        .store()
-        .apply(envelope(
-            &principal,
-            Command::SetEdgeQuarantine {
-                location_id: id,
-                quarantined: false,
-            },
-        ))
+    let location = state
+        .edges()
+        .clear_quarantine(&caller(&principal), id)
         .await?;
-    let Applied::Edge(record) = applied else {
-        return Err(ApiError::Internal("edge updated without a record".into()));
-    };
-    Ok(axum::Json(view(&state, record.location)))
+    Ok(axum::Json(view(&state, location)))
 }
 
 #[derive(Debug, Deserialize)]
@@ -389,7 +295,7 @@ pub struct HeartbeatBody {
 }
 
 pub async fn heartbeat(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     principal: Principal,
     Path(id): Path<String>,
     Json(body): Json<HeartbeatBody>,
@@ -405,11 +311,6 @@ pub async fn heartbeat(
             "this token may not post heartbeats for '{id}'"
         )));
     }
-    // An edge token proves its edge exists; an Admin may name any id, and a heartbeat for
-    // no edge would be dropped by the intake while the caller was told it was recorded.
-    if principal.role == Role::Admin {
-        load(&state, id.clone()).await?;
-    }
     if body.active_configurations.len() > 10_000 {
         return Err(ApiError::invalid_field(
             "activeConfigurations",
@@ -417,16 +318,21 @@ pub async fn heartbeat(
         ));
     }
     let received_at = Timestamp::now();
+    // An edge token proves its edge exists; an Admin may name any id.
+    let known = principal.role == Role::Edge;
     state
-        .heartbeats()
-        .submit(HeartbeatRecord {
-            location_id: id,
-            received_at,
-            health: body.health,
-            active_configurations: body.active_configurations,
-            metrics: body.metrics,
-            started_at: body.started_at,
-        })
+        .edges()
+        .heartbeat(
+            HeartbeatRecord {
+                location_id: id,
+                received_at,
+                health: body.health,
+                active_configurations: body.active_configurations,
+                metrics: body.metrics,
+                started_at: body.started_at,
+            },
+            known,
+        )
         .await?;
     Ok(axum::Json(json!({"receivedAt": received_at})))
 }

@@ -7,7 +7,9 @@ use serde::Serialize;
 
 use crate::auth::AuthError;
 use crate::model::Timestamp;
+use crate::service::{ConfigurationError, DeploymentError, EdgeError, UserError};
 use crate::store::StoreError;
+use crate::validate::Finding;
 
 /// One `{field, message}` item of an error's details.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -196,11 +198,89 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(message) => ApiError::Conflict(message),
             StoreError::Invalid(message) => ApiError::validation(message),
             StoreError::Forbidden(message) => ApiError::Forbidden(message),
+            StoreError::Frozen(message) => ApiError::Frozen(message),
             StoreError::Unavailable(message) => {
                 tracing::error!(error = %message, "store unavailable");
                 ApiError::Unavailable("the store is unavailable; retry shortly".into())
             }
             StoreError::Corrupt(message) => ApiError::Internal(message),
+        }
+    }
+}
+
+fn finding_details(findings: Vec<Finding>) -> Vec<Detail> {
+    findings
+        .into_iter()
+        .map(|f| Detail::new(f.field, f.message))
+        .collect()
+}
+
+impl From<ConfigurationError> for ApiError {
+    fn from(error: ConfigurationError) -> Self {
+        match error {
+            ConfigurationError::NotFound(what) => ApiError::NotFound(format!("{what} not found")),
+            ConfigurationError::Invalid { message, findings } => ApiError::ConfigValidation {
+                message,
+                details: finding_details(findings),
+            },
+            ConfigurationError::Store(error) => error.into(),
+            ConfigurationError::Sealed(message) => {
+                ApiError::Internal(format!("cannot open sealed secret: {message}"))
+            }
+            ConfigurationError::Internal(message) => ApiError::Internal(message),
+        }
+    }
+}
+
+impl From<DeploymentError> for ApiError {
+    fn from(error: DeploymentError) -> Self {
+        match error {
+            DeploymentError::NotFound(what) => ApiError::NotFound(format!("{what} not found")),
+            DeploymentError::Invalid { message, details } => ApiError::Validation {
+                message,
+                details: details
+                    .into_iter()
+                    .map(|e| Detail::new(e.field, e.message))
+                    .collect(),
+            },
+            DeploymentError::Rejected { message, findings } => ApiError::ConfigValidation {
+                message,
+                details: finding_details(findings),
+            },
+            DeploymentError::Conflict(message) => ApiError::Conflict(message),
+            DeploymentError::Frozen(message) => ApiError::Frozen(message),
+            DeploymentError::Stopped => {
+                ApiError::Unavailable("the deployment engine has stopped".into())
+            }
+            DeploymentError::Configuration(error) => error.into(),
+            DeploymentError::Store(error) => error.into(),
+        }
+    }
+}
+
+impl From<EdgeError> for ApiError {
+    fn from(error: EdgeError) -> Self {
+        match error {
+            EdgeError::NotFound(what) => ApiError::NotFound(format!("{what} not found")),
+            EdgeError::Conflict(message) => ApiError::Conflict(message),
+            EdgeError::Auth(error) => error.into(),
+            EdgeError::Store(error) => error.into(),
+            EdgeError::Internal(message) => ApiError::Internal(message),
+        }
+    }
+}
+
+impl From<UserError> for ApiError {
+    fn from(error: UserError) -> Self {
+        match error {
+            UserError::NotFound(what) => ApiError::NotFound(format!("{what} not found")),
+            UserError::Invalid(field, message) => ApiError::invalid_field(field, message),
+            UserError::BadCredentials => {
+                ApiError::Unauthorized("invalid username or password".into())
+            }
+            UserError::Auth(error) => error.into(),
+            UserError::Store(error) => error.into(),
+            UserError::Internal(message) => ApiError::Internal(message),
         }
     }
 }

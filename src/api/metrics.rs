@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use super::error::ApiError;
 use super::extract::{Path, Principal, Query};
-use crate::app::AppState;
+use super::state::ApiState;
 use crate::model::{Role, Timestamp, parse_duration};
 use crate::monitor::aggregate::{WindowStats, WindowTotals};
 use crate::monitor::analysis::NO_BASELINE;
@@ -96,7 +96,7 @@ impl WindowQuery {
 
 /// Stats of `locations` merged, and per location.
 async fn stats_for(
-    state: &AppState,
+    state: &ApiState,
     locations: Vec<String>,
     window: &Window,
 ) -> Result<(WindowStats, Vec<Value>), ApiError> {
@@ -134,7 +134,7 @@ fn with_window(mut value: Value, window: &Window) -> Value {
 }
 
 pub async fn edge(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     principal: Principal,
     Path(id): Path<String>,
     Query(query): Query<WindowQuery>,
@@ -149,7 +149,7 @@ pub async fn edge(
 }
 
 pub async fn configuration(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     principal: Principal,
     Path(id): Path<String>,
     Query(query): Query<WindowQuery>,
@@ -169,7 +169,7 @@ pub async fn configuration(
 }
 
 pub async fn region(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     principal: Principal,
     Path(region): Path<String>,
     Query(query): Query<WindowQuery>,
@@ -201,7 +201,7 @@ pub async fn region(
 
 /// Canary against baseline for a deployment, with every analysis verdict and its numbers.
 pub async fn deployment(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     principal: Principal,
     Path(id): Path<String>,
 ) -> Result<axum::Json<Value>, ApiError> {

@@ -13,7 +13,7 @@ use tracing::Instrument;
 
 use super::error::{ApiError, ShapedError, error_response};
 use super::extract::{AuthFailure, Principal};
-use crate::app::AppState;
+use super::state::ApiState;
 use crate::auth::{AuthError, LimitClass};
 use crate::model::Role;
 
@@ -121,7 +121,7 @@ fn limit_class(method: &Method, path: &str) -> LimitClass {
 }
 
 async fn authenticate(
-    state: &AppState,
+    state: &ApiState,
     headers: &HeaderMap,
 ) -> Result<Option<Principal>, AuthError> {
     let Some(value) = headers.get(header::AUTHORIZATION) else {
@@ -172,7 +172,7 @@ async fn authenticate(
 }
 
 /// The middleware every request passes through.
-pub async fn guard(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+pub async fn guard(State(state): State<ApiState>, mut request: Request, next: Next) -> Response {
     let started = Instant::now();
     let id = request_id(request.headers());
     let method = request.method().clone();

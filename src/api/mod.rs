@@ -1,5 +1,6 @@
-//! The HTTP API (SPEC §5). The only module that knows HTTP and axum: handlers turn requests
-//! into store commands and domain calls, and every failure into the one error shape.
+//! The HTTP API (SPEC §5). The only module that knows HTTP and axum: handlers parse and
+//! authorise a request, call one use case (`service`) or read the store, and turn every
+//! failure into the one error shape.
 
 pub mod configurations;
 pub mod deployments;
@@ -9,6 +10,7 @@ pub mod extract;
 pub mod metrics;
 pub mod middleware;
 pub mod openapi;
+pub mod state;
 pub mod system;
 pub mod users;
 
@@ -17,13 +19,12 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post, put};
 use tower_http::catch_panic::CatchPanicLayer;
 
-use crate::app::AppState;
-
 pub use error::ApiError;
+pub use state::{ApiParts, ApiState};
 
 /// Reads one object by id through `get`, answering 404 naming `what` when it is missing.
 pub(crate) async fn find<T: Send + 'static>(
-    state: &AppState,
+    state: &ApiState,
     what: &'static str,
     id: String,
     get: fn(&crate::store::Reader, &str) -> Result<Option<T>, crate::store::StoreError>,
@@ -37,7 +38,7 @@ pub(crate) async fn find<T: Send + 'static>(
 }
 
 /// The whole API with its middleware, ready to serve.
-pub fn router(state: AppState) -> Router {
+pub fn router(state: ApiState) -> Router {
     let body_limit = state.settings().server.max_body_bytes;
     let timeout = state.settings().server.request_timeout;
     let api = Router::new()

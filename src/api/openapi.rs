@@ -4,7 +4,7 @@
 use axum::extract::State;
 use serde_json::{Map, Value, json};
 
-use crate::app::AppState;
+use super::state::ApiState;
 
 /// One documented operation: (method, path under /api/v1, summary, roles, success status,
 /// request schema).
@@ -396,7 +396,7 @@ pub fn build() -> Value {
     })
 }
 
-pub async fn document(State(_state): State<AppState>) -> axum::Json<Value> {
+pub async fn document(State(_state): State<ApiState>) -> axum::Json<Value> {
     static DOCUMENT: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
     axum::Json(DOCUMENT.get_or_init(build).clone())
 }

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::error::ApiError;
 use super::extract::{Json, PageQuery, Principal, Query, page_of};
-use crate::app::AppState;
+use super::state::ApiState;
 use crate::model::{ConfigType, Role, RollbackConfig, Timestamp};
 use crate::store::{AuditFilter, Command, CommandEnvelope};
 
@@ -17,7 +17,7 @@ pub async fn health() -> axum::Json<Value> {
 }
 
 /// Ready when the store answers and the server is not draining.
-pub async fn ready(State(state): State<AppState>) -> Result<axum::Json<Value>, ApiError> {
+pub async fn ready(State(state): State<ApiState>) -> Result<axum::Json<Value>, ApiError> {
     if !state.is_ready() {
         return Err(ApiError::Unavailable("starting or shutting down".into()));
     }
@@ -29,7 +29,7 @@ pub async fn ready(State(state): State<AppState>) -> Result<axum::Json<Value>, A
     Ok(axum::Json(json!({"status": "ready"})))
 }
 
-pub async fn prometheus(State(state): State<AppState>) -> Response {
+pub async fn prometheus(State(state): State<ApiState>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.prometheus().render(),
@@ -60,7 +60,7 @@ pub struct AuditQuery {
 }
 
 pub async fn audit(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     principal: Principal,
     Query(query): Query<AuditQuery>,
 ) -> Result<axum::Json<Value>, ApiError> {
@@ -90,7 +90,7 @@ pub async fn audit(
 }
 
 pub async fn get_thresholds(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     principal: Principal,
 ) -> Result<axum::Json<RollbackConfig>, ApiError> {
     principal.require(Role::Viewer)?;
@@ -98,7 +98,7 @@ pub async fn get_thresholds(
 }
 
 pub async fn set_thresholds(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     principal: Principal,
     Json(thresholds): Json<RollbackConfig>,
 ) -> Result<axum::Json<RollbackConfig>, ApiError> {

@@ -9,10 +9,10 @@ use serde_json::{Value, json};
 use super::error::ApiError;
 use super::extract::{Json, PageQuery, Path, Principal, Query, page_body};
 use super::middleware::{ClientAddress, current_trace_id};
-use crate::app::AppState;
-use crate::auth::{check_password, check_username, hash_password, verify_password};
+use super::state::ApiState;
+use crate::auth::{check_password, check_username};
 use crate::model::{Role, Timestamp, User};
-use crate::store::{Command, CommandEnvelope};
+use crate::service::{Caller, UserError};
 
 #[derive(Debug, Deserialize)]
 pub struct LoginBody {
@@ -41,15 +41,12 @@ impl From<User> for UserView {
     }
 }
 
-async fn hash(password: String) -> Result<String, ApiError> {
-    tokio::task::spawn_blocking(move || hash_password(&password))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map_err(ApiError::from)
+fn caller(principal: &Principal) -> Caller {
+    Caller::new(principal.subject.clone(), current_trace_id())
 }
 
 pub async fn login(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     address: Option<Extension<ClientAddress>>,
     Json(body): Json<LoginBody>,
 ) -> Result<axum::Json<Value>, ApiError> {
@@ -72,34 +69,18 @@ pub async fn login(
             retry_after: budget.reset_seconds,
         });
     }
-    let lookup = username.clone();
-    let user = state.store().read(move |r| r.user(&lookup)).await?;
-    let stored_hash = user
-        .as_ref()
-        .map(|u| u.password_hash.clone())
-        .unwrap_or_else(|| crate::auth::password::decoy_hash().to_string());
-    let given = password.clone();
-    let matches = tokio::task::spawn_blocking(move || verify_password(&given, &stored_hash))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let user = match (user, matches) {
-        (Some(user), true) => user,
-        _ => {
+    let session = match state.users().login(&username, &password).await {
+        Err(UserError::BadCredentials) => {
             tracing::warn!(%username, %address, "failed login");
-            return Err(ApiError::Unauthorized(
-                "invalid username or password".into(),
-            ));
+            return Err(UserError::BadCredentials.into());
         }
+        other => other?,
     };
-    let ttl = state.settings().auth.token_ttl.as_secs() as i64;
-    let (token, claims) =
-        state
-            .tokens()
-            .issue(&user.username, user.role, None, Timestamp::now(), ttl)?;
+    let user = session.user;
     tracing::info!(username = %user.username, "login");
     Ok(axum::Json(json!({
-        "token": token,
-        "expiresAt": Timestamp::from_millis(claims.exp * 1000),
+        "token": session.token,
+        "expiresAt": session.expires_at,
         "user": {"username": user.username, "role": user.role},
     })))
 }
@@ -112,7 +93,7 @@ pub struct CreateUserBody {
 }
 
 pub async fn create(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     principal: Principal,
     Json(body): Json<CreateUserBody>,
 ) -> Result<Response, ApiError> {
@@ -127,27 +108,15 @@ pub async fn create(
         .ok_or_else(|| ApiError::invalid_field("role", "role is required"))?
         .parse()
         .map_err(|e: String| ApiError::invalid_field("role", e))?;
-    let now = Timestamp::now();
-    let user = User {
-        username,
-        role,
-        password_hash: hash(password).await?,
-        created_at: now,
-        updated_at: now,
-    };
-    state
-        .store()
-        .apply(CommandEnvelope::new(
-            principal.subject.clone(),
-            current_trace_id(),
-            Command::CreateUser { user: user.clone() },
-        ))
+    let user = state
+        .users()
+        .create(&caller(&principal), username, password, role)
         .await?;
     Ok((StatusCode::CREATED, axum::Json(UserView::from(user))).into_response())
 }
 
 pub async fn list(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     principal: Principal,
     Query(page): Query<PageQuery>,
 ) -> Result<axum::Json<Value>, ApiError> {
@@ -159,19 +128,12 @@ pub async fn list(
 }
 
 pub async fn delete(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     principal: Principal,
     Path(username): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     principal.require(Role::Admin)?;
-    state
-        .store()
-        .apply(CommandEnvelope::new(
-            principal.subject.clone(),
-            current_trace_id(),
-            Command::DeleteUser { username },
-        ))
-        .await?;
+    state.users().delete(&caller(&principal), username).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -183,7 +145,7 @@ pub struct PasswordBody {
 }
 
 pub async fn set_password(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     principal: Principal,
     Path(username): Path<String>,
     Json(body): Json<PasswordBody>,
@@ -194,38 +156,13 @@ pub async fn set_password(
     }
     let password = body.password.unwrap_or_default();
     check_password(&password).map_err(|e| ApiError::invalid_field("password", e))?;
-    if own && principal.role != Role::Admin {
-        // Changing one's own password needs the current one, so a stolen token alone
-        // cannot take over the account.
-        let current = body.current_password.unwrap_or_default();
-        let lookup = username.clone();
-        let user = state
-            .store()
-            .read(move |r| r.user(&lookup))
-            .await?
-            .ok_or_else(|| ApiError::NotFound(format!("user '{username}' not found")))?;
-        let ok =
-            tokio::task::spawn_blocking(move || verify_password(&current, &user.password_hash))
-                .await
-                .map_err(|e| ApiError::Internal(e.to_string()))?;
-        if !ok {
-            return Err(ApiError::invalid_field(
-                "currentPassword",
-                "the current password is required and must match",
-            ));
-        }
-    }
+    // Changing one's own password needs the current one, so a stolen token alone cannot
+    // take over the account.
+    let current_password =
+        (own && principal.role != Role::Admin).then(|| body.current_password.unwrap_or_default());
     state
-        .store()
-        .apply(CommandEnvelope::new(
-            principal.subject.clone(),
-            current_trace_id(),
-            Command::SetPassword {
-                username,
-                password_hash: hash(password).await?,
-                at: Timestamp::now(),
-            },
-        ))
+        .users()
+        .set_password(&caller(&principal), username, password, current_password)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

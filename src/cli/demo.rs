@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::api::ApiState;
 use crate::config::Settings;
 use crate::edge::{Fleet, SimulateOptions};
 
@@ -118,16 +119,17 @@ fn demo_settings(data_dir: &Path, listen: SocketAddr) -> Settings {
     settings
 }
 
+/// Builds a control plane from its settings and the admin's bootstrap password: the
+/// composition root's, handed in by the binary.
+pub type BuildControlPlane = fn(Settings, Option<String>) -> anyhow::Result<ApiState>;
+
 /// Starts the control plane, the nine simulated POPs and the two configurations.
-pub async fn start(options: DemoOptions) -> anyhow::Result<Demo> {
+pub async fn start(options: DemoOptions, build: BuildControlPlane) -> anyhow::Result<Demo> {
     let data_dir = TempDataDir::create()?;
     let settings = demo_settings(&data_dir.0, options.listen);
     let admin_password = generate_password();
     let bootstrap = admin_password.clone();
-    let state = tokio::task::spawn_blocking(move || {
-        crate::app::build(settings, crate::telemetry::prometheus(), Some(bootstrap))
-    })
-    .await??;
+    let state = tokio::task::spawn_blocking(move || build(settings, Some(bootstrap))).await??;
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
         .with_context(|| format!("cannot listen on {}", options.listen))?;
@@ -237,11 +239,11 @@ pub async fn start(options: DemoOptions) -> anyhow::Result<Demo> {
 }
 
 /// Starts the demo, prints how to use it, and runs until SIGTERM or Ctrl-C.
-pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
+pub async fn run(options: DemoOptions, build: BuildControlPlane) -> anyhow::Result<()> {
     // Installed before starting so that a signal during start-up is not lost.
-    let signal = crate::app::shutdown_signal();
+    let signal = crate::shutdown::signal();
     let run_scenario = options.run_scenario;
-    let demo = start(options).await?;
+    let demo = start(options, build).await?;
     println!("{}", instructions(&demo));
     let mut signal = std::pin::pin!(signal);
     if run_scenario {

@@ -5,15 +5,15 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
-use crate::app::open;
 use crate::auth::hash_password;
 use crate::config::Settings;
 use crate::model::{Role, Timestamp, User};
+use crate::service::open::{Opened, open};
 use crate::store::{Command, CommandEnvelope};
 
 const CLI_ACTOR: &str = "cli";
 
-fn opened(settings: &Settings) -> anyhow::Result<crate::app::Opened> {
+fn opened(settings: &Settings) -> anyhow::Result<Opened> {
     open(settings).with_context(|| {
         format!(
             "cannot open the store in {} (is the server running?)",

@@ -6,7 +6,7 @@
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::app::SYSTEM_ACTOR;
+use crate::model::SYSTEM_ACTOR;
 use crate::store::{Command, CommandEnvelope, HeartbeatRecord, Store, StoreError};
 
 /// Most heartbeats written in one transaction.

@@ -26,6 +26,9 @@ pub use metrics::{BreachState, LatencyHistogram, MetricsSample, PerformanceSnaps
 pub use timestamp::Timestamp;
 pub use user::{Role, User};
 
+/// Actor recorded for changes the server makes on its own.
+pub const SYSTEM_ACTOR: &str = "system";
+
 /// A new opaque id with the given prefix, e.g. `config-<uuid>`.
 pub fn new_id(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4())

@@ -11,7 +11,7 @@ use super::alerts::{Alert, AlertKind, Notifier};
 use super::analysis::{
     AnalysisInput, BreachState, EdgeWindow, GroupSample, Outcome, Verdict, judge,
 };
-use crate::app::SYSTEM_ACTOR;
+use crate::model::SYSTEM_ACTOR;
 use crate::model::{Deployment, PerformanceSnapshot, Timestamp};
 use crate::rollout::engine::{AlertSink, Analysis, AnalysisAnswer, AnalysisRequest};
 use crate::rollout::{AlertKind as RolloutAlert, AnalysisOutcome};

@@ -24,9 +24,9 @@ use super::machine::{
     resume_actions, step,
 };
 use super::plan::plan;
-use crate::app::SYSTEM_ACTOR;
 use crate::model::{
-    ConfigType, Deployment, DeploymentEvent, PerformanceSnapshot, RollbackConfig, Timestamp,
+    ConfigType, Deployment, DeploymentEvent, DeploymentStatus, EventKind, PerformanceSnapshot,
+    RollbackConfig, SYSTEM_ACTOR, Timestamp,
 };
 use crate::secrets::SecretBox;
 use crate::store::{Applied, Command, CommandEnvelope, Store, StoreError};
@@ -330,6 +330,15 @@ impl Engine {
         let now = engine_loop.clock.now();
         let mut resumed = Vec::new();
         for deployment in unfinished {
+            // Admitted by the store but stopped before the engine planned it: start it now.
+            if deployment.status == DeploymentStatus::Pending && deployment.started_at.is_none() {
+                let (reply, _) = oneshot::channel();
+                let _ = queue.send(Message::Start {
+                    deployment: Box::new(deployment),
+                    reply,
+                });
+                continue;
+            }
             tracing::info!(
                 deployment_id = %deployment.deployment_id,
                 status = ?deployment.status,
@@ -356,8 +365,8 @@ impl Engine {
         })
     }
 
-    /// Starts a new deployment (already validated, status Pending); answers once the start
-    /// is persisted.
+    /// Starts a deployment the store has admitted (status Pending); answers once the start
+    /// is persisted. One that cannot start is persisted as Failed, freeing its slot.
     pub async fn start_deployment(
         &self,
         deployment: Deployment,
@@ -449,6 +458,7 @@ impl Loop {
                 Message::Tick => ticked = true,
                 Message::Start { deployment, reply } => {
                     let id = deployment.deployment_id.clone();
+                    let admitted = (*deployment).clone();
                     match self.begin(*deployment, now, &context).await {
                         Ok(new_actions) => {
                             touched.entry(id.clone()).or_insert((0, Vec::new()));
@@ -456,6 +466,7 @@ impl Loop {
                             replies.push((reply, id));
                         }
                         Err(error) => {
+                            self.fail_unstarted(admitted, now, &error).await;
                             let _ = reply.send(Err(error));
                         }
                     }
@@ -691,16 +702,6 @@ impl Loop {
         now: Timestamp,
         context: &StepContext,
     ) -> Result<Vec<Action>, EngineError> {
-        if self
-            .deployments
-            .values()
-            .any(|d| d.configuration_id == deployment.configuration_id)
-        {
-            return Err(EngineError::Conflict(format!(
-                "configuration '{}' is already being deployed",
-                deployment.configuration_id
-            )));
-        }
         self.load_content(
             &deployment.configuration_id,
             &deployment.configuration_version,
@@ -733,6 +734,44 @@ impl Loop {
         self.deployments
             .insert(deployment.deployment_id.clone(), deployment);
         Ok(actions)
+    }
+
+    /// Ends an admitted deployment that could not start as Failed, so that it does not hold
+    /// its configuration's running slot.
+    async fn fail_unstarted(
+        &self,
+        mut deployment: Deployment,
+        now: Timestamp,
+        error: &EngineError,
+    ) {
+        let message = format!("the deployment could not start: {error}");
+        deployment.status = DeploymentStatus::Failed;
+        deployment.completed_at = Some(now);
+        deployment.errors.push(message.clone());
+        deployment.events.push(DeploymentEvent {
+            at: now,
+            kind: EventKind::Failed,
+            actor: SYSTEM_ACTOR.to_string(),
+            message,
+            location_id: None,
+            version: Some(deployment.configuration_version.clone()),
+            data: BTreeMap::new(),
+        });
+        let id = deployment.deployment_id.clone();
+        let saved = self
+            .store
+            .apply(CommandEnvelope::new(
+                SYSTEM_ACTOR,
+                "",
+                Command::SaveDeployment {
+                    deployment: Box::new(deployment),
+                    edge_versions: Vec::new(),
+                },
+            ))
+            .await;
+        if let Err(error) = saved {
+            tracing::error!(deployment_id = %id, %error, "cannot record a failed start");
+        }
     }
 
     /// Caches the push content of a version (see [`load_content`]).

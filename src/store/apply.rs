@@ -1,14 +1,19 @@
 //! The one door: applies a command, appends it to the command log and writes its audit
 //! record, all in one durable write transaction.
 
-use redb::{Database, ReadableTable, WriteTransaction};
+use redb::{Database, ReadableTable, ReadableTableMetadata, WriteTransaction};
 
-use super::command::{Applied, AuditRecord, Command, CommandEnvelope, EdgeRecord, LogEntry};
-use super::{
-    AUDIT, CONFIG_NAMES, CONFIGS, DEPLOYMENTS, DESIRED, EDGES, LOG, META, StoreError, USERS,
-    VERSIONS, codec,
+use super::command::{
+    Applied, AuditRecord, Command, CommandEnvelope, EdgeRecord, Freeze, LogEntry,
 };
-use crate::model::{ConfigStatus, Configuration, ConfigurationVersion, User};
+use super::patterns::{self, CONFIG_PATTERNS, IndexKey};
+use super::{
+    AUDIT, CONFIG_NAMES, CONFIGS, DEPLOYMENTS, DESIRED, EDGES, LOG, META, RUNNING, StoreError,
+    USERS, VERSIONS, codec,
+};
+use crate::model::{
+    ConfigStatus, ConfigType, Configuration, ConfigurationVersion, Deployment, User,
+};
 
 pub(crate) const TERM_KEY: &str = "term";
 pub(crate) const JWT_SECRET_KEY: &str = "jwt_secret";
@@ -157,6 +162,16 @@ fn apply_in(txn: &WriteTransaction, envelope: &CommandEnvelope) -> Result<Applie
                 configuration.configuration_id.as_str(),
             )?;
             let mut configs = txn.open_table(CONFIGS)?;
+            let key = IndexKey::of(configuration.config_type, &configuration.content);
+            refuse_contradiction(
+                txn,
+                &configs,
+                &key,
+                configuration.config_type,
+                &configuration.content,
+                &configuration.configuration_id,
+            )?;
+            patterns::insert(txn, &configuration.configuration_id, &key)?;
             configs.insert(
                 configuration.configuration_id.as_str(),
                 codec::encode(configuration)?.as_slice(),
@@ -195,6 +210,18 @@ fn apply_in(txn: &WriteTransaction, envelope: &CommandEnvelope) -> Result<Applie
                     config.version
                 )));
             }
+            let old_key = IndexKey::of(config.config_type, &config.content);
+            let new_key = IndexKey::of(config.config_type, content);
+            refuse_contradiction(
+                txn,
+                &configs,
+                &new_key,
+                config.config_type,
+                content,
+                configuration_id,
+            )?;
+            patterns::remove(txn, configuration_id, &old_key)?;
+            patterns::insert(txn, configuration_id, &new_key)?;
             let next = bump.apply(&config.version).ok_or_else(|| {
                 StoreError::Corrupt(format!("stored version '{}' is not semver", config.version))
             })?;
@@ -255,7 +282,18 @@ fn apply_in(txn: &WriteTransaction, envelope: &CommandEnvelope) -> Result<Applie
                     config.deployed_locations.len()
                 )));
             }
+            if let Some(deployment_id) = txn.open_table(RUNNING)?.get(configuration_id.as_str())? {
+                return Err(StoreError::Conflict(format!(
+                    "configuration '{configuration_id}' is being deployed by '{}'",
+                    deployment_id.value()
+                )));
+            }
             configs.remove(configuration_id.as_str())?;
+            patterns::remove(
+                txn,
+                configuration_id,
+                &IndexKey::of(config.config_type, &config.content),
+            )?;
             txn.open_table(CONFIG_NAMES)?.remove(config.name.as_str())?;
             let mut versions = txn.open_table(VERSIONS)?;
             versions.retain_in(
@@ -461,9 +499,22 @@ fn apply_in(txn: &WriteTransaction, envelope: &CommandEnvelope) -> Result<Applie
                 deployment.deployment_id.as_str(),
                 codec::encode(deployment.as_ref())?.as_slice(),
             )?;
+            track_running(txn, deployment)?;
             if !edge_versions.is_empty() {
                 record_edge_versions(txn, &deployment.configuration_id, edge_versions)?;
             }
+            Ok(Applied::Deployment(deployment.clone()))
+        }
+        Command::CreateDeployment {
+            deployment,
+            max_concurrent,
+        } => {
+            admit(txn, deployment, *max_concurrent)?;
+            txn.open_table(DEPLOYMENTS)?.insert(
+                deployment.deployment_id.as_str(),
+                codec::encode(deployment.as_ref())?.as_slice(),
+            )?;
+            track_running(txn, deployment)?;
             Ok(Applied::Deployment(deployment.clone()))
         }
         Command::SetThresholds { thresholds } => {
@@ -500,6 +551,149 @@ fn apply_in(txn: &WriteTransaction, envelope: &CommandEnvelope) -> Result<Applie
             Ok(Applied::Nothing)
         }
     }
+}
+
+/// The admission rules of a new deployment (SPEC §7, common rules): no freeze in effect, no
+/// other running deployment of its configuration, fewer than `max_concurrent` running.
+fn admit(
+    txn: &WriteTransaction,
+    deployment: &Deployment,
+    max_concurrent: u64,
+) -> Result<(), StoreError> {
+    if let Some(raw) = txn.open_table(META)?.get(FREEZE_KEY)? {
+        let freeze: Freeze = codec::decode(raw.value())?;
+        return Err(StoreError::Frozen(format!(
+            "rollouts are frozen by {}: {}",
+            freeze.frozen_by, freeze.reason
+        )));
+    }
+    let configuration_id = deployment.configuration_id.as_str();
+    if txn.open_table(CONFIGS)?.get(configuration_id)?.is_none() {
+        return Err(StoreError::NotFound(format!(
+            "configuration '{configuration_id}'"
+        )));
+    }
+    if txn
+        .open_table(DEPLOYMENTS)?
+        .get(deployment.deployment_id.as_str())?
+        .is_some()
+    {
+        return Err(StoreError::Conflict(format!(
+            "deployment '{}' already exists",
+            deployment.deployment_id
+        )));
+    }
+    let running = txn.open_table(RUNNING)?;
+    if let Some(other) = running.get(configuration_id)? {
+        return Err(StoreError::Conflict(format!(
+            "configuration '{configuration_id}' is already being deployed by '{}'",
+            other.value()
+        )));
+    }
+    let n_running = running.len()?;
+    if n_running >= max_concurrent {
+        return Err(StoreError::Conflict(format!(
+            "{n_running} deployments are running, the most allowed at once"
+        )));
+    }
+    Ok(())
+}
+
+/// Keeps the running table true to a deployment's status: a terminal deployment leaves it.
+/// An unfinished one not yet listed is added, so a log written before the table existed
+/// replays to the same table.
+fn track_running(txn: &WriteTransaction, deployment: &Deployment) -> Result<(), StoreError> {
+    let mut running = txn.open_table(RUNNING)?;
+    let configuration_id = deployment.configuration_id.as_str();
+    let listed = running
+        .get(configuration_id)?
+        .map(|id| id.value().to_string());
+    if deployment.status.is_terminal() {
+        if listed.as_deref() == Some(deployment.deployment_id.as_str()) {
+            running.remove(configuration_id)?;
+        }
+    } else if listed.is_none() {
+        running.insert(configuration_id, deployment.deployment_id.as_str())?;
+    }
+    Ok(())
+}
+
+/// Refuses a configuration whose path pattern is identical to another's of its type with
+/// different content (SPEC §3, layer 3), decoding only those the index says share it.
+fn refuse_contradiction(
+    txn: &WriteTransaction,
+    configs: &impl ReadableTable<&'static str, &'static [u8]>,
+    key: &IndexKey,
+    config_type: ConfigType,
+    content: &serde_json::Value,
+    configuration_id: &str,
+) -> Result<(), StoreError> {
+    let identical = patterns::same_pattern(&txn.open_table(CONFIG_PATTERNS)?, key)?;
+    for other_id in identical {
+        if other_id == configuration_id {
+            continue;
+        }
+        let Some(other) = get::<Configuration>(configs, &other_id)? else {
+            continue;
+        };
+        if other.config_type == config_type
+            && crate::validate::contradicts(config_type, content, &other.content)
+        {
+            return Err(StoreError::Conflict(format!(
+                "Path pattern is identical to existing configuration '{other_id}' ({}), with different content",
+                other.name
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Meta key holding the [`INDEX_VERSION`] the derived index tables were built with.
+const INDEXES_KEY: &str = "indexes";
+/// Layout of the derived index tables. Change it whenever their keys change meaning (for
+/// instance what `validate::literal_prefix` cuts), so that stores built before are rebuilt.
+const INDEX_VERSION: u8 = 1;
+
+/// Builds the derived index tables from the records they index, for a store written before
+/// they existed or with another [`INDEX_VERSION`]; from then on the commands keep them.
+pub(crate) fn build_indexes(txn: &WriteTransaction) -> Result<(), StoreError> {
+    let mut meta = txn.open_table(META)?;
+    if meta
+        .get(INDEXES_KEY)?
+        .is_some_and(|built| built.value() == [INDEX_VERSION].as_slice())
+    {
+        return Ok(());
+    }
+    txn.open_table(CONFIG_PATTERNS)?.retain(|_, _| false)?;
+    txn.open_table(RUNNING)?.retain(|_, _| false)?;
+    let configurations: Vec<Configuration> = {
+        let configs = txn.open_table(CONFIGS)?;
+        let mut out = Vec::new();
+        for entry in configs.iter()? {
+            out.push(codec::decode(entry?.1.value())?);
+        }
+        out
+    };
+    for configuration in &configurations {
+        patterns::insert(
+            txn,
+            &configuration.configuration_id,
+            &IndexKey::of(configuration.config_type, &configuration.content),
+        )?;
+    }
+    let deployments: Vec<Deployment> = {
+        let table = txn.open_table(DEPLOYMENTS)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            out.push(codec::decode(entry?.1.value())?);
+        }
+        out
+    };
+    for deployment in &deployments {
+        track_running(txn, deployment)?;
+    }
+    meta.insert(INDEXES_KEY, [INDEX_VERSION].as_slice())?;
+    Ok(())
 }
 
 /// Keeps the desired versions, each edge's reported view, and the configuration's

@@ -2,7 +2,8 @@
 //!
 //! A command carries every value its effect needs (ids, times, hashes, sealed secrets), so
 //! applying the same log in the same order gives the same store on any node. Preconditions
-//! (a taken name, a lost update) are checked inside the write transaction that applies it.
+//! (a taken name, an identical path pattern with other content, a lost update, a freeze, the
+//! deployment limits) are checked inside the write transaction that applies it.
 
 use std::collections::BTreeMap;
 
@@ -149,6 +150,12 @@ pub enum Command {
         deployment_id: String,
         breaches: BreachState,
     },
+    /// A new deployment (status Pending), admitted only while no freeze is in effect, no other
+    /// deployment of its configuration runs and fewer than `max_concurrent` deployments run.
+    CreateDeployment {
+        deployment: Box<Deployment>,
+        max_concurrent: u64,
+    },
 }
 
 /// A global stop of rollouts (SPEC §7).
@@ -211,6 +218,9 @@ impl Command {
                 ("deployment", "deployment", deployment.deployment_id.clone())
             }
             SetThresholds { .. } => ("set-thresholds", "thresholds", "thresholds".into()),
+            CreateDeployment { deployment, .. } => {
+                ("create", "deployment", deployment.deployment_id.clone())
+            }
             SetFreeze { freeze } => (
                 if freeze.is_some() {
                     "freeze"
@@ -257,7 +267,7 @@ impl Command {
                 version,
                 ..
             } => format!("NACKed {configuration_id} version {version}"),
-            SaveDeployment { deployment, .. } => format!(
+            SaveDeployment { deployment, .. } | CreateDeployment { deployment, .. } => format!(
                 "{:?} of {} version {}: {:?}",
                 deployment.strategy,
                 deployment.configuration_id,

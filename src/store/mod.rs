@@ -10,6 +10,7 @@ mod apply;
 pub mod codec;
 pub mod command;
 mod counters;
+mod patterns;
 pub mod ring;
 pub mod series;
 
@@ -38,6 +39,9 @@ pub(crate) const DEPLOYMENTS: TableDefinition<&str, &[u8]> = TableDefinition::ne
 /// in a deployment. The reconciler pushes it again where an edge reports otherwise.
 pub(crate) const DESIRED: TableDefinition<(&str, &str), &str> =
     TableDefinition::new("desired_versions");
+/// configurationId → the id of its one running (not terminal) deployment: the admission
+/// preconditions read it instead of decoding every deployment.
+pub(crate) const RUNNING: TableDefinition<&str, &str> = TableDefinition::new("running_deployments");
 pub(crate) const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 pub(crate) const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("command_log");
 
@@ -54,6 +58,9 @@ pub enum StoreError {
     Invalid(String),
     #[error("{0}")]
     Forbidden(String),
+    /// Refused because a global freeze is in effect.
+    #[error("{0}")]
+    Frozen(String),
     #[error("store is unavailable: {0}")]
     Unavailable(String),
     #[error("stored data is unreadable: {0}")]
@@ -119,9 +126,12 @@ impl Store {
             txn.open_table(EDGES)?;
             txn.open_table(DEPLOYMENTS)?;
             txn.open_table(DESIRED)?;
+            txn.open_table(RUNNING)?;
+            txn.open_table(patterns::CONFIG_PATTERNS)?;
             txn.open_table(AUDIT)?;
             txn.open_table(LOG)?;
         }
+        apply::build_indexes(&txn)?;
         txn.commit()?;
         Ok(Self {
             db: Arc::new(db),
@@ -198,6 +208,24 @@ impl Reader {
             Some(id) => self.configuration(id.value()),
             None => Ok(None),
         }
+    }
+
+    /// The stored configurations of `config_type` whose path pattern could overlap the one of
+    /// `content` (every certificate, for a certificate), found through the pattern index.
+    pub fn pattern_candidates(
+        &self,
+        config_type: crate::model::ConfigType,
+        content: &serde_json::Value,
+    ) -> Result<Vec<Configuration>, StoreError> {
+        let index = self.txn.open_table(patterns::CONFIG_PATTERNS)?;
+        let key = patterns::IndexKey::of(config_type, content);
+        let mut out = Vec::new();
+        for (configuration_id, _) in patterns::candidates(&index, &key)? {
+            if let Some(configuration) = self.configuration(&configuration_id)? {
+                out.push(configuration);
+            }
+        }
+        Ok(out)
     }
 
     /// Every configuration, in id order.

@@ -16,6 +16,52 @@ use super::{OtherConfiguration, ValidationReport};
 use crate::model::ConfigType;
 use crate::protocol::path_pattern;
 
+/// The path pattern a configuration applies to; `None` for certificates, which have none.
+pub fn path_pattern(config_type: ConfigType, content: &Value) -> Option<&str> {
+    (config_type != ConfigType::SslCertificate).then(|| effective_pattern(content))
+}
+
+/// The text of a pattern before its first wildcard. Every path the pattern matches starts with
+/// it, so two patterns whose literal prefixes do not extend one another cannot overlap. It must
+/// stop at every character `glob` treats as a wildcard.
+pub fn literal_prefix(pattern: &str) -> &str {
+    pattern
+        .find(['*', '?'])
+        .map_or(pattern, |at| &pattern[..at])
+}
+
+/// Whether two patterns are the same rule: equal once runs of `*` are collapsed, since `**`
+/// means what `*` means.
+fn same_pattern(a: &str, b: &str) -> bool {
+    let collapse = |p: &str| {
+        let mut out = String::with_capacity(p.len());
+        for c in p.chars() {
+            if !(c == '*' && out.ends_with('*')) {
+                out.push(c);
+            }
+        }
+        out
+    };
+    a == b || collapse(a) == collapse(b)
+}
+
+/// Whether two configurations of one type claim the identical path pattern with different
+/// content: the error of the conflict layer, since an edge could apply either.
+pub fn contradicts(config_type: ConfigType, content: &Value, other_content: &Value) -> bool {
+    match (
+        path_pattern(config_type, content),
+        path_pattern(config_type, other_content),
+    ) {
+        (Some(pattern), Some(other_pattern)) => {
+            content.is_object()
+                && other_content.is_object()
+                && same_pattern(pattern, other_pattern)
+                && content != other_content
+        }
+        _ => false,
+    }
+}
+
 pub(crate) fn check(
     configuration_id: Option<&str>,
     config_type: ConfigType,
@@ -43,8 +89,8 @@ pub(crate) fn check(
         }
         let other_pattern = effective_pattern(other.content);
         let label = label(other);
-        if other_pattern == pattern {
-            if other.content == content {
+        if same_pattern(other_pattern, pattern) {
+            if !contradicts(config_type, content, other.content) {
                 report.warning(
                     "content.pathPattern",
                     format!("Duplicate of existing configuration {label}"),
@@ -201,6 +247,33 @@ mod tests {
                 assert_eq!(finding.field, "content.pathPattern");
                 assert!(finding.message.contains(fragment), "{finding:?}");
             }
+        }
+    }
+
+    #[test]
+    fn a_doubled_star_is_the_same_pattern() {
+        assert!(same_pattern("/api/**", "/api/*"));
+        assert!(same_pattern("/a/*/b", "/a/***/b"));
+        assert!(!same_pattern("/api/*", "/api/?"));
+        assert!(!same_pattern("/api/*", "/api/"));
+    }
+
+    #[test]
+    fn literal_prefixes_stop_at_the_first_wildcard() {
+        for (pattern, prefix) in [
+            ("/static/*.js", "/static/"),
+            ("/api/**", "/api/"),
+            ("/exact/path", "/exact/path"),
+            ("**", ""),
+            ("/a*/b/*", "/a"),
+            ("/img/?.png", "/img/"),
+            ("/v?/*", "/v"),
+        ] {
+            assert_eq!(
+                crate::validate::literal_prefix(pattern),
+                prefix,
+                "{pattern}"
+            );
         }
     }
 

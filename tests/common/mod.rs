@@ -16,7 +16,7 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-use edgeplane::app::AppState;
+use edgeplane::api::ApiState;
 use edgeplane::config::{LimitSettings, Settings};
 use edgeplane::model::Timestamp;
 use edgeplane::rollout::AnalysisOutcome;
@@ -45,7 +45,7 @@ pub(crate) fn generous_limits() -> LimitSettings {
 
 /// A control plane on its own temp dir, and the bootstrap admin's token.
 pub(crate) struct TestApp {
-    pub(crate) state: AppState,
+    pub(crate) state: ApiState,
     pub(crate) router: Router,
     pub(crate) admin: String,
     // Dropped last: the store lives in it.
