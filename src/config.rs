@@ -589,12 +589,8 @@ mod tests {
         warned.sort();
         assert_eq!(
             warned,
-            [
-                "EDGEPLANE_AGENT_CONFIG",
-                "EDGEPLANE_SIMULATE_TOKEN",
-                "EDGEPLANE_TOKEN",
-                "EDGEPLANE_URL"
-            ]
+            // The client's URL and token are not settings: ignored without a word.
+            ["EDGEPLANE_AGENT_CONFIG", "EDGEPLANE_SIMULATE_TOKEN"]
         );
         // A known section with an unknown key is still a typo that stops start-up.
         let error = load("", &[("EDGEPLANE_SERVER_LISTN", "127.0.0.1:1")])

@@ -78,7 +78,7 @@ pub(crate) fn same_pattern(
         if stored_type != key.config_type || stored_prefix != key.prefix {
             break;
         }
-        if pattern.value() == key.pattern {
+        if crate::validate::same_pattern(pattern.value(), &key.pattern) {
             out.push(id.to_string());
         }
     }

@@ -23,7 +23,7 @@ use serde_json::Value;
 use crate::model::{ConfigType, Timestamp};
 use crate::secrets::{SecretBox, SecretError};
 
-pub use conflicts::{contradicts, literal_prefix, path_pattern};
+pub use conflicts::{contradicts, literal_prefix, path_pattern, same_pattern};
 pub use diff::{Change, ChangeType, DiffError, DiffResult, Summary, apply, diff};
 pub use security::is_country_code;
 
