@@ -208,6 +208,19 @@ impl Browser {
             .connect(&format!("http://127.0.0.1:{port}"))
             .await
             .expect("a Chromium session");
+        // A laptop screen: the page itself gets 1366×768, whatever the window's frame takes.
+        let inner = client
+            .execute("return [window.innerWidth, window.innerHeight];", vec![])
+            .await
+            .expect("viewport");
+        let frame = |index: usize, wanted: i64| {
+            u32::try_from(2 * wanted - inner[index].as_i64().unwrap_or(wanted)).unwrap_or(768)
+        };
+        let (width, height) = (frame(0, 1366), frame(1, 768));
+        client
+            .set_window_size(width, height)
+            .await
+            .expect("window size");
         Browser {
             client,
             base: base.to_string(),
@@ -590,53 +603,6 @@ async fn the_console_in_a_browser() {
     );
     browser.screenshot("06-canary-completed").await;
 
-    // A bad change rolls back by itself, with the verdict's figures on screen.
-    browser.go("#/deployments/new").await;
-    browser.choose("#deploy-config", &bad_id).await;
-    browser
-        .element("#deploy-version option[value=\"1.0.0\"]")
-        .await;
-    browser.fill("#deploy-monitor", "60s").await;
-    browser.fill("#deploy-min-samples", "100").await;
-    browser.click("#deploy-submit").await;
-    browser.element("#deployment-status").await;
-    wait_status(&browser, "RolledBack").await;
-    browser.wait_text("#rollback-reason", "Rolled back").await;
-    let reason = browser
-        .wait_text("#verdict tr[data-metric=\"ErrorRate\"]", "ErrorRate")
-        .await;
-    let canary_error_rate: f64 = reason
-        .split_whitespace()
-        .find_map(|word| word.strip_suffix('%').and_then(|n| n.parse().ok()))
-        .unwrap_or_else(|| panic!("a canary error rate in {reason:?}"));
-    assert!(canary_error_rate > 1.0, "{reason}");
-    assert!(reason.contains("1.00%"), "the threshold is shown: {reason}");
-    assert!(
-        browser.count("#chart-ErrorRate .threshold line").await == 1
-            && browser
-                .count("#chart-ErrorRate .series.canary circle")
-                .await
-                >= 1,
-        "the error-rate chart draws the canary and the threshold"
-    );
-    browser.wait_text("#timeline", "RolledBack").await;
-    browser.screenshot("07-rolled-back").await;
-    browser.scroll_to("#charts").await;
-    browser.screenshot("08-rolled-back-charts").await;
-    browser.scroll_to("#edges").await;
-    browser.screenshot("09-rolled-back-edges").await;
-
-    // Metrics per region and per edge over a chosen window.
-    browser.click("a[data-page=\"metrics\"]").await;
-    browser.choose("#metrics-window", "5m").await;
-    browser
-        .wait_count("section[data-region] tr[data-location]", 9)
-        .await;
-    browser
-        .wait_text("section[data-region] tr.total", "All of Europe")
-        .await;
-    browser.screenshot("10-metrics").await;
-
     // A long canary that an Operator-level user pauses and resumes from the page.
     let (status, body) = api
         .call(
@@ -674,7 +640,7 @@ async fn the_console_in_a_browser() {
         0,
         "a Viewer sees no action buttons"
     );
-    browser.screenshot("11-viewer").await;
+    browser.screenshot("07-viewer").await;
     let victor = api.login("victor", USER_PASSWORD).await;
     for action in ["pause", "rollback", "promote"] {
         let (status, body) = api
@@ -696,7 +662,90 @@ async fn the_console_in_a_browser() {
     assert!(status.is_success(), "delete victor: {status}");
     browser.click("a[data-page=\"fleet\"]").await;
     browser.wait_text("#sign-in-error", "sign in again").await;
-    browser.screenshot("12-session-ended").await;
+    browser.screenshot("08-session-ended").await;
+
+    // Back as an Admin, roll the long canary back from the page, with a reason.
+    browser.sign_in("alice", USER_PASSWORD).await;
+    browser.go(&format!("#/deployments/{running}")).await;
+    wait_status(&browser, "Canary").await;
+    browser
+        .fill(
+            "#rollback-reason-input",
+            "checked by hand; not needed today",
+        )
+        .await;
+    browser.click("#action-rollback").await;
+    wait_status(&browser, "RolledBack").await;
+    browser
+        .wait_text("#timeline", "checked by hand; not needed today")
+        .await;
+
+    // A bad change rolls back by itself, with the verdict's figures on screen.
+    browser.go("#/deployments/new").await;
+    browser.choose("#deploy-config", &bad_id).await;
+    browser
+        .element("#deploy-version option[value=\"1.0.0\"]")
+        .await;
+    browser.fill("#deploy-monitor", "60s").await;
+    browser.fill("#deploy-min-samples", "100").await;
+    browser.click("#deploy-submit").await;
+    browser.element("#deployment-status").await;
+    wait_status(&browser, "RolledBack").await;
+    browser.wait_text("#rollback-reason", "Rolled back").await;
+    // The page shows the figures of the failing verdict the API stored.
+    let url = browser.client.current_url().await.expect("url");
+    let bad_deployment = url
+        .fragment()
+        .and_then(|f| f.strip_prefix("/deployments/"))
+        .expect("a deployment page")
+        .to_string();
+    let (_, analysis) = api
+        .call(
+            reqwest::Method::GET,
+            &format!("/metrics/deployments/{bad_deployment}"),
+            &admin,
+            None,
+        )
+        .await;
+    let failing = analysis["verdicts"]
+        .as_array()
+        .and_then(|all| all.iter().rev().find(|v| v["verdict"]["outcome"] == "Fail"))
+        .unwrap_or_else(|| panic!("a failing verdict: {analysis}"));
+    let reason = &failing["verdict"]["reasons"][0];
+    assert_eq!(reason["metric"], "ErrorRate", "{failing}");
+    let kind = reason["kind"].as_str().expect("kind");
+    let row = browser
+        .wait_text("#verdict tr[data-metric=\"ErrorRate\"]", kind)
+        .await;
+    for figure in ["canaryValue", "threshold"] {
+        let shown = format!("{:.2}%", reason[figure].as_f64().expect("a figure"));
+        assert!(row.contains(&shown), "{figure} {shown} in {row:?}");
+    }
+    assert!(
+        browser.count("#chart-ErrorRate .threshold line").await == 1
+            && browser
+                .count("#chart-ErrorRate .series.canary circle")
+                .await
+                >= 1,
+        "the error-rate chart draws the canary and the threshold"
+    );
+    browser.wait_text("#timeline", "RolledBack").await;
+    browser.screenshot("09-rolled-back").await;
+    browser.scroll_to("#verdict").await;
+    browser.screenshot("10-rolled-back-analysis").await;
+    browser.scroll_to("#edges").await;
+    browser.screenshot("11-rolled-back-edges").await;
+
+    // Metrics per region and per edge over a chosen window.
+    browser.click("a[data-page=\"metrics\"]").await;
+    browser.choose("#metrics-window", "5m").await;
+    browser
+        .wait_count("section[data-region] tr[data-location]", 9)
+        .await;
+    browser
+        .wait_text("section[data-region] tr.total", "All of Europe")
+        .await;
+    browser.screenshot("12-metrics").await;
 
     let violations = browser
         .client

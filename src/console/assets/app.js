@@ -119,7 +119,7 @@ function signedIn() {
   byId("nav").hidden = false;
   byId("who").hidden = false;
   byId("who-name").textContent = `${user.username} (${user.role})`;
-  render().then(() => byId("main").focus());
+  render().then(() => byId("main").focus({ preventScroll: true }));
 }
 
 async function submitSignIn(event) {

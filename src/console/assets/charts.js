@@ -11,6 +11,14 @@ function clock(millis) {
   return new Date(millis).toISOString().slice(11, 19);
 }
 
+/** The smallest of 1, 2, 2.5, 4, 5 or 10 times a power of ten at or above `value`, so that
+ *  the quarter gridlines fall on round numbers. */
+function niceCeiling(value) {
+  const power = 10 ** Math.floor(Math.log10(value));
+  const step = [1, 2, 2.5, 4, 5, 10].find((m) => m * power >= value) || 10;
+  return step * power;
+}
+
 function tickLabel(value, unit) {
   const digits = Math.abs(value) >= 10 ? 0 : Math.abs(value) >= 1 ? 1 : 2;
   return `${value.toFixed(digits)}${unit}`;
@@ -27,7 +35,7 @@ export function lineChart({ id, title, unit, series, threshold, ceiling }) {
   if (threshold) {
     values.push(threshold.value);
   }
-  let top = Math.max(1e-9, ...values) * 1.15;
+  let top = niceCeiling(Math.max(1e-9, ...values) * 1.1);
   if (ceiling !== undefined) {
     top = Math.min(top, ceiling);
   }
@@ -45,7 +53,7 @@ export function lineChart({ id, title, unit, series, threshold, ceiling }) {
       "svg:g",
       { class: "grid" },
       h("svg:line", { x1: MARGIN.left, x2: WIDTH - MARGIN.right, y1: y(value), y2: y(value) }),
-      h("svg:text", { x: MARGIN.left - 6, y: y(value) + 4, "text-anchor": "end" }, tickLabel(value, unit.trim() === "%" ? "" : "")),
+      h("svg:text", { x: MARGIN.left - 6, y: y(value) + 4, "text-anchor": "end" }, tickLabel(value, "")),
     );
   });
   const axis = times.length

@@ -298,7 +298,7 @@ function waveLabel(deployment, index, locations, regionOf) {
   const regions = [...new Set(locations.map((l) => regionOf.get(l)).filter(Boolean))].join(", ");
   switch (deployment.strategy) {
     case "RegionalCanary":
-      return `Step ${index + 1}: ${steps[index] ?? "?"}% of targets`;
+      return `Step ${index + 1}: up to ${steps[index] ?? "?"}% of targets`;
     case "DirectDeployment":
       return "All targets";
     case "RollingRegional":
@@ -556,7 +556,8 @@ export async function deploymentPage(page, deploymentId) {
     head,
     h("p", {}, h("a", { href: "#/deployments" }, "← All deployments")),
     actions,
-    h("div", { class: "columns" }, h("div", {}, progressSlot, verdictSlot), h("div", {}, chartsSlot)),
+    h("div", { class: "columns" }, progressSlot, chartsSlot),
+    verdictSlot,
     edgesSlot,
     h("section", { class: "card" }, h("h2", {}, "Timeline"), streamState, timeline),
   );

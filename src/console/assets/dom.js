@@ -191,4 +191,10 @@ export function notify(text) {
   }
   notice.textContent = text || "";
   notice.hidden = !text;
+  clearTimeout(noticeTimer);
+  if (text) {
+    noticeTimer = setTimeout(() => notify(""), 8000);
+  }
 }
+
+let noticeTimer = null;
