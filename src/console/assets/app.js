@@ -2,7 +2,7 @@
 // link), and the life of a page: its polling and streams stop when another page opens.
 
 import { signIn, signOut, currentUser, whenSignedOut, ApiError } from "./api.js";
-import { replace, h } from "./dom.js";
+import { replace, h, notify } from "./dom.js";
 import { fleetPage } from "./fleet.js";
 import { configurationsPage, configurationPage } from "./configurations.js";
 import { deploymentsPage, deploymentPage, newDeploymentPage } from "./deployments.js";
@@ -64,6 +64,7 @@ function pageContext(root) {
 
 function showSignIn(message) {
   stopCurrentPage();
+  notify("");
   byId("nav").hidden = true;
   byId("who").hidden = true;
   replace(byId("page"));
