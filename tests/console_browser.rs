@@ -586,8 +586,6 @@ async fn the_console_in_a_browser() {
     browser.screenshot("05-new-deployment").await;
     browser.click("#deploy-submit").await;
     browser.element("#deployment-status").await;
-    // Operators see the actions while it runs.
-    browser.element("#action-pause").await;
     wait_status(&browser, "Completed").await;
     browser
         .wait_text("#progress-percentage", "100% complete")
