@@ -143,6 +143,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/health", get(system::health))
         .route("/ready", get(system::ready))
         .route("/metrics", get(system::prometheus))
+        .merge(crate::console::router())
         .fallback(system::not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
