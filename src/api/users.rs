@@ -185,7 +185,7 @@ pub async fn list(
     Ok(axum::Json(UserList::page(views, page)))
 }
 
-/// Delete a user.
+/// Delete a user (the last Admin cannot be deleted: 409).
 #[utoipa::path(
     delete,
     path = "/users/{username}",
@@ -195,6 +195,7 @@ pub async fn list(
     responses(
         (status = 204, description = "Deleted"),
         (status = 404, response = NotFound),
+        (status = 409, response = super::openapi::Conflict),
     ),
 )]
 pub async fn delete(
