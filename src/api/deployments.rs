@@ -19,8 +19,9 @@ use super::extract::{Json, OptionalJson, PageQuery, Path, Principal, Query};
 use super::middleware::current_trace_id;
 use super::openapi::{Conflict, NotFound};
 use super::views::{
-    DeploymentAccepted, DeploymentEdges, DeploymentList, DeploymentView, DryRunAnswer,
-    EdgeProgress, EdgeRow, FreezeView, SkippedEdge,
+    DeploymentAccepted, DeploymentEdges, DeploymentEventMessage, DeploymentList,
+    DeploymentStreamEvent, DeploymentView, DryRunAnswer, EdgeProgress, EdgeRow, FreezeView,
+    SkippedEdge,
 };
 use crate::app::AppState;
 use crate::model::deployment::CreateDeployment;
@@ -450,7 +451,7 @@ pub async fn edge_locations(
     tag = "deployments",
     params(("id" = String, Path, description = "The deploymentId")),
     responses(
-        (status = 200, description = "An event stream", content_type = "text/event-stream", body = String),
+        (status = 200, description = "An event stream", content_type = "text/event-stream", body = DeploymentStreamEvent),
         (status = 404, response = NotFound),
     ),
 )]
@@ -531,12 +532,12 @@ fn sse_event(
     event: &crate::model::DeploymentEvent,
     status: DeploymentStatus,
 ) -> SseEvent {
-    let mut data = serde_json::to_value(event).unwrap_or(Value::Null);
-    data["status"] = serde_json::to_value(status).unwrap_or(Value::Null);
+    let data = serde_json::to_string(&DeploymentEventMessage { event, status })
+        .unwrap_or_else(|_| "{}".to_string());
     SseEvent::default()
         .id(index.to_string())
         .event(format!("{:?}", event.kind))
-        .data(data.to_string())
+        .data(data)
 }
 
 /// A stream fed by a task through a small channel.

@@ -84,7 +84,7 @@ error_responses! {
     ),
     servers((url = "/")),
     components(
-        schemas(ErrorBody),
+        schemas(ErrorBody, super::views::DeploymentEventMessage),
         responses(
             BadRequest,
             Unauthorized,

@@ -490,3 +490,24 @@ pub struct Ready {
     /// Always `ready`.
     pub status: String,
 }
+
+/// The `data` of one deployment stream event: the timeline entry with the deployment's status
+/// after it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeploymentEventMessage<'a> {
+    #[serde(flatten)]
+    pub event: &'a DeploymentEvent,
+    pub status: DeploymentStatus,
+}
+
+/// One Server-Sent Event of GET /deployments/{id}/events.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeploymentStreamEvent {
+    /// The index of the timeline entry; absent on `lagged`.
+    pub id: Option<String>,
+    /// The entry's kind, or `lagged` when the reader fell behind and the stream ends.
+    pub event: String,
+    /// JSON: a DeploymentEventMessage, or `{"lagged":true}`.
+    #[schema(content_media_type = "application/json")]
+    pub data: String,
+}
