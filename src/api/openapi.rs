@@ -8,7 +8,6 @@
 //! may not act), 400 where a parameter or body is parsed, 413 where a body is read, 429 from
 //! the rate budget, 408 from the request timeout and 503 where the store is consulted.
 
-use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 use serde_json::{Value, json};
@@ -270,22 +269,6 @@ fn rebase_refs(value: &mut Value, base: &str) {
         Value::Array(items) => items.iter_mut().for_each(|v| rebase_refs(v, base)),
         _ => {}
     }
-}
-
-/// Every (method, path) the document describes, for tests and tooling.
-pub fn documented_operations(document: &Value) -> BTreeMap<(String, String), String> {
-    let mut out = BTreeMap::new();
-    if let Some(paths) = document["paths"].as_object() {
-        for (path, item) in paths {
-            if let Some(item) = item.as_object() {
-                for (method, operation) in item {
-                    let id = operation["operationId"].as_str().unwrap_or_default();
-                    out.insert((method.to_uppercase(), path.clone()), id.to_string());
-                }
-            }
-        }
-    }
-    out
 }
 
 /// The document, built once.
