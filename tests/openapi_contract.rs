@@ -283,6 +283,11 @@ async fn the_document_states_the_limits_the_server_enforces() {
         schemas["UserCreate"]["properties"]["password"]["minLength"],
         12
     );
+    assert_eq!(create[0]["properties"]["metadata"]["maxProperties"], 64);
+    assert_eq!(
+        create[0]["properties"]["tags"]["items"]["pattern"],
+        "^[A-Za-z0-9._-]{1,64}$"
+    );
     let list = &document["paths"]["/api/v1/configurations"]["get"]["parameters"];
     let limit = list
         .as_array()

@@ -136,6 +136,7 @@ pub fn build() -> Value {
         }
     }
     let mut value = serde_json::to_value(&document).unwrap_or(Value::Null);
+    add_limits(&mut value);
     add_content_schemas(&mut value);
     value
 }
@@ -183,6 +184,48 @@ fn add_shared_responses(operation: &mut Operation) {
             .responses
             .entry(status.to_string())
             .or_insert_with(|| RefOr::Ref(Ref::from_response_name(name)));
+    }
+}
+
+/// Limits the handlers check that the derived schemas cannot express.
+fn add_limits(document: &mut Value) {
+    let Some(schemas) = document
+        .pointer_mut("/components/schemas")
+        .and_then(Value::as_object_mut)
+    else {
+        return;
+    };
+    let metadata = json!({
+        "type": "object",
+        "description": "At most 64 entries; keys 1–128 bytes, values at most 4096 bytes",
+        "maxProperties": 64,
+        "propertyNames": {"minLength": 1, "maxLength": 128},
+        "additionalProperties": {"type": "string", "maxLength": 4096},
+    });
+    for name in [
+        "ConfigurationCreate",
+        "ConfigurationUpdate",
+        "EdgeLocationRequest",
+    ] {
+        if let Some(property) = schemas
+            .get_mut(name)
+            .and_then(|s| s.pointer_mut("/properties/metadata"))
+        {
+            *property = metadata.clone();
+        }
+    }
+    if let Some(items) = schemas
+        .get_mut("ConfigurationCreate")
+        .and_then(|s| s.pointer_mut("/properties/tags/items"))
+    {
+        *items = json!({"type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$"});
+    }
+    if let Some(property) = schemas
+        .get_mut("Heartbeat")
+        .and_then(|s| s.pointer_mut("/properties/activeConfigurations"))
+        .and_then(Value::as_object_mut)
+    {
+        property.insert("maxProperties".into(), json!(10_000));
     }
 }
 

@@ -13,7 +13,7 @@ VENV="target/venv"
 BIN="target/debug/edgeplane"
 ADMIN_PASSWORD="contract-admin-password"
 # Test cases per operation and mode; the whole run stays within a few minutes.
-MAX_EXAMPLES="${CONTRACT_MAX_EXAMPLES:-25}"
+MAX_EXAMPLES="${CONTRACT_MAX_EXAMPLES:-50}"
 
 if [ ! -x "$VENV/bin/schemathesis" ] \
     || ! "$VENV/bin/schemathesis" --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then
