@@ -91,7 +91,10 @@ TOKEN="$("$VENV/bin/python" tests/contract/seed.py "$BASE" "$ADMIN_PASSWORD" \
 
 echo "== schemathesis $SCHEMATHESIS_VERSION (max $MAX_EXAMPLES examples per operation)"
 status=0
-timeout 900 "$VENV/bin/schemathesis" --config-file "$WORK/schemathesis.toml" \
+# Run from the temp dir: Schemathesis and Hypothesis keep their caches in the working dir.
+ROOT="$PWD"
+cd "$WORK"
+timeout 900 "$ROOT/$VENV/bin/schemathesis" --config-file "$WORK/schemathesis.toml" \
     run "$BASE/api/v1/openapi.json" \
     --url "$BASE" \
     --header "Authorization: Bearer $TOKEN" \
