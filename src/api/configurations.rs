@@ -7,13 +7,18 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
 
 use super::error::ApiError;
-use super::extract::{Json, OptionalJson, PageQuery, Path, Principal, Query, page_body};
+use super::extract::{Json, OptionalJson, PageQuery, Path, Principal, Query};
 use super::middleware::current_trace_id;
+use super::openapi::{Conflict, NotFound};
 use super::state::ApiState;
-use crate::model::{Bump, ConfigStatus, ConfigType, Configuration, ConfigurationVersion, Role};
+use super::views::{ConfigurationList, ConflictsAnswer, DiffAnswer, ValidationAnswer, VersionList};
+use crate::model::{
+    Bump, ConfigStatus, ConfigType, Configuration, ConfigurationVersion, Role, Timestamp,
+};
 use crate::service::Caller;
 use crate::service::configurations::{NewConfiguration, NewVersion};
 use crate::validate::{self, ValidationReport};
@@ -102,16 +107,30 @@ fn check_tag(tag: &str, field: &str) -> Result<(), ApiError> {
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// A new configuration; its `content` must satisfy the schema of its `type`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = ConfigurationCreate)]
 pub struct CreateBody {
+    /// Unique; surrounding blanks are trimmed.
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 128)]
     name: Option<String>,
     #[serde(rename = "type")]
+    #[schema(value_type = ConfigType, required = true)]
     config_type: Option<String>,
+    #[schema(value_type = String, max_length = 4096)]
     description: Option<String>,
+    /// At most 1 MiB as JSON.
+    #[schema(value_type = Object, required = true)]
     content: Option<Value>,
+    /// The only schema version is `1.0`.
+    #[schema(value_type = String, pattern = "^1\\.0$")]
     schema_version: Option<String>,
+    /// At most 32 tags of 1–64 letters, digits, `-`, `_` and `.`.
+    #[schema(value_type = Vec<String>, max_items = 32)]
     tags: Option<Vec<String>>,
+    /// At most 64 entries; keys 1–128 bytes, values at most 4096 bytes.
+    #[schema(value_type = BTreeMap<String, String>)]
     metadata: Option<BTreeMap<String, String>>,
 }
 
@@ -121,6 +140,19 @@ fn parse_type(text: Option<&str>) -> Result<ConfigType, ApiError> {
         .map_err(|e: String| ApiError::invalid_field("type", e))
 }
 
+/// Create a configuration (Draft, 1.0.0).
+#[utoipa::path(
+    post,
+    path = "/configurations",
+    operation_id = "createConfiguration",
+    tag = "configurations",
+    request_body = CreateBody,
+    responses(
+        (status = 201, description = "The configuration", body = Configuration,
+            headers(("Location" = String, description = "The configuration's URL"))),
+        (status = 409, response = Conflict),
+    ),
+)]
 pub async fn create(
     State(state): State<ApiState>,
     principal: Principal,
@@ -184,22 +216,40 @@ pub async fn create(
     Ok(response)
 }
 
-#[derive(Debug, Deserialize)]
+/// Filters of the configuration list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListFilter {
+    /// Only configurations of this type.
     #[serde(rename = "type")]
+    #[param(value_type = Option<ConfigType>)]
     config_type: Option<String>,
+    /// Only configurations in this status.
+    #[param(value_type = Option<ConfigStatus>)]
     status: Option<String>,
+    /// Comma-separated tags, all of which a configuration must have.
     tags: Option<String>,
+    /// Part of the name, any case.
     name: Option<String>,
     #[serde(flatten)]
+    #[param(ignore)]
     page: PageQuery,
 }
 
+/// List configurations, newest first.
+#[utoipa::path(
+    get,
+    path = "/configurations",
+    operation_id = "listConfigurations",
+    tag = "configurations",
+    params(ListFilter, PageQuery),
+    responses((status = 200, description = "A page of configurations", body = ConfigurationList)),
+)]
 pub async fn list(
     State(state): State<ApiState>,
     principal: Principal,
     Query(filter): Query<ListFilter>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<ConfigurationList>, ApiError> {
     principal.require(Role::Viewer)?;
     let page = filter.page.check()?;
     let config_type = match filter.config_type.as_deref() {
@@ -242,9 +292,22 @@ pub async fn list(
             .then(a.configuration_id.cmp(&b.configuration_id))
     });
     let views: Vec<Configuration> = all.into_iter().map(view).collect();
-    Ok(axum::Json(page_body("configurations", views, page)))
+    Ok(axum::Json(ConfigurationList::page(views, page)))
 }
 
+/// Get a configuration; its ETag is the current version.
+#[utoipa::path(
+    get,
+    path = "/configurations/{id}",
+    operation_id = "getConfiguration",
+    tag = "configurations",
+    params(("id" = String, Path, description = "The configurationId")),
+    responses(
+        (status = 200, description = "The configuration", body = Configuration,
+            headers(("ETag" = String, description = "The current version, quoted"))),
+        (status = 404, response = NotFound),
+    ),
+)]
 pub async fn get(
     State(state): State<ApiState>,
     principal: Principal,
@@ -260,13 +323,23 @@ pub async fn get(
     Ok(response)
 }
 
-#[derive(Debug, Deserialize)]
+/// A new version of a configuration's content.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = ConfigurationUpdate)]
 pub struct UpdateBody {
+    /// At most 1 MiB as JSON; it must satisfy the schema of the configuration's type.
+    #[schema(value_type = Object, required = true)]
     content: Option<Value>,
+    #[schema(value_type = String, max_length = 4096)]
     change_description: Option<String>,
+    #[schema(value_type = String)]
     description: Option<String>,
+    /// Which part of the version to raise (default `minor`).
+    #[schema(value_type = Bump)]
     bump: Option<String>,
+    /// At most 64 entries; keys 1–128 bytes, values at most 4096 bytes.
+    #[schema(value_type = BTreeMap<String, String>)]
     metadata: Option<BTreeMap<String, String>>,
 }
 
@@ -290,6 +363,24 @@ fn if_match(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     }
 }
 
+/// Update: a new immutable version, back to Draft.
+#[utoipa::path(
+    put,
+    path = "/configurations/{id}",
+    operation_id = "updateConfiguration",
+    tag = "configurations",
+    params(
+        ("id" = String, Path, description = "The configurationId"),
+        ("If-Match" = Option<String>, Header, description = "The version the change is based on; another current version is a 409"),
+    ),
+    request_body = UpdateBody,
+    responses(
+        (status = 200, description = "The configuration at its new version", body = Configuration,
+            headers(("ETag" = String, description = "The new version, quoted"))),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+    ),
+)]
 pub async fn update(
     State(state): State<ApiState>,
     principal: Principal,
@@ -342,6 +433,19 @@ pub async fn update(
     Ok(response)
 }
 
+/// Delete a configuration (409 while deployed).
+#[utoipa::path(
+    delete,
+    path = "/configurations/{id}",
+    operation_id = "deleteConfiguration",
+    tag = "configurations",
+    params(("id" = String, Path, description = "The configurationId")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+    ),
+)]
 pub async fn delete(
     State(state): State<ApiState>,
     principal: Principal,
@@ -355,30 +459,42 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-fn report_body(configuration_id: Option<&str>, report: &ValidationReport) -> Value {
-    json!({
-        "isValid": report.is_valid(),
-        "configurationId": configuration_id,
-        "validatedAt": crate::model::Timestamp::now(),
-        "errors": report.errors,
-        "warnings": report.warnings,
-    })
+fn report_body(configuration_id: Option<&str>, report: ValidationReport) -> ValidationAnswer {
+    ValidationAnswer {
+        is_valid: report.is_valid(),
+        configuration_id: configuration_id.map(str::to_string),
+        validated_at: Timestamp::now(),
+        errors: report.errors,
+        warnings: report.warnings,
+    }
 }
 
-#[derive(Debug, Deserialize)]
+/// A configuration to validate without saving it.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = ValidateRequest)]
 pub struct ValidateBody {
     #[serde(rename = "type")]
+    #[schema(value_type = ConfigType, required = true)]
     config_type: Option<String>,
+    #[schema(value_type = Object, required = true)]
     content: Option<Value>,
 }
 
-/// POST /configurations/validate: validates a body without saving it.
+/// Validate an unsaved configuration.
+#[utoipa::path(
+    post,
+    path = "/configurations/validate",
+    operation_id = "validateConfiguration",
+    tag = "configurations",
+    request_body = ValidateBody,
+    responses((status = 200, description = "The findings; an invalid body is still a 200", body = ValidationAnswer)),
+)]
 pub async fn validate_unsaved(
     State(state): State<ApiState>,
     principal: Principal,
     Json(body): Json<ValidateBody>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<ValidationAnswer>, ApiError> {
     principal.require(Role::Developer)?;
     let config_type = parse_type(body.config_type.as_deref())?;
     let content = check_content(&body.content)?;
@@ -386,26 +502,57 @@ pub async fn validate_unsaved(
         .configurations()
         .validate_unsaved(config_type, &content)
         .await?;
-    Ok(axum::Json(report_body(None, &report)))
+    Ok(axum::Json(report_body(None, report)))
 }
 
+/// Validate a stored configuration against today's other configurations.
+#[utoipa::path(
+    post,
+    path = "/configurations/{id}/validate",
+    operation_id = "validateStoredConfiguration",
+    tag = "configurations",
+    params(("id" = String, Path, description = "The configurationId")),
+    responses(
+        (status = 200, description = "The findings", body = ValidationAnswer),
+        (status = 404, response = NotFound),
+    ),
+)]
 pub async fn validate_stored(
     State(state): State<ApiState>,
     principal: Principal,
     Path(id): Path<String>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<ValidationAnswer>, ApiError> {
     principal.require(Role::Developer)?;
     let report = state.configurations().validate_stored(&id).await?;
-    Ok(axum::Json(report_body(Some(&id), &report)))
+    Ok(axum::Json(report_body(Some(&id), report)))
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// An approval; the body may be left out.
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = ApproveRequest)]
 pub struct ApproveBody {
+    #[schema(value_type = String)]
     notes: Option<String>,
+    /// The version to approve (default: the latest).
+    #[schema(value_type = String)]
     version: Option<String>,
 }
 
+/// Approve a version (four-eyes).
+#[utoipa::path(
+    post,
+    path = "/configurations/{id}/approve",
+    operation_id = "approveConfiguration",
+    tag = "configurations",
+    params(("id" = String, Path, description = "The configurationId")),
+    request_body(content = Option<ApproveBody>, description = "May be left out"),
+    responses(
+        (status = 200, description = "The configuration", body = Configuration),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+    ),
+)]
 pub async fn approve(
     State(state): State<ApiState>,
     principal: Principal,
@@ -425,12 +572,24 @@ pub async fn approve(
     Ok(axum::Json(view(configuration)))
 }
 
+/// List versions, newest first.
+#[utoipa::path(
+    get,
+    path = "/configurations/{id}/versions",
+    operation_id = "listVersions",
+    tag = "configurations",
+    params(("id" = String, Path, description = "The configurationId"), PageQuery),
+    responses(
+        (status = 200, description = "A page of versions", body = VersionList),
+        (status = 404, response = NotFound),
+    ),
+)]
 pub async fn versions(
     State(state): State<ApiState>,
     principal: Principal,
     Path(id): Path<String>,
     Query(page): Query<PageQuery>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<VersionList>, ApiError> {
     principal.require(Role::Viewer)?;
     let page = page.check()?;
     let configuration = load(&state, id.clone()).await?;
@@ -440,7 +599,7 @@ pub async fn versions(
         .into_iter()
         .map(|v| version_view(configuration.config_type, v))
         .collect();
-    Ok(axum::Json(page_body("versions", views, page)))
+    Ok(axum::Json(VersionList::page(views, page)))
 }
 
 async fn load_version(
@@ -458,6 +617,21 @@ async fn load_version(
     Ok((configuration, found))
 }
 
+/// Get one version.
+#[utoipa::path(
+    get,
+    path = "/configurations/{id}/versions/{version}",
+    operation_id = "getVersion",
+    tag = "configurations",
+    params(
+        ("id" = String, Path, description = "The configurationId"),
+        ("version" = String, Path, description = "MAJOR.MINOR.PATCH"),
+    ),
+    responses(
+        (status = 200, description = "The version", body = ConfigurationVersion),
+        (status = 404, response = NotFound),
+    ),
+)]
 pub async fn version(
     State(state): State<ApiState>,
     principal: Principal,
@@ -468,6 +642,23 @@ pub async fn version(
     Ok(axum::Json(version_view(configuration.config_type, found)))
 }
 
+/// Move a tag onto a version.
+#[utoipa::path(
+    put,
+    path = "/configurations/{id}/versions/{version}/tags/{tag}",
+    operation_id = "tagVersion",
+    tag = "configurations",
+    params(
+        ("id" = String, Path, description = "The configurationId"),
+        ("version" = String, Path, description = "MAJOR.MINOR.PATCH"),
+        ("tag" = String, Path, description = "1–64 letters, digits, '-', '_' and '.'",
+            pattern = "^[A-Za-z0-9._-]{1,64}$"),
+    ),
+    responses(
+        (status = 200, description = "The tagged version", body = ConfigurationVersion),
+        (status = 404, response = NotFound),
+    ),
+)]
 pub async fn tag(
     State(state): State<ApiState>,
     principal: Principal,
@@ -482,18 +673,34 @@ pub async fn tag(
     Ok(axum::Json(version_view(config_type, version)))
 }
 
-#[derive(Debug, Deserialize)]
+/// The two versions to compare.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DiffQuery {
+    /// Default: the version before `to`.
     from: Option<String>,
+    /// Default: the latest version.
     to: Option<String>,
 }
 
+/// Diff two versions.
+#[utoipa::path(
+    get,
+    path = "/configurations/{id}/diff",
+    operation_id = "diffVersions",
+    tag = "configurations",
+    params(("id" = String, Path, description = "The configurationId"), DiffQuery),
+    responses(
+        (status = 200, description = "The changes, breaking ones counted", body = DiffAnswer),
+        (status = 404, response = NotFound),
+    ),
+)]
 pub async fn diff(
     State(state): State<ApiState>,
     principal: Principal,
     Path(id): Path<String>,
     Query(query): Query<DiffQuery>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<DiffAnswer>, ApiError> {
     principal.require(Role::Viewer)?;
     let configuration = load(&state, id.clone()).await?;
     let versions = state.store().read(move |r| r.versions(&id)).await?;
@@ -522,50 +729,65 @@ pub async fn diff(
     let config_type = configuration.config_type;
     let old = state.configurations().opened(config_type, &from.content)?;
     let new = state.configurations().opened(config_type, &to.content)?;
-    let mut result = serde_json::to_value(validate::diff::diff(&old, &new, config_type))
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let mut result = validate::diff::diff(&old, &new, config_type);
     // Secrets may be compared, never shown.
-    if let Some(changes) = result.get_mut("changes").and_then(Value::as_array_mut) {
-        for change in changes {
-            let secret = change
-                .get("field")
-                .and_then(Value::as_str)
-                .is_some_and(|f| f.ends_with("/privateKey"));
-            if secret {
-                for key in ["oldValue", "newValue"] {
-                    if change.get(key).is_some_and(|v| !v.is_null()) {
-                        change[key] = Value::String("[REDACTED]".into());
-                    }
+    for change in &mut result.changes {
+        if change.field.ends_with("/privateKey") {
+            for value in [&mut change.old_value, &mut change.new_value] {
+                if value.as_ref().is_some_and(|v| !v.is_null()) {
+                    *value = Some(Value::String("[REDACTED]".into()));
                 }
             }
         }
     }
-    if let Some(object) = result.as_object_mut() {
-        object.insert(
-            "configurationId".into(),
-            configuration.configuration_id.clone().into(),
-        );
-        object.insert("fromVersion".into(), from.version.clone().into());
-        object.insert("toVersion".into(), to.version.clone().into());
-    }
-    Ok(axum::Json(result))
+    Ok(axum::Json(DiffAnswer {
+        configuration_id: configuration.configuration_id.clone(),
+        from_version: from.version.clone(),
+        to_version: to.version.clone(),
+        changes: result.changes,
+        summary: result.summary,
+    }))
 }
 
+/// The conflict layer alone.
+#[utoipa::path(
+    get,
+    path = "/configurations/{id}/conflicts",
+    operation_id = "getConflicts",
+    tag = "configurations",
+    params(("id" = String, Path, description = "The configurationId")),
+    responses(
+        (status = 200, description = "Overlaps and contradictions with other configurations", body = ConflictsAnswer),
+        (status = 404, response = NotFound),
+    ),
+)]
 pub async fn conflicts(
     State(state): State<ApiState>,
     principal: Principal,
     Path(id): Path<String>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<ConflictsAnswer>, ApiError> {
     principal.require(Role::Viewer)?;
     let report = state.configurations().conflicts(&id).await?;
-    Ok(axum::Json(json!({
-        "configurationId": id,
-        "hasConflicts": !report.errors.is_empty() || !report.warnings.is_empty(),
-        "errors": report.errors,
-        "warnings": report.warnings,
-    })))
+    Ok(axum::Json(ConflictsAnswer {
+        configuration_id: id,
+        has_conflicts: !report.errors.is_empty() || !report.warnings.is_empty(),
+        errors: report.errors,
+        warnings: report.warnings,
+    }))
 }
 
+/// The JSON Schema (draft 2020-12) of a configuration type.
+#[utoipa::path(
+    get,
+    path = "/schemas/{type}",
+    operation_id = "getSchema",
+    tag = "schemas",
+    params(("type" = String, Path, description = "A configuration type, any case")),
+    responses(
+        (status = 200, description = "The schema", content_type = "application/schema+json", body = Object),
+        (status = 404, response = NotFound),
+    ),
+)]
 pub async fn schema(
     principal: Principal,
     Path(config_type): Path<String>,

@@ -10,16 +10,23 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::Stream;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::broadcast::error::RecvError;
+use utoipa::{IntoParams, ToSchema};
 
 use super::error::ApiError;
-use super::extract::{Json, OptionalJson, PageQuery, Path, Principal, Query, page_body};
+use super::extract::{Json, OptionalJson, PageQuery, Path, Principal, Query};
 use super::middleware::current_trace_id;
+use super::openapi::{Conflict, NotFound};
 use super::state::ApiState;
+use super::views::{
+    DeploymentAccepted, DeploymentEdges, DeploymentEventMessage, DeploymentList,
+    DeploymentStreamEvent, DeploymentView, DryRunAnswer, EdgeProgress, EdgeRow, FreezeView,
+    SkippedEdge,
+};
 use crate::model::deployment::CreateDeployment;
-use crate::model::{Deployment, DeploymentStatus, Role};
-use crate::rollout::{OperatorAction, progress};
+use crate::model::{Deployment, DeploymentStatus, EdgeState, Role};
+use crate::rollout::OperatorAction;
 use crate::service::{Admission, Caller};
 use crate::store::Freeze;
 
@@ -28,28 +35,36 @@ fn caller(principal: &Principal) -> Caller {
 }
 
 /// A deployment as the API shows it: the record without the engine's cursor, plus progress.
-fn view(deployment: &Deployment, full: bool) -> Value {
-    let mut value = serde_json::to_value(deployment).unwrap_or(Value::Null);
-    if let Some(object) = value.as_object_mut() {
-        object.remove("engine");
-        if !full {
-            object.remove("events");
-            object.remove("edges");
-        }
-        object.insert(
-            "progress".into(),
-            serde_json::to_value(progress(deployment)).unwrap_or(Value::Null),
-        );
-    }
-    value
+fn view(deployment: &Deployment, full: bool) -> DeploymentView {
+    DeploymentView::new(deployment, full)
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// Whether to plan only.
+#[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
 pub struct CreateQuery {
+    /// `true`: answer the plan and push nothing.
+    #[param(value_type = Option<bool>)]
     dry_run: Option<String>,
 }
 
+/// Start a deployment (202), or plan it with `?dryRun=true` (200).
+#[utoipa::path(
+    post,
+    path = "/deployments",
+    operation_id = "createDeployment",
+    tag = "deployments",
+    params(CreateQuery),
+    request_body = CreateDeployment,
+    responses(
+        (status = 202, description = "Accepted; the engine drives it from here", body = DeploymentAccepted,
+            headers(("Location" = String, description = "The deployment's URL"))),
+        (status = 200, description = "The plan of a dry run", body = DryRunAnswer),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+    ),
+)]
 pub async fn create(
     State(state): State<ApiState>,
     principal: Principal,
@@ -69,7 +84,26 @@ pub async fn create(
     start(state, principal, body, dry_run).await
 }
 
-/// POST /configurations/{id}/versions/{version}/deploy.
+/// Deploy this version: POST /deployments with the configuration and version from the path.
+#[utoipa::path(
+    post,
+    path = "/configurations/{id}/versions/{version}/deploy",
+    operation_id = "deployVersion",
+    tag = "deployments",
+    params(
+        ("id" = String, Path, description = "The configurationId"),
+        ("version" = String, Path, description = "MAJOR.MINOR.PATCH"),
+        CreateQuery,
+    ),
+    request_body(content = Option<CreateDeployment>, description = "May be left out; `configurationId` and `configurationVersion` come from the path"),
+    responses(
+        (status = 202, description = "Accepted; the engine drives it from here", body = DeploymentAccepted,
+            headers(("Location" = String, description = "The deployment's URL"))),
+        (status = 200, description = "The plan of a dry run", body = DryRunAnswer),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+    ),
+)]
 pub async fn deploy_version(
     State(state): State<ApiState>,
     principal: Principal,
@@ -77,7 +111,11 @@ pub async fn deploy_version(
     Query(query): Query<CreateQuery>,
     OptionalJson(body): OptionalJson<Value>,
 ) -> Result<Response, ApiError> {
-    let mut body = if body.is_null() { json!({}) } else { body };
+    let mut body = if body.is_null() {
+        Value::Object(serde_json::Map::new())
+    } else {
+        body
+    };
     if !body.is_object() {
         return Err(ApiError::validation("the body must be a JSON object"));
     }
@@ -107,13 +145,13 @@ async fn start(
         .await?;
     let deployment = match admission {
         Admission::DryRun { deployment, plan } => {
-            return Ok(axum::Json(json!({
-                "dryRun": true,
-                "configurationId": deployment.configuration_id,
-                "configurationVersion": deployment.configuration_version,
-                "strategy": deployment.strategy,
-                "plan": plan,
-            }))
+            return Ok(axum::Json(DryRunAnswer {
+                dry_run: true,
+                configuration_id: deployment.configuration_id,
+                configuration_version: deployment.configuration_version,
+                strategy: deployment.strategy,
+                plan,
+            })
             .into_response());
         }
         Admission::Started(deployment) => deployment,
@@ -121,11 +159,11 @@ async fn start(
     let deployment_id = deployment.deployment_id.clone();
     let mut response = (
         StatusCode::ACCEPTED,
-        axum::Json(json!({
-            "deploymentId": deployment_id,
-            "status": DeploymentStatus::Pending,
-            "progressPercentage": 0,
-        })),
+        axum::Json(DeploymentAccepted {
+            deployment_id: deployment_id.clone(),
+            status: DeploymentStatus::Pending,
+            progress_percentage: 0,
+        }),
     )
         .into_response();
     if let Ok(value) = format!("/api/v1/deployments/{deployment_id}").parse() {
@@ -134,21 +172,37 @@ async fn start(
     Ok(response)
 }
 
-#[derive(Debug, Deserialize)]
+/// Filters of the deployment list.
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
 pub struct ListFilter {
     configuration_id: Option<String>,
+    /// A status, any case.
+    #[param(value_type = Option<DeploymentStatus>)]
     status: Option<String>,
+    /// A strategy, any case.
+    #[param(value_type = Option<crate::model::Strategy>)]
     strategy: Option<String>,
     #[serde(flatten)]
+    #[param(ignore)]
     page: PageQuery,
 }
 
+/// List deployments, newest first.
+#[utoipa::path(
+    get,
+    path = "/deployments",
+    operation_id = "listDeployments",
+    tag = "deployments",
+    params(ListFilter, PageQuery),
+    responses((status = 200, description = "A page of deployments", body = DeploymentList)),
+)]
 pub async fn list(
     State(state): State<ApiState>,
     principal: Principal,
     Query(filter): Query<ListFilter>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<DeploymentList>, ApiError> {
     principal.require(Role::Viewer)?;
     let page = filter.page.check()?;
     let mut all = state.store().read(|r| r.deployments()).await?;
@@ -171,51 +225,92 @@ pub async fn list(
             .cmp(&a.created_at)
             .then(a.deployment_id.cmp(&b.deployment_id))
     });
-    let views: Vec<Value> = all.iter().map(|d| view(d, false)).collect();
-    Ok(axum::Json(page_body("deployments", views, page)))
+    let views: Vec<DeploymentView> = all.iter().map(|d| view(d, false)).collect();
+    Ok(axum::Json(DeploymentList::page(views, page)))
 }
 
 async fn load(state: &ApiState, id: String) -> Result<Deployment, ApiError> {
     super::find(state, "deployment", id, |r, id| r.deployment(id)).await
 }
 
+/// A deployment with its timeline and progress.
+#[utoipa::path(
+    get,
+    path = "/deployments/{id}",
+    operation_id = "getDeployment",
+    tag = "deployments",
+    params(("id" = String, Path, description = "The deploymentId")),
+    responses(
+        (status = 200, description = "The deployment", body = DeploymentView),
+        (status = 404, response = NotFound),
+    ),
+)]
 pub async fn get(
     State(state): State<ApiState>,
     principal: Principal,
     Path(id): Path<String>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<DeploymentView>, ApiError> {
     principal.require(Role::Viewer)?;
     Ok(axum::Json(view(&load(&state, id).await?, true)))
 }
 
+/// Per-edge state of a deployment.
+#[utoipa::path(
+    get,
+    path = "/deployments/{id}/edge-locations",
+    operation_id = "getDeploymentEdges",
+    tag = "deployments",
+    params(("id" = String, Path, description = "The deploymentId")),
+    responses(
+        (status = 200, description = "Every targeted edge and every skipped one", body = DeploymentEdges),
+        (status = 404, response = NotFound),
+    ),
+)]
 pub async fn edge_locations(
     State(state): State<ApiState>,
     principal: Principal,
     Path(id): Path<String>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<DeploymentEdges>, ApiError> {
     principal.require(Role::Viewer)?;
     let deployment = load(&state, id).await?;
-    let edges: Vec<Value> =
-        deployment
-            .edges
-            .iter()
-            .map(|(location, edge)| {
-                let mut value = serde_json::to_value(edge).unwrap_or(Value::Null);
-                value["locationId"] = Value::String(location.clone());
-                value
+    let edges: Vec<EdgeRow> = deployment
+        .edges
+        .iter()
+        .map(|(location, edge)| {
+            EdgeRow::Targeted(EdgeProgress {
+                location_id: location.clone(),
+                state: edge.clone(),
             })
-            .chain(deployment.skipped.iter().map(
-                |s| json!({"locationId": s.location_id, "state": "Skipped", "error": s.reason}),
-            ))
-            .collect();
-    Ok(axum::Json(json!({
-        "deploymentId": deployment.deployment_id,
-        "status": deployment.status,
-        "edgeLocations": edges,
-    })))
+        })
+        .chain(deployment.skipped.iter().map(|s| {
+            EdgeRow::Skipped(SkippedEdge {
+                location_id: s.location_id.clone(),
+                state: EdgeState::Skipped,
+                error: s.reason.clone(),
+            })
+        }))
+        .collect();
+    Ok(axum::Json(DeploymentEdges {
+        deployment_id: deployment.deployment_id,
+        status: deployment.status,
+        edge_locations: edges,
+    }))
 }
 
-/// GET /deployments/{id}/events: the timeline so far, then live events until it ends.
+/// Server-Sent Events: the timeline so far, then live events until the deployment ends.
+/// Each event is named by its kind and carries the timeline entry with the deployment's
+/// status as JSON.
+#[utoipa::path(
+    get,
+    path = "/deployments/{id}/events",
+    operation_id = "streamDeploymentEvents",
+    tag = "deployments",
+    params(("id" = String, Path, description = "The deploymentId")),
+    responses(
+        (status = 200, description = "An event stream", content_type = "text/event-stream", body = DeploymentStreamEvent),
+        (status = 404, response = NotFound),
+    ),
+)]
 pub async fn events(
     State(state): State<ApiState>,
     principal: Principal,
@@ -293,12 +388,12 @@ fn sse_event(
     event: &crate::model::DeploymentEvent,
     status: DeploymentStatus,
 ) -> SseEvent {
-    let mut data = serde_json::to_value(event).unwrap_or(Value::Null);
-    data["status"] = serde_json::to_value(status).unwrap_or(Value::Null);
+    let data = serde_json::to_string(&DeploymentEventMessage { event, status })
+        .unwrap_or_else(|_| "{}".to_string());
     SseEvent::default()
         .id(index.to_string())
         .event(format!("{:?}", event.kind))
-        .data(data.to_string())
+        .data(data)
 }
 
 /// A stream fed by a task through a small channel.
@@ -319,7 +414,7 @@ async fn act(
     principal: Principal,
     id: String,
     action: OperatorAction,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<DeploymentView>, ApiError> {
     principal.require(Role::Operator)?;
     let deployment = state
         .deployments()
@@ -328,49 +423,119 @@ async fn act(
     Ok(axum::Json(view(&deployment, false)))
 }
 
+/// Skip the rest of the current wait: the next step now.
+#[utoipa::path(
+    post,
+    path = "/deployments/{id}/promote",
+    operation_id = "promoteDeployment",
+    tag = "deployments",
+    params(("id" = String, Path, description = "The deploymentId")),
+    responses(
+        (status = 200, description = "The deployment", body = DeploymentView),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+    ),
+)]
 pub async fn promote(
     State(state): State<ApiState>,
     principal: Principal,
     Path(id): Path<String>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<DeploymentView>, ApiError> {
     act(state, principal, id, OperatorAction::Promote).await
 }
 
+/// Pause: no new pushes.
+#[utoipa::path(
+    post,
+    path = "/deployments/{id}/pause",
+    operation_id = "pauseDeployment",
+    tag = "deployments",
+    params(("id" = String, Path, description = "The deploymentId")),
+    responses(
+        (status = 200, description = "The deployment", body = DeploymentView),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+    ),
+)]
 pub async fn pause(
     State(state): State<ApiState>,
     principal: Principal,
     Path(id): Path<String>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<DeploymentView>, ApiError> {
     act(state, principal, id, OperatorAction::Pause).await
 }
 
+/// Resume where it paused.
+#[utoipa::path(
+    post,
+    path = "/deployments/{id}/resume",
+    operation_id = "resumeDeployment",
+    tag = "deployments",
+    params(("id" = String, Path, description = "The deploymentId")),
+    responses(
+        (status = 200, description = "The deployment", body = DeploymentView),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+    ),
+)]
 pub async fn resume(
     State(state): State<ApiState>,
     principal: Principal,
     Path(id): Path<String>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<DeploymentView>, ApiError> {
     act(state, principal, id, OperatorAction::Resume).await
 }
 
+/// Open the next region's approval gate (RollingRegional).
+#[utoipa::path(
+    post,
+    path = "/deployments/{id}/approve-next-region",
+    operation_id = "approveNextRegion",
+    tag = "deployments",
+    params(("id" = String, Path, description = "The deploymentId")),
+    responses(
+        (status = 200, description = "The deployment", body = DeploymentView),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+    ),
+)]
 pub async fn approve_next_region(
     State(state): State<ApiState>,
     principal: Principal,
     Path(id): Path<String>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<DeploymentView>, ApiError> {
     act(state, principal, id, OperatorAction::ApproveNextRegion).await
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// Why a deployment is rolled back by hand.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[schema(as = RollbackRequest)]
 pub struct RollbackBody {
+    /// At most 4096 bytes (default: "manual rollback by <user>").
+    #[schema(value_type = String, max_length = 4096)]
     reason: Option<String>,
 }
 
+/// Roll every touched edge back to its previous version.
+#[utoipa::path(
+    post,
+    path = "/deployments/{id}/rollback",
+    operation_id = "rollbackDeployment",
+    tag = "deployments",
+    params(("id" = String, Path, description = "The deploymentId")),
+    request_body(content = Option<RollbackBody>, description = "May be left out"),
+    responses(
+        (status = 200, description = "The deployment", body = DeploymentView),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+    ),
+)]
 pub async fn rollback(
     State(state): State<ApiState>,
     principal: Principal,
     Path(id): Path<String>,
     OptionalJson(body): OptionalJson<RollbackBody>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<DeploymentView>, ApiError> {
     let reason = body
         .reason
         .filter(|r| !r.trim().is_empty())
@@ -381,38 +546,50 @@ pub async fn rollback(
     act(state, principal, id, OperatorAction::Rollback { reason }).await
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// Why rollouts are frozen.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[schema(as = FreezeRequest)]
 pub struct FreezeBody {
+    #[schema(value_type = String)]
     reason: Option<String>,
 }
 
-fn freeze_view(freeze: Option<Freeze>) -> Value {
-    match freeze {
-        Some(freeze) => json!({
-            "frozen": true,
-            "reason": freeze.reason,
-            "frozenBy": freeze.frozen_by,
-            "frozenAt": freeze.frozen_at,
-        }),
-        None => json!({"frozen": false}),
-    }
+fn freeze_view(freeze: Option<Freeze>) -> FreezeView {
+    FreezeView::from(freeze)
 }
 
+/// The freeze state.
+#[utoipa::path(
+    get,
+    path = "/freeze",
+    operation_id = "getFreeze",
+    tag = "deployments",
+    responses((status = 200, description = "Whether rollouts are frozen, by whom and why", body = FreezeView)),
+)]
 pub async fn get_freeze(
     State(state): State<ApiState>,
     principal: Principal,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<FreezeView>, ApiError> {
     principal.require(Role::Viewer)?;
     Ok(axum::Json(freeze_view(
         state.store().read(|r| r.freeze()).await?,
     )))
 }
 
+/// Freeze all rollouts: running ones pause, new ones are refused.
+#[utoipa::path(
+    post,
+    path = "/freeze",
+    operation_id = "setFreeze",
+    tag = "deployments",
+    request_body(content = Option<FreezeBody>, description = "May be left out"),
+    responses((status = 200, description = "The freeze", body = FreezeView)),
+)]
 pub async fn set_freeze(
     State(state): State<ApiState>,
     principal: Principal,
     OptionalJson(body): OptionalJson<FreezeBody>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<FreezeView>, ApiError> {
     principal.require(Role::Admin)?;
     let reason = body.reason.unwrap_or_else(|| "no reason given".into());
     let freeze = state
@@ -422,10 +599,18 @@ pub async fn set_freeze(
     Ok(axum::Json(freeze_view(Some(freeze))))
 }
 
+/// Lift the freeze.
+#[utoipa::path(
+    delete,
+    path = "/freeze",
+    operation_id = "liftFreeze",
+    tag = "deployments",
+    responses((status = 200, description = "Not frozen any more", body = FreezeView)),
+)]
 pub async fn lift_freeze(
     State(state): State<ApiState>,
     principal: Principal,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<FreezeView>, ApiError> {
     principal.require(Role::Admin)?;
     state.deployments().lift_freeze(&caller(&principal)).await?;
     Ok(axum::Json(freeze_view(None)))

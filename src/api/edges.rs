@@ -6,29 +6,47 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use utoipa::{IntoParams, ToSchema};
 
 use super::error::ApiError;
-use super::extract::{Json, PageQuery, Path, Principal, Query, page_body};
+use super::extract::{Json, PageQuery, Path, Principal, Query};
 use super::middleware::current_trace_id;
+use super::openapi::{Conflict, NotFound};
 use super::state::ApiState;
+use super::views::{AgentToken, CreatedEdgeLocation, EdgeLocationList, HeartbeatAnswer};
 use crate::model::{Capacity, EdgeHealth, EdgeLocation, EdgeType, MetricsSample, Role, Timestamp};
 use crate::service::Caller;
 use crate::store::{EdgeChanges, EdgeRecord, HeartbeatRecord};
 
-#[derive(Debug, Deserialize)]
+/// An edge location to register or update.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = EdgeLocationRequest)]
 pub struct EdgeBody {
+    /// Required to register; on update it may be left out, and cannot change.
+    #[schema(value_type = String, pattern = "^[a-z0-9-]{1,64}$")]
     location_id: Option<String>,
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 128)]
     name: Option<String>,
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 128)]
     region: Option<String>,
+    /// ISO 3166-1 alpha-2, any case.
+    #[schema(value_type = String, required = true, pattern = "^[A-Za-z]{2}$")]
     country_code: Option<String>,
+    #[schema(value_type = String)]
     city: Option<String>,
     #[serde(rename = "type")]
+    #[schema(value_type = EdgeType)]
     edge_type: Option<String>,
+    /// The absolute http(s) URL of the edge's agent.
+    #[schema(value_type = String, required = true)]
     endpoint: Option<String>,
+    #[schema(value_type = Capacity)]
     capacity: Option<Capacity>,
+    #[schema(value_type = bool)]
     is_active: Option<bool>,
+    /// At most 64 entries; keys 1–128 bytes, values at most 4096 bytes.
+    #[schema(value_type = BTreeMap<String, String>)]
     metadata: Option<BTreeMap<String, String>>,
 }
 
@@ -119,14 +137,26 @@ fn caller(principal: &Principal) -> Caller {
 }
 
 /// An edge with its health judged now.
-fn view(state: &ApiState, mut location: EdgeLocation) -> Value {
+fn view(state: &ApiState, mut location: EdgeLocation) -> EdgeLocation {
     let now = Timestamp::now();
     let healthy_within = state.settings().edges.healthy_within.as_millis() as i64;
     let healthy = location.is_healthy_at(now, healthy_within);
     location.health.is_healthy = healthy;
-    serde_json::to_value(location).unwrap_or(Value::Null)
+    location
 }
 
+/// Register an edge; answers its agent token once.
+#[utoipa::path(
+    post,
+    path = "/edge-locations",
+    operation_id = "createEdgeLocation",
+    tag = "edge-locations",
+    request_body = EdgeBody,
+    responses(
+        (status = 201, description = "The edge with its agent token", body = CreatedEdgeLocation),
+        (status = 409, response = Conflict),
+    ),
+)]
 pub async fn create(
     State(state): State<ApiState>,
     principal: Principal,
@@ -140,21 +170,32 @@ pub async fn create(
         .edges()
         .create(&caller(&principal), location_id, changes)
         .await?;
-    let mut body = view(&state, location);
-    body["agentToken"] = Value::String(token);
+    let body = CreatedEdgeLocation {
+        location: view(&state, location),
+        agent_token: token,
+    };
     Ok((StatusCode::CREATED, axum::Json(body)).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+/// Filters of the edge list.
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
 pub struct ListFilter {
+    /// Region name, any case.
     region: Option<String>,
+    /// ISO 3166-1 alpha-2, any case.
     country_code: Option<String>,
     #[serde(rename = "type")]
+    #[param(value_type = Option<EdgeType>)]
     edge_type: Option<String>,
+    #[param(value_type = Option<bool>)]
     is_active: Option<String>,
+    /// Healthy now: a recent heartbeat that reported healthy.
+    #[param(value_type = Option<bool>)]
     is_healthy: Option<String>,
     #[serde(flatten)]
+    #[param(ignore)]
     page: PageQuery,
 }
 
@@ -170,11 +211,20 @@ fn parse_bool(value: &Option<String>, field: &str) -> Result<Option<bool>, ApiEr
     }
 }
 
+/// List edges.
+#[utoipa::path(
+    get,
+    path = "/edge-locations",
+    operation_id = "listEdgeLocations",
+    tag = "edge-locations",
+    params(ListFilter, PageQuery),
+    responses((status = 200, description = "A page of edges", body = EdgeLocationList)),
+)]
 pub async fn list(
     State(state): State<ApiState>,
     principal: Principal,
     Query(filter): Query<ListFilter>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<EdgeLocationList>, ApiError> {
     principal.require(Role::Viewer)?;
     let page = filter.page.check()?;
     let is_active = parse_bool(&filter.is_active, "isActive")?;
@@ -182,7 +232,7 @@ pub async fn list(
     let now = Timestamp::now();
     let healthy_within = state.settings().edges.healthy_within.as_millis() as i64;
     let records = state.store().read(|r| r.edges()).await?;
-    let views: Vec<Value> = records
+    let views: Vec<EdgeLocation> = records
         .into_iter()
         .map(|r| r.location)
         .filter(|e| {
@@ -203,29 +253,54 @@ pub async fn list(
         })
         .map(|e| view(&state, e))
         .collect();
-    Ok(axum::Json(page_body("edgeLocations", views, page)))
+    Ok(axum::Json(EdgeLocationList::page(views, page)))
 }
 
 async fn load(state: &ApiState, id: String) -> Result<EdgeRecord, ApiError> {
     super::find(state, "edge location", id, |r, id| r.edge(id)).await
 }
 
+/// Get an edge.
+#[utoipa::path(
+    get,
+    path = "/edge-locations/{id}",
+    operation_id = "getEdgeLocation",
+    tag = "edge-locations",
+    params(("id" = String, Path, description = "The locationId")),
+    responses(
+        (status = 200, description = "The edge", body = EdgeLocation),
+        (status = 404, response = NotFound),
+    ),
+)]
 pub async fn get(
     State(state): State<ApiState>,
     principal: Principal,
     Path(id): Path<String>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<EdgeLocation>, ApiError> {
     principal.require(Role::Viewer)?;
     let record = load(&state, id).await?;
     Ok(axum::Json(view(&state, record.location)))
 }
 
+/// Update an edge.
+#[utoipa::path(
+    put,
+    path = "/edge-locations/{id}",
+    operation_id = "updateEdgeLocation",
+    tag = "edge-locations",
+    params(("id" = String, Path, description = "The locationId")),
+    request_body = EdgeBody,
+    responses(
+        (status = 200, description = "The edge", body = EdgeLocation),
+        (status = 404, response = NotFound),
+    ),
+)]
 pub async fn update(
     State(state): State<ApiState>,
     principal: Principal,
     Path(id): Path<String>,
     Json(body): Json<EdgeBody>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<EdgeLocation>, ApiError> {
     principal.require(Role::Admin)?;
     if let Some(given) = &body.location_id
         && *given != id
@@ -243,6 +318,19 @@ pub async fn update(
     Ok(axum::Json(view(&state, location)))
 }
 
+/// Delete an edge (409 while a running deployment targets it).
+#[utoipa::path(
+    delete,
+    path = "/edge-locations/{id}",
+    operation_id = "deleteEdgeLocation",
+    tag = "edge-locations",
+    params(("id" = String, Path, description = "The locationId")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+    ),
+)]
 pub async fn delete(
     State(state): State<ApiState>,
     principal: Principal,
@@ -253,26 +341,51 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// POST /edge-locations/{id}/token: a new agent token; the old one stops working at once.
+/// Rotate the edge's agent token; the old one stops working at once.
+#[utoipa::path(
+    post,
+    path = "/edge-locations/{id}/token",
+    operation_id = "rotateEdgeToken",
+    tag = "edge-locations",
+    params(("id" = String, Path, description = "The locationId")),
+    responses(
+        (status = 200, description = "The new agent token, shown this once", body = AgentToken),
+        (status = 404, response = NotFound),
+    ),
+)]
 pub async fn rotate_token(
     State(state): State<ApiState>,
     principal: Principal,
     Path(id): Path<String>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<AgentToken>, ApiError> {
     principal.require(Role::Admin)?;
     let token = state
         .edges()
         .rotate_token(&caller(&principal), id.clone())
         .await?;
-    Ok(axum::Json(json!({"locationId": id, "agentToken": token})))
+    Ok(axum::Json(AgentToken {
+        location_id: id,
+        agent_token: token,
+    }))
 }
 
-/// DELETE /edge-locations/{id}/quarantine: an Admin lets a quarantined edge back in.
+/// Clear an edge's quarantine: an Admin lets it back into deployments.
+#[utoipa::path(
+    delete,
+    path = "/edge-locations/{id}/quarantine",
+    operation_id = "clearEdgeQuarantine",
+    tag = "edge-locations",
+    params(("id" = String, Path, description = "The locationId")),
+    responses(
+        (status = 200, description = "The edge", body = EdgeLocation),
+        (status = 404, response = NotFound),
+    ),
+)]
 pub async fn clear_quarantine(
     State(state): State<ApiState>,
     principal: Principal,
     Path(id): Path<String>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<EdgeLocation>, ApiError> {
     principal.require(Role::Admin)?;
     let location = state
         .edges()
@@ -281,11 +394,14 @@ pub async fn clear_quarantine(
     Ok(axum::Json(view(&state, location)))
 }
 
-#[derive(Debug, Deserialize)]
+/// What an edge reports each interval (SPEC §6, §8.1).
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = Heartbeat)]
 pub struct HeartbeatBody {
     #[serde(default)]
     health: EdgeHealth,
+    /// configurationId → version the edge runs; at most 10,000 entries.
     #[serde(default)]
     active_configurations: BTreeMap<String, String>,
     #[serde(default)]
@@ -294,12 +410,25 @@ pub struct HeartbeatBody {
     started_at: Option<Timestamp>,
 }
 
+/// Post a heartbeat (an edge for itself, or an Admin).
+#[utoipa::path(
+    post,
+    path = "/edge-locations/{id}/heartbeat",
+    operation_id = "postHeartbeat",
+    tag = "edge-locations",
+    params(("id" = String, Path, description = "The locationId")),
+    request_body = HeartbeatBody,
+    responses(
+        (status = 200, description = "Accepted for recording", body = HeartbeatAnswer),
+        (status = 404, response = NotFound),
+    ),
+)]
 pub async fn heartbeat(
     State(state): State<ApiState>,
     principal: Principal,
     Path(id): Path<String>,
     Json(body): Json<HeartbeatBody>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<HeartbeatAnswer>, ApiError> {
     // Object-level authorization: an edge token speaks for its own location only.
     let allowed = match principal.role {
         Role::Admin => true,
@@ -334,5 +463,5 @@ pub async fn heartbeat(
             known,
         )
         .await?;
-    Ok(axum::Json(json!({"receivedAt": received_at})))
+    Ok(axum::Json(HeartbeatAnswer { received_at }))
 }

@@ -12,7 +12,7 @@ use crate::store::StoreError;
 use crate::validate::Finding;
 
 /// One `{field, message}` item of an error's details.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Detail {
     pub field: String,
     pub message: String,
@@ -117,14 +117,18 @@ impl ApiError {
 }
 
 /// The body of every error response.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Error)]
 pub struct ErrorBody {
     pub error: ErrorPayload,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ErrorPayload {
+    /// VALIDATION_ERROR, CONFIG_VALIDATION_ERROR, UNAUTHORIZED, FORBIDDEN, NOT_FOUND,
+    /// CONFLICT, FROZEN, METHOD_NOT_ALLOWED, REQUEST_TIMEOUT, PAYLOAD_TOO_LARGE,
+    /// RATE_LIMIT_EXCEEDED, SERVICE_UNAVAILABLE, INTERNAL_ERROR.
     pub code: String,
     pub message: String,
     pub details: Vec<Detail>,

@@ -177,9 +177,14 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Path<T>
 }
 
 /// `limit` and `offset` of list endpoints, as given.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PageQuery {
+    /// Items per page, 1–100 (default 20).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 100)]
     pub limit: Option<String>,
+    /// Items to skip (default 0).
+    #[param(value_type = Option<u64>, minimum = 0)]
     pub offset: Option<String>,
 }
 
@@ -212,44 +217,4 @@ impl PageQuery {
         };
         Ok(PageRequest { limit, offset })
     }
-}
-
-/// Renders a list page: `{<plural>: [...], total, limit, offset, hasMore, nextOffset}`.
-pub fn page_body<T: serde::Serialize>(
-    plural: &str,
-    all: Vec<T>,
-    page: PageRequest,
-) -> serde_json::Value {
-    let total = all.len();
-    let items: Vec<T> = all.into_iter().skip(page.offset).take(page.limit).collect();
-    page_of(plural, items, total, page)
-}
-
-/// Like [`page_body`] for items already cut to the page.
-pub fn page_of<T: serde::Serialize>(
-    plural: &str,
-    items: Vec<T>,
-    total: usize,
-    page: PageRequest,
-) -> serde_json::Value {
-    let end = page.offset + items.len();
-    let has_more = end < total;
-    let mut body = serde_json::Map::new();
-    body.insert(
-        plural.into(),
-        serde_json::to_value(items).unwrap_or(serde_json::Value::Array(Vec::new())),
-    );
-    body.insert("total".into(), total.into());
-    body.insert("limit".into(), page.limit.into());
-    body.insert("offset".into(), page.offset.into());
-    body.insert("hasMore".into(), has_more.into());
-    body.insert(
-        "nextOffset".into(),
-        if has_more {
-            end.into()
-        } else {
-            serde_json::Value::Null
-        },
-    );
-    serde_json::Value::Object(body)
 }

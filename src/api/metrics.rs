@@ -3,11 +3,17 @@
 
 use axum::extract::State;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
+use utoipa::IntoParams;
 
 use super::error::ApiError;
 use super::extract::{Path, Principal, Query};
+use super::openapi::NotFound;
 use super::state::ApiState;
+use super::views::{
+    ConfigurationMetrics, DeploymentMetrics, EdgeMetrics, GroupMetrics, LocationMetrics,
+    RegionMetrics, VerdictEntry,
+};
 use crate::model::{Role, Timestamp, parse_duration};
 use crate::monitor::aggregate::{WindowStats, WindowTotals};
 use crate::monitor::analysis::NO_BASELINE;
@@ -18,11 +24,19 @@ const MAX_WINDOW_MS: i64 = 30 * 24 * 3600 * 1000;
 /// Most series points one answer carries.
 const MAX_POINTS: i64 = 10_000;
 
-#[derive(Debug, Default, Deserialize)]
+/// The time window of a metrics query: `window`, or `from` (and optionally `to`).
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct WindowQuery {
+    /// Up to now, e.g. `5m`, `1h`, `PT1H` (default 1h, at most 30 days).
     window: Option<String>,
+    /// RFC 3339 start.
+    #[param(format = DateTime)]
     from: Option<String>,
+    /// RFC 3339 end (default now).
+    #[param(format = DateTime)]
     to: Option<String>,
+    /// Also answer a series with points this far apart (at least 1s, at most 10,000 points).
     step: Option<String>,
 }
 
@@ -99,7 +113,7 @@ async fn stats_for(
     state: &ApiState,
     locations: Vec<String>,
     window: &Window,
-) -> Result<(WindowStats, Vec<Value>), ApiError> {
+) -> Result<(WindowStats, Vec<LocationMetrics>), ApiError> {
     let (from, to, now, step) = (window.from, window.to, window.now, window.step_ms);
     let per_location = state
         .store()
@@ -116,9 +130,10 @@ async fn stats_for(
     let mut rows = Vec::new();
     for (location, samples) in per_location {
         let totals = WindowTotals::from_samples(&samples, from, to);
-        let mut row = serde_json::to_value(totals.stats()).unwrap_or(Value::Null);
-        row["locationId"] = Value::String(location);
-        rows.push(row);
+        rows.push(LocationMetrics {
+            location_id: location,
+            stats: totals.stats(),
+        });
         all.extend(samples);
     }
     all.sort_by_key(|(t, _)| *t);
@@ -127,33 +142,75 @@ async fn stats_for(
     Ok((stats, rows))
 }
 
-fn with_window(mut value: Value, window: &Window) -> Value {
-    value["from"] = json!(window.from);
-    value["to"] = json!(window.to);
-    value
-}
-
+/// Metrics of one edge over a window.
+#[utoipa::path(
+    get,
+    path = "/metrics/edge-locations/{id}",
+    operation_id = "getEdgeMetrics",
+    tag = "metrics",
+    params(("id" = String, Path, description = "The locationId"), WindowQuery),
+    responses(
+        (status = 200, description = "The edge's figures over the window", body = EdgeMetrics),
+        (status = 404, response = NotFound),
+    ),
+)]
 pub async fn edge(
     State(state): State<ApiState>,
     principal: Principal,
     Path(id): Path<String>,
     Query(query): Query<WindowQuery>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<EdgeMetrics>, ApiError> {
     principal.require(Role::Viewer)?;
     let window = query.check()?;
     super::find(&state, "edge location", id.clone(), |r, id| r.edge(id)).await?;
     let (stats, _) = stats_for(&state, vec![id.clone()], &window).await?;
-    let mut value = serde_json::to_value(stats).unwrap_or(Value::Null);
-    value["locationId"] = Value::String(id);
-    Ok(axum::Json(with_window(value, &window)))
+    Ok(axum::Json(EdgeMetrics {
+        location_id: id,
+        from: window.from,
+        to: window.to,
+        stats,
+    }))
 }
 
+/// The same as GET /metrics/edge-locations/{id}, under the edge.
+#[utoipa::path(
+    get,
+    path = "/edge-locations/{id}/metrics",
+    operation_id = "getEdgeLocationMetrics",
+    tag = "edge-locations",
+    params(("id" = String, Path, description = "The locationId"), WindowQuery),
+    responses(
+        (status = 200, description = "The edge's figures over the window", body = EdgeMetrics),
+        (status = 404, response = NotFound),
+    ),
+)]
+pub async fn edge_of_location(
+    state: State<ApiState>,
+    principal: Principal,
+    id: Path<String>,
+    query: Query<WindowQuery>,
+) -> Result<axum::Json<EdgeMetrics>, ApiError> {
+    edge(state, principal, id, query).await
+}
+
+/// Metrics of the edges running a configuration, aggregate and per location.
+#[utoipa::path(
+    get,
+    path = "/metrics/configurations/{id}",
+    operation_id = "getConfigurationMetrics",
+    tag = "metrics",
+    params(("id" = String, Path, description = "The configurationId"), WindowQuery),
+    responses(
+        (status = 200, description = "The figures over the window", body = ConfigurationMetrics),
+        (status = 404, response = NotFound),
+    ),
+)]
 pub async fn configuration(
     State(state): State<ApiState>,
     principal: Principal,
     Path(id): Path<String>,
     Query(query): Query<WindowQuery>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<ConfigurationMetrics>, ApiError> {
     principal.require(Role::Viewer)?;
     let window = query.check()?;
     let configuration = super::find(&state, "configuration", id.clone(), |r, id| {
@@ -162,18 +219,33 @@ pub async fn configuration(
     .await?;
     let (stats, rows) =
         stats_for(&state, configuration.deployed_locations.clone(), &window).await?;
-    let mut value = serde_json::to_value(stats).unwrap_or(Value::Null);
-    value["configurationId"] = Value::String(id);
-    value["locations"] = Value::Array(rows);
-    Ok(axum::Json(with_window(value, &window)))
+    Ok(axum::Json(ConfigurationMetrics {
+        configuration_id: id,
+        from: window.from,
+        to: window.to,
+        locations: rows,
+        stats,
+    }))
 }
 
+/// Metrics of a region, aggregate and per location.
+#[utoipa::path(
+    get,
+    path = "/metrics/regions/{region}",
+    operation_id = "getRegionMetrics",
+    tag = "metrics",
+    params(("region" = String, Path, description = "A region name, any case"), WindowQuery),
+    responses(
+        (status = 200, description = "The figures over the window", body = RegionMetrics),
+        (status = 404, response = NotFound),
+    ),
+)]
 pub async fn region(
     State(state): State<ApiState>,
     principal: Principal,
     Path(region): Path<String>,
     Query(query): Query<WindowQuery>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<RegionMetrics>, ApiError> {
     principal.require(Role::Viewer)?;
     let window = query.check()?;
     let wanted = region.clone();
@@ -193,18 +265,32 @@ pub async fn region(
         )));
     }
     let (stats, rows) = stats_for(&state, locations, &window).await?;
-    let mut value = serde_json::to_value(stats).unwrap_or(Value::Null);
-    value["region"] = Value::String(region);
-    value["locations"] = Value::Array(rows);
-    Ok(axum::Json(with_window(value, &window)))
+    Ok(axum::Json(RegionMetrics {
+        region,
+        from: window.from,
+        to: window.to,
+        locations: rows,
+        stats,
+    }))
 }
 
 /// Canary against baseline for a deployment, with every analysis verdict and its numbers.
+#[utoipa::path(
+    get,
+    path = "/metrics/deployments/{id}",
+    operation_id = "getDeploymentMetrics",
+    tag = "metrics",
+    params(("id" = String, Path, description = "The deploymentId")),
+    responses(
+        (status = 200, description = "Canary and baseline figures and the verdicts", body = DeploymentMetrics),
+        (status = 404, response = NotFound),
+    ),
+)]
 pub async fn deployment(
     State(state): State<ApiState>,
     principal: Principal,
     Path(id): Path<String>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<DeploymentMetrics>, ApiError> {
     principal.require(Role::Viewer)?;
     let deployment =
         super::find(&state, "deployment", id.clone(), |r, id| r.deployment(id)).await?;
@@ -225,30 +311,42 @@ pub async fn deployment(
     let canary: Vec<String> = canary.into_iter().map(|(l, _)| l.clone()).collect();
     let baseline: Vec<String> = baseline.into_iter().map(|(l, _)| l.clone()).collect();
     let (canary_stats, _) = stats_for(&state, canary.clone(), &window).await?;
-    let baseline_view = if baseline.is_empty() {
-        json!({"locations": baseline, "metrics": null, "note": NO_BASELINE})
+    let (baseline_stats, baseline_note) = if baseline.is_empty() {
+        (None, Some(NO_BASELINE.to_string()))
     } else {
-        let (baseline_stats, _) = stats_for(&state, baseline.clone(), &window).await?;
-        json!({"locations": baseline, "metrics": baseline_stats})
+        let (stats, _) = stats_for(&state, baseline.clone(), &window).await?;
+        (Some(stats), None)
     };
-    let verdicts: Vec<Value> = deployment
+    let verdicts: Vec<VerdictEntry> = deployment
         .events
         .iter()
         .filter_map(|event| {
             let verdict: Value = serde_json::from_str(event.data.get(VERDICT_KEY)?).ok()?;
-            Some(json!({"at": event.at, "message": event.message, "verdict": verdict}))
+            Some(VerdictEntry {
+                at: event.at,
+                message: event.message.clone(),
+                verdict,
+            })
         })
         .collect();
-    Ok(axum::Json(json!({
-        "deploymentId": deployment.deployment_id,
-        "status": deployment.status,
-        "from": from,
-        "to": to,
-        "canary": {"locations": canary, "metrics": canary_stats},
-        "baseline": baseline_view,
-        "preDeploymentMetrics": deployment.pre_deployment_metrics,
-        "postDeploymentMetrics": deployment.post_deployment_metrics,
-        "rollbackConfig": deployment.rollback_config,
-        "verdicts": verdicts,
-    })))
+    Ok(axum::Json(DeploymentMetrics {
+        deployment_id: deployment.deployment_id,
+        status: deployment.status,
+        from,
+        to,
+        canary: GroupMetrics {
+            locations: canary,
+            metrics: Some(canary_stats),
+            note: None,
+        },
+        baseline: GroupMetrics {
+            locations: baseline,
+            metrics: baseline_stats,
+            note: baseline_note,
+        },
+        pre_deployment_metrics: deployment.pre_deployment_metrics,
+        post_deployment_metrics: deployment.post_deployment_metrics,
+        rollback_config: deployment.rollback_config,
+        verdicts,
+    }))
 }

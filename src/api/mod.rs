@@ -13,11 +13,13 @@ pub mod openapi;
 pub mod state;
 pub mod system;
 pub mod users;
+pub mod views;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{delete, get, post, put};
 use tower_http::catch_panic::CatchPanicLayer;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use error::ApiError;
 pub use state::{ApiParts, ApiState};
@@ -37,112 +39,72 @@ pub(crate) async fn find<T: Send + 'static>(
         .ok_or_else(|| ApiError::NotFound(format!("{what} '{shown}' not found")))
 }
 
+/// Every route of the API with its documentation: each handler's `#[utoipa::path]` gives
+/// both its place in the router and its operation in the OpenAPI document.
+pub fn routes() -> OpenApiRouter<ApiState> {
+    let api = OpenApiRouter::new()
+        .routes(routes!(users::login))
+        .routes(routes!(users::create, users::list))
+        .routes(routes!(users::delete))
+        .routes(routes!(users::set_password))
+        .routes(routes!(configurations::create, configurations::list))
+        .routes(routes!(configurations::validate_unsaved))
+        .routes(routes!(
+            configurations::get,
+            configurations::update,
+            configurations::delete
+        ))
+        .routes(routes!(configurations::validate_stored))
+        .routes(routes!(configurations::approve))
+        .routes(routes!(configurations::versions))
+        .routes(routes!(configurations::version))
+        .routes(routes!(configurations::tag))
+        .routes(routes!(configurations::diff))
+        .routes(routes!(configurations::conflicts))
+        .routes(routes!(system::schemas))
+        .routes(routes!(configurations::schema))
+        .routes(routes!(edges::create, edges::list))
+        .routes(routes!(edges::get, edges::update, edges::delete))
+        .routes(routes!(edges::heartbeat))
+        .routes(routes!(edges::rotate_token))
+        .routes(routes!(edges::clear_quarantine))
+        .routes(routes!(deployments::deploy_version))
+        .routes(routes!(deployments::create, deployments::list))
+        .routes(routes!(deployments::get))
+        .routes(routes!(deployments::edge_locations))
+        .routes(routes!(deployments::events))
+        .routes(routes!(deployments::promote))
+        .routes(routes!(deployments::pause))
+        .routes(routes!(deployments::resume))
+        .routes(routes!(deployments::rollback))
+        .routes(routes!(deployments::approve_next_region))
+        .routes(routes!(
+            deployments::set_freeze,
+            deployments::get_freeze,
+            deployments::lift_freeze
+        ))
+        .routes(routes!(metrics::edge_of_location))
+        .routes(routes!(metrics::edge))
+        .routes(routes!(metrics::configuration))
+        .routes(routes!(metrics::region))
+        .routes(routes!(metrics::deployment))
+        .routes(routes!(system::get_thresholds, system::set_thresholds))
+        .routes(routes!(system::audit))
+        .routes(routes!(openapi::document));
+
+    OpenApiRouter::with_openapi(openapi::base())
+        .nest("/api/v1", api)
+        .routes(routes!(system::health))
+        .routes(routes!(system::ready))
+        .routes(routes!(system::prometheus))
+}
+
 /// The whole API with its middleware, ready to serve.
 pub fn router(state: ApiState) -> Router {
     let body_limit = state.settings().server.max_body_bytes;
     let timeout = state.settings().server.request_timeout;
-    let api = Router::new()
-        .route("/authentication/login", post(users::login))
-        .route("/users", post(users::create).get(users::list))
-        .route("/users/{username}", delete(users::delete))
-        .route("/users/{username}/password", put(users::set_password))
-        .route(
-            "/configurations",
-            post(configurations::create).get(configurations::list),
-        )
-        .route(
-            "/configurations/validate",
-            post(configurations::validate_unsaved),
-        )
-        .route(
-            "/configurations/{id}",
-            get(configurations::get)
-                .put(configurations::update)
-                .delete(configurations::delete),
-        )
-        .route(
-            "/configurations/{id}/validate",
-            post(configurations::validate_stored),
-        )
-        .route(
-            "/configurations/{id}/approve",
-            post(configurations::approve),
-        )
-        .route(
-            "/configurations/{id}/versions",
-            get(configurations::versions),
-        )
-        .route(
-            "/configurations/{id}/versions/{version}",
-            get(configurations::version),
-        )
-        .route(
-            "/configurations/{id}/versions/{version}/tags/{tag}",
-            put(configurations::tag),
-        )
-        .route("/configurations/{id}/diff", get(configurations::diff))
-        .route(
-            "/configurations/{id}/conflicts",
-            get(configurations::conflicts),
-        )
-        .route("/schemas", get(system::schemas))
-        .route("/schemas/{type}", get(configurations::schema))
-        .route("/edge-locations", post(edges::create).get(edges::list))
-        .route(
-            "/edge-locations/{id}",
-            get(edges::get).put(edges::update).delete(edges::delete),
-        )
-        .route("/edge-locations/{id}/heartbeat", post(edges::heartbeat))
-        .route("/edge-locations/{id}/token", post(edges::rotate_token))
-        .route(
-            "/edge-locations/{id}/quarantine",
-            delete(edges::clear_quarantine),
-        )
-        .route(
-            "/configurations/{id}/versions/{version}/deploy",
-            post(deployments::deploy_version),
-        )
-        .route(
-            "/deployments",
-            post(deployments::create).get(deployments::list),
-        )
-        .route("/deployments/{id}", get(deployments::get))
-        .route(
-            "/deployments/{id}/edge-locations",
-            get(deployments::edge_locations),
-        )
-        .route("/deployments/{id}/events", get(deployments::events))
-        .route("/deployments/{id}/promote", post(deployments::promote))
-        .route("/deployments/{id}/pause", post(deployments::pause))
-        .route("/deployments/{id}/resume", post(deployments::resume))
-        .route("/deployments/{id}/rollback", post(deployments::rollback))
-        .route(
-            "/deployments/{id}/approve-next-region",
-            post(deployments::approve_next_region),
-        )
-        .route(
-            "/freeze",
-            post(deployments::set_freeze)
-                .get(deployments::get_freeze)
-                .delete(deployments::lift_freeze),
-        )
-        .route("/edge-locations/{id}/metrics", get(metrics::edge))
-        .route("/metrics/edge-locations/{id}", get(metrics::edge))
-        .route("/metrics/configurations/{id}", get(metrics::configuration))
-        .route("/metrics/regions/{region}", get(metrics::region))
-        .route("/metrics/deployments/{id}", get(metrics::deployment))
-        .route(
-            "/metrics/thresholds",
-            get(system::get_thresholds).put(system::set_thresholds),
-        )
-        .route("/audit", get(system::audit))
-        .route("/openapi.json", get(openapi::document));
-
-    Router::new()
-        .nest("/api/v1", api)
-        .route("/health", get(system::health))
-        .route("/ready", get(system::ready))
-        .route("/metrics", get(system::prometheus))
+    let (router, _) = routes().split_for_parts();
+    router
         .merge(crate::console::router())
         .fallback(system::not_found)
         .layer(axum::middleware::from_fn_with_state(

@@ -4,20 +4,39 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use utoipa::IntoParams;
 
 use super::error::ApiError;
-use super::extract::{Json, PageQuery, Principal, Query, page_of};
+use super::extract::{Json, PageQuery, Principal, Query};
+use super::views::{AuditList, Health, Ready, SchemaIndex, SchemaLink};
 use super::state::ApiState;
 use crate::model::{ConfigType, Role, RollbackConfig, Timestamp};
 use crate::store::{AuditFilter, Command, CommandEnvelope};
 
-pub async fn health() -> axum::Json<Value> {
-    axum::Json(json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}))
+/// Liveness.
+#[utoipa::path(
+    get,
+    path = "/health",
+    operation_id = "health",
+    tag = "system",
+    responses((status = 200, description = "The process is up", body = Health)),
+)]
+pub async fn health() -> axum::Json<Health> {
+    axum::Json(Health {
+        status: "ok".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+    })
 }
 
-/// Ready when the store answers and the server is not draining.
-pub async fn ready(State(state): State<ApiState>) -> Result<axum::Json<Value>, ApiError> {
+/// Readiness: the store answers and the server is not starting or draining.
+#[utoipa::path(
+    get,
+    path = "/ready",
+    operation_id = "ready",
+    tag = "system",
+    responses((status = 200, description = "Ready for traffic", body = Ready)),
+)]
+pub async fn ready(State(state): State<ApiState>) -> Result<axum::Json<Ready>, ApiError> {
     if !state.is_ready() {
         return Err(ApiError::Unavailable("starting or shutting down".into()));
     }
@@ -26,9 +45,19 @@ pub async fn ready(State(state): State<ApiState>) -> Result<axum::Json<Value>, A
         .read(|r| r.last_log_position())
         .await
         .map_err(|_| ApiError::Unavailable("the store is not answering".into()))?;
-    Ok(axum::Json(json!({"status": "ready"})))
+    Ok(axum::Json(Ready {
+        status: "ready".into(),
+    }))
 }
 
+/// Prometheus metrics.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "prometheus",
+    tag = "system",
+    responses((status = 200, description = "The text exposition format", content_type = "text/plain", body = String)),
+)]
 pub async fn prometheus(State(state): State<ApiState>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
@@ -41,29 +70,56 @@ pub async fn not_found() -> ApiError {
     ApiError::NotFound("no such resource".into())
 }
 
-pub async fn schemas(principal: Principal) -> Result<axum::Json<Value>, ApiError> {
+/// Index of the JSON Schemas of the configuration types.
+#[utoipa::path(
+    get,
+    path = "/schemas",
+    operation_id = "listSchemas",
+    tag = "schemas",
+    responses((status = 200, description = "One link per configuration type", body = SchemaIndex)),
+)]
+pub async fn schemas(principal: Principal) -> Result<axum::Json<SchemaIndex>, ApiError> {
     principal.require(Role::Viewer)?;
-    let types: Vec<Value> = ConfigType::ALL
+    let schemas = ConfigType::ALL
         .iter()
-        .map(|t| json!({"type": t.as_str(), "href": format!("/api/v1/schemas/{}", t.as_str())}))
+        .map(|t| SchemaLink {
+            config_type: *t,
+            href: format!("/api/v1/schemas/{}", t.as_str()),
+        })
         .collect();
-    Ok(axum::Json(json!({"schemas": types})))
+    Ok(axum::Json(SchemaIndex { schemas }))
 }
 
-#[derive(Debug, Deserialize)]
+/// Filters of the audit log.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AuditQuery {
+    /// Entity type or id.
     entity: Option<String>,
+    /// Who made the change.
     user: Option<String>,
+    /// RFC 3339; only records from then on.
+    #[param(format = DateTime)]
     since: Option<String>,
     #[serde(flatten)]
+    #[param(ignore)]
     page: PageQuery,
 }
 
+/// The audit log: who changed what, when, under which trace id.
+#[utoipa::path(
+    get,
+    path = "/audit",
+    operation_id = "listAudit",
+    tag = "system",
+    params(AuditQuery, PageQuery),
+    responses((status = 200, description = "A page of audit records", body = AuditList)),
+)]
 pub async fn audit(
     State(state): State<ApiState>,
     principal: Principal,
     Query(query): Query<AuditQuery>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<AuditList>, ApiError> {
     principal.require(Role::Admin)?;
     let page = query.page.check()?;
     let since = match query.since.as_deref() {
@@ -81,14 +137,17 @@ pub async fn audit(
         .store()
         .read(move |r| r.audit(&filter, page.offset, page.limit))
         .await?;
-    Ok(axum::Json(page_of(
-        "entries",
-        found.items,
-        found.total,
-        page,
-    )))
+    Ok(axum::Json(AuditList::of(found.items, found.total, page)))
 }
 
+/// The server-wide default RollbackConfig.
+#[utoipa::path(
+    get,
+    path = "/metrics/thresholds",
+    operation_id = "getThresholds",
+    tag = "metrics",
+    responses((status = 200, description = "The thresholds", body = RollbackConfig)),
+)]
 pub async fn get_thresholds(
     State(state): State<ApiState>,
     principal: Principal,
@@ -97,6 +156,15 @@ pub async fn get_thresholds(
     Ok(axum::Json(state.thresholds().await?))
 }
 
+/// Set the server-wide default RollbackConfig.
+#[utoipa::path(
+    put,
+    path = "/metrics/thresholds",
+    operation_id = "setThresholds",
+    tag = "metrics",
+    request_body = RollbackConfig,
+    responses((status = 200, description = "The thresholds", body = RollbackConfig)),
+)]
 pub async fn set_thresholds(
     State(state): State<ApiState>,
     principal: Principal,

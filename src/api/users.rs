@@ -3,53 +3,50 @@
 use axum::extract::{Extension, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde::Deserialize;
+use utoipa::ToSchema;
 
 use super::error::ApiError;
-use super::extract::{Json, PageQuery, Path, Principal, Query, page_body};
+use super::extract::{Json, PageQuery, Path, Principal, Query};
 use super::middleware::{ClientAddress, current_trace_id};
+use super::openapi::NotFound;
 use super::state::ApiState;
+use super::views::{LoginAnswer, LoginUser, UserList, UserView};
 use crate::auth::{check_password, check_username};
-use crate::model::{Role, Timestamp, User};
+use crate::model::Role;
 use crate::service::{Caller, UserError};
 
-#[derive(Debug, Deserialize)]
+/// Credentials for a token.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = LoginRequest)]
 pub struct LoginBody {
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 64)]
     username: Option<String>,
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 1024)]
     password: Option<String>,
-}
-
-/// A user as the API shows it: never the hash.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct UserView {
-    pub username: String,
-    pub role: Role,
-    pub created_at: Timestamp,
-    pub updated_at: Timestamp,
-}
-
-impl From<User> for UserView {
-    fn from(user: User) -> Self {
-        Self {
-            username: user.username,
-            role: user.role,
-            created_at: user.created_at,
-            updated_at: user.updated_at,
-        }
-    }
 }
 
 fn caller(principal: &Principal) -> Caller {
     Caller::new(principal.subject.clone(), current_trace_id())
 }
 
+/// Log in and receive a JWT.
+#[utoipa::path(
+    post,
+    path = "/authentication/login",
+    operation_id = "login",
+    tag = "authentication",
+    request_body = LoginBody,
+    responses(
+        (status = 200, description = "A token for `Authorization: Bearer`", body = LoginAnswer),
+        (status = 401, response = super::openapi::Unauthorized),
+    ),
+)]
 pub async fn login(
     State(state): State<ApiState>,
     address: Option<Extension<ClientAddress>>,
     Json(body): Json<LoginBody>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<LoginAnswer>, ApiError> {
     let username = body.username.unwrap_or_default();
     let password = body.password.unwrap_or_default();
     if username.is_empty() || password.is_empty() || username.len() > 64 || password.len() > 1024 {
@@ -78,20 +75,41 @@ pub async fn login(
     };
     let user = session.user;
     tracing::info!(username = %user.username, "login");
-    Ok(axum::Json(json!({
-        "token": session.token,
-        "expiresAt": session.expires_at,
-        "user": {"username": user.username, "role": user.role},
-    })))
+    Ok(axum::Json(LoginAnswer {
+        token: session.token,
+        expires_at: session.expires_at,
+        user: LoginUser {
+            username: user.username,
+            role: user.role,
+        },
+    }))
 }
 
-#[derive(Debug, Deserialize)]
+/// A new API user.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = UserCreate)]
 pub struct CreateUserBody {
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9._-]+$")]
     username: Option<String>,
+    /// At least 12 characters.
+    #[schema(value_type = String, required = true, min_length = 12)]
     password: Option<String>,
+    #[schema(value_type = Role, required = true)]
     role: Option<String>,
 }
 
+/// Create a user.
+#[utoipa::path(
+    post,
+    path = "/users",
+    operation_id = "createUser",
+    tag = "users",
+    request_body = CreateUserBody,
+    responses(
+        (status = 201, description = "The user", body = UserView),
+        (status = 409, response = super::openapi::Conflict),
+    ),
+)]
 pub async fn create(
     State(state): State<ApiState>,
     principal: Principal,
@@ -115,18 +133,40 @@ pub async fn create(
     Ok((StatusCode::CREATED, axum::Json(UserView::from(user))).into_response())
 }
 
+/// List users.
+#[utoipa::path(
+    get,
+    path = "/users",
+    operation_id = "listUsers",
+    tag = "users",
+    params(PageQuery),
+    responses((status = 200, description = "A page of users", body = UserList)),
+)]
 pub async fn list(
     State(state): State<ApiState>,
     principal: Principal,
     Query(page): Query<PageQuery>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<UserList>, ApiError> {
     principal.require(Role::Admin)?;
     let page = page.check()?;
     let users = state.store().read(|r| r.users()).await?;
     let views: Vec<UserView> = users.into_iter().map(UserView::from).collect();
-    Ok(axum::Json(page_body("users", views, page)))
+    Ok(axum::Json(UserList::page(views, page)))
 }
 
+/// Delete a user (the last Admin cannot be deleted: 409).
+#[utoipa::path(
+    delete,
+    path = "/users/{username}",
+    operation_id = "deleteUser",
+    tag = "users",
+    params(("username" = String, Path, description = "The user's name")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, response = NotFound),
+        (status = 409, response = super::openapi::Conflict),
+    ),
+)]
 pub async fn delete(
     State(state): State<ApiState>,
     principal: Principal,
@@ -137,13 +177,31 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Deserialize)]
+/// A new password; users other than Admins changing their own give the current one too.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = PasswordChange)]
 pub struct PasswordBody {
+    /// At least 12 characters.
+    #[schema(value_type = String, required = true, min_length = 12)]
     password: Option<String>,
+    #[schema(value_type = String)]
     current_password: Option<String>,
 }
 
+/// Change a password (Admin, or a user their own).
+#[utoipa::path(
+    put,
+    path = "/users/{username}/password",
+    operation_id = "setPassword",
+    tag = "users",
+    params(("username" = String, Path, description = "The user's name")),
+    request_body = PasswordBody,
+    responses(
+        (status = 204, description = "Changed"),
+        (status = 404, response = NotFound),
+    ),
+)]
 pub async fn set_password(
     State(state): State<ApiState>,
     principal: Principal,

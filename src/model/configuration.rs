@@ -10,7 +10,19 @@ use serde_json::Value;
 use super::Timestamp;
 
 /// The five kinds of edge configuration (SPEC §3).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 pub enum ConfigType {
     CacheRule,
     RoutingRule,
@@ -62,7 +74,7 @@ impl FromStr for ConfigType {
 }
 
 /// Lifecycle status of a configuration version; a configuration shows its latest version's.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum ConfigStatus {
     Draft,
     PendingApproval,
@@ -101,7 +113,7 @@ impl FromStr for ConfigStatus {
 }
 
 /// Which part of the semantic version an update raises.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Bump {
     Major,
@@ -133,15 +145,17 @@ impl Bump {
 /// A configuration: the head of its version history (SPEC §2.1).
 ///
 /// `content`, `version`, `status`, `approvedBy` and `approvedAt` mirror the latest version.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Configuration {
     pub configuration_id: String,
+    #[schema(min_length = 1, max_length = 128)]
     pub name: String,
     #[serde(rename = "type")]
     pub config_type: ConfigType,
     pub description: String,
     #[serde(with = "super::json")]
+    #[schema(value_type = Object)]
     pub content: Value,
     pub schema_version: String,
     pub version: String,
@@ -161,13 +175,14 @@ pub struct Configuration {
 ///
 /// The content never changes once written; approval, tags and `isDeployed` are annotations
 /// kept beside it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ConfigurationVersion {
     pub version_id: String,
     pub configuration_id: String,
     pub version: String,
     #[serde(with = "super::json")]
+    #[schema(value_type = Object)]
     pub content: Value,
     pub schema_version: String,
     pub change_description: String,

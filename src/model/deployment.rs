@@ -22,7 +22,7 @@ pub enum DeploymentError {
 }
 
 /// One validation problem, named by the request field it concerns.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FieldError {
     pub field: String,
     pub message: String,
@@ -97,6 +97,31 @@ impl Serialize for Span {
     }
 }
 
+impl utoipa::PartialSchema for Span {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
+        let text = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .min_length(Some(1))
+            .description(Some(
+                "humantime (\"5m\", \"1h 30m\") or ISO-8601 (\"PT5M\")",
+            ));
+        let seconds = ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .minimum(Some(0))
+            .description(Some("whole seconds"));
+        OneOfBuilder::new()
+            .item(text)
+            .item(seconds)
+            .description(Some(
+                "A duration; answers always write it as humantime text (\"5m\")",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Span {}
+
 impl<'de> Deserialize<'de> for Span {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct HumanVisitor;
@@ -135,7 +160,9 @@ impl<'de> Deserialize<'de> for Span {
 // Enumerations (unit variants only: they are API-visible and must read as plain strings)
 
 /// How the new version reaches the edges (SPEC §7).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize, utoipa::ToSchema,
+)]
 pub enum Strategy {
     DirectDeployment,
     #[default]
@@ -145,7 +172,9 @@ pub enum Strategy {
     GeographicWave,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize, utoipa::ToSchema,
+)]
 pub enum DeploymentStatus {
     #[default]
     Pending,
@@ -169,7 +198,9 @@ impl DeploymentStatus {
 }
 
 /// What a failed watch period does (SPEC §7, common rules).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum FailureAction {
     #[default]
@@ -178,7 +209,19 @@ pub enum FailureAction {
 }
 
 /// Days of the week on which a geographic wave may start.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 pub enum Weekday {
     Mon,
     Tue,
@@ -224,7 +267,9 @@ impl Weekday {
 }
 
 /// Where one edge stands in this deployment.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize, utoipa::ToSchema,
+)]
 pub enum EdgeState {
     /// Targeted, nothing sent yet (or a retry is due).
     #[default]
@@ -243,7 +288,7 @@ pub enum EdgeState {
 }
 
 /// Timeline entry kinds (SPEC §2.4 `events`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum EventKind {
     Created,
     StepStarted,
@@ -271,7 +316,9 @@ pub enum EventKind {
 }
 
 /// What the rollout engine is doing within the current wave.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize, utoipa::ToSchema,
+)]
 pub enum Phase {
     /// Not started yet.
     #[default]
@@ -294,7 +341,7 @@ pub enum Phase {
 // ---------------------------------------------------------------------------------------------
 // Records
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct CanaryConfig {
     /// Informational: always equal to the first promotion step.
@@ -319,21 +366,26 @@ impl Default for CanaryConfig {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct RollbackConfig {
     pub auto_rollback: bool,
     /// Percent; roll back below.
+    #[schema(minimum = 0, maximum = 100)]
     pub cache_hit_rate_threshold: f64,
     /// Percent; roll back above.
+    #[schema(minimum = 0, maximum = 100)]
     pub error_rate_threshold: f64,
     /// Roll back above.
+    #[schema(exclusive_minimum = 0)]
     pub p99_latency_threshold_ms: f64,
     /// Largest tolerated regression against the baseline, in percent of the baseline value.
+    #[schema(minimum = 0)]
     pub max_regression: f64,
     /// Fewer requests than this in a window make a verdict `Inconclusive`.
     pub min_samples: u64,
     /// Consecutive breaching intervals that count as a breach (SPEC §8.3).
+    #[schema(minimum = 1)]
     pub breach_intervals: u32,
     /// How long an inconclusive watch may be extended in total before pausing.
     pub max_extension: Span,
@@ -391,7 +443,7 @@ impl RollbackConfig {
 }
 
 /// One entry of the deployment's timeline.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DeploymentEvent {
     pub at: Timestamp,
@@ -406,7 +458,7 @@ pub struct DeploymentEvent {
 }
 
 /// An edge left out of the deployment, and why.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SkippedLocation {
     pub location_id: String,
@@ -414,7 +466,7 @@ pub struct SkippedLocation {
 }
 
 /// One edge's progress in this deployment.
-#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EdgeDeploymentState {
     pub state: EdgeState,
@@ -434,7 +486,7 @@ pub struct EdgeDeploymentState {
 
 /// A planned wave: which edges, when, how long to watch, and whether a person must approve
 /// the next one.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Wave {
     pub index: u32,
@@ -542,7 +594,7 @@ pub struct Deployment {
 
 /// The body of `POST /deployments`. Fields the server owns (`deploymentId`, `status`,
 /// `progressPercentage`, ...) are not part of it and are ignored when sent.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct CreateDeployment {
     pub configuration_id: String,

@@ -6,7 +6,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{MetricsSample, Timestamp};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize, utoipa::ToSchema,
+)]
 pub enum EdgeType {
     #[default]
     #[serde(rename = "EdgePOP")]
@@ -25,7 +27,7 @@ impl EdgeType {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct Capacity {
     pub max_requests_per_sec: u64,
@@ -46,7 +48,7 @@ impl Default for Capacity {
 }
 
 /// The edge's own account of its health, as sent in its last heartbeat.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct EdgeHealth {
     pub is_healthy: bool,
@@ -72,7 +74,7 @@ impl Default for EdgeHealth {
 
 /// An edge location as the API shows it. Secrets (its agent token) live beside it in the
 /// store, never in this type.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EdgeLocation {
     pub location_id: String,

@@ -11,7 +11,7 @@ pub const LATENCY_BUCKETS_MS: [f64; 15] = [
 ];
 
 /// Request counts per latency bucket; `counts.len() == LATENCY_BUCKETS_MS.len() + 1`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LatencyHistogram {
     pub bounds_ms: Vec<f64>,
@@ -112,7 +112,7 @@ impl LatencyHistogram {
 }
 
 /// One interval's counters from one edge (SPEC §8.1).
-#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct MetricsSample {
     pub interval_seconds: u32,
@@ -127,7 +127,7 @@ pub struct MetricsSample {
 }
 
 /// Aggregated performance over a window (SPEC §2.6).
-#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PerformanceSnapshot {
     pub timestamp: Timestamp,

@@ -8,7 +8,19 @@ use serde::{Deserialize, Serialize};
 use super::Timestamp;
 
 /// Roles, ordered by what they may do. `Edge` belongs to agent tokens only.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 pub enum Role {
     Edge,
     Viewer,

@@ -42,7 +42,7 @@ pub enum AggregateError {
 }
 
 /// Statistics of one window, the JSON answer of the metrics queries (never stored).
-#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WindowStats {
     pub requests_total: u64,
@@ -64,7 +64,7 @@ pub struct WindowStats {
 }
 
 /// One `step` of a series; `timestamp` is the start of the step.
-#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SeriesPoint {
     pub timestamp: Timestamp,

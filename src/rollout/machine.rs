@@ -202,7 +202,7 @@ pub enum Action {
 }
 
 /// One edge's NACK (or final failure) and its reason.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EdgeNack {
     pub location_id: String,
@@ -210,7 +210,7 @@ pub struct EdgeNack {
 }
 
 /// Progress the way operators read it (SPEC §7, common rules).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Progress {
     /// Edges running the new version.

@@ -159,7 +159,7 @@ pub enum Command {
 }
 
 /// A global stop of rollouts (SPEC §7).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Freeze {
     pub reason: String,
@@ -312,7 +312,7 @@ pub struct LogEntry {
 }
 
 /// One append-only audit record (GET /api/v1/audit).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AuditRecord {
     pub index: u64,

@@ -20,7 +20,7 @@ use crate::model::ConfigType;
 /// than recursively, so that no input can exhaust the stack.
 const MAX_DIFF_DEPTH: usize = 64;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum ChangeType {
     Added,
     Removed,
@@ -29,7 +29,7 @@ pub enum ChangeType {
 
 /// One change: the value at `field` (a JSON pointer into the content) was added, removed or
 /// replaced.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Change {
     pub field: String,
@@ -38,14 +38,14 @@ pub struct Change {
     pub change_type: ChangeType,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Summary {
     pub total_changes: usize,
     pub breaking_changes: usize,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DiffResult {
     pub changes: Vec<Change>,

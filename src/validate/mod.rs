@@ -32,7 +32,7 @@ pub use security::is_country_code;
 const MAX_FINDINGS: usize = 200;
 
 /// One problem found in a configuration.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Finding {
     /// Dotted path from the request body, e.g. `content.origins.0.weight`.
