@@ -12,6 +12,7 @@ pub mod edge;
 pub mod fleet;
 pub mod model;
 pub mod monitor;
+pub mod notify;
 pub mod rollout;
 pub mod secrets;
 pub mod store;
