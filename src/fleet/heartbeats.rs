@@ -7,6 +7,8 @@
 use tokio::sync::{mpsc, oneshot};
 
 use crate::app::SYSTEM_ACTOR;
+use crate::model::MetricsSample;
+use crate::model::metrics::LATENCY_BUCKETS_MS;
 use crate::store::{Command, CommandEnvelope, HeartbeatRecord, Store, StoreError};
 
 /// Most heartbeats written in one transaction.
@@ -35,6 +37,10 @@ impl HeartbeatIntake {
                 }
                 let (beats, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
                 metrics::histogram!("edgeplane_heartbeat_batch_size").record(beats.len() as f64);
+                let samples: Vec<_> = beats
+                    .iter()
+                    .filter_map(|b| b.metrics.clone().map(|m| (b.location_id.clone(), m)))
+                    .collect();
                 let result = store
                     .apply(CommandEnvelope::new(
                         SYSTEM_ACTOR,
@@ -44,6 +50,11 @@ impl HeartbeatIntake {
                     .await
                     .map(drop)
                     .map_err(|e| e.to_string());
+                if result.is_ok() {
+                    for (location_id, sample) in &samples {
+                        record_traffic(location_id, sample);
+                    }
+                }
                 for reply in replies {
                     let _ = reply.send(result.clone());
                 }
@@ -63,5 +74,42 @@ impl HeartbeatIntake {
             .await
             .map_err(|_| StoreError::Unavailable("heartbeat writer stopped".into()))?
             .map_err(StoreError::Unavailable)
+    }
+}
+
+/// Adds an edge's reported interval to the per-edge traffic counters, so Prometheus sees the
+/// CDN's own traffic (requests, hits, errors, bytes, latency buckets) beside the control
+/// plane's. Latency buckets are cumulative with an `le` label in seconds, as
+/// `histogram_quantile` expects, so percentiles merge across edges instead of averaging.
+fn record_traffic(location_id: &str, sample: &MetricsSample) {
+    let location = location_id.to_string();
+    let count = |name: &'static str, n: u64| {
+        metrics::counter!(name, "location" => location.clone()).increment(n);
+    };
+    count("edgeplane_edge_requests_total", sample.requests);
+    count("edgeplane_edge_cache_hits_total", sample.cache_hits);
+    count("edgeplane_edge_cache_misses_total", sample.cache_misses);
+    count("edgeplane_edge_bytes_sent_total", sample.bytes_sent);
+    count("edgeplane_edge_bytes_received_total", sample.bytes_received);
+    for (class, n) in [("4xx", sample.errors4xx), ("5xx", sample.errors5xx)] {
+        metrics::counter!("edgeplane_edge_errors_total", "location" => location.clone(), "class" => class)
+            .increment(n);
+    }
+    if sample.latency.counts.len() != LATENCY_BUCKETS_MS.len() + 1 {
+        return;
+    }
+    let mut cumulative = 0;
+    for (slot, n) in sample.latency.counts.iter().enumerate() {
+        cumulative += n;
+        let le = match LATENCY_BUCKETS_MS.get(slot) {
+            Some(bound_ms) => (bound_ms / 1000.0).to_string(),
+            None => "+Inf".to_string(),
+        };
+        metrics::counter!(
+            "edgeplane_edge_request_duration_seconds_bucket",
+            "location" => location.clone(),
+            "le" => le
+        )
+        .increment(cumulative);
     }
 }

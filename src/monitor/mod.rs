@@ -9,5 +9,6 @@
 pub mod aggregate;
 pub mod alerts;
 pub mod analysis;
+pub mod certificates;
 pub mod judge;
 pub mod ring;

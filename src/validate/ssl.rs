@@ -75,6 +75,15 @@ pub(crate) fn check(content: &Value, now: Timestamp, report: &mut ValidationRepo
     check_key(&certificate, content.get("privateKey"), report);
 }
 
+/// When the certificate of `SSLCertificate` content expires (seconds since the epoch); `None`
+/// when it does not parse.
+pub fn expires_at(content: &Value) -> Option<i64> {
+    let text = content.get("certificate").and_then(Value::as_str)?;
+    let (_, pem) = parse_x509_pem(text.trim_start().as_bytes()).ok()?;
+    let certificate = pem.parse_x509().ok()?;
+    Some(certificate.validity().not_after.timestamp())
+}
+
 fn check_domain_names(content: &Value, report: &mut ValidationReport) {
     if content
         .get("domains")
