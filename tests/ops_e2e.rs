@@ -41,14 +41,15 @@ impl Server {
     /// Starts `serve` on `data_dir` with the extra environment `env`, and waits (bounded) for
     /// `listening on ADDR`.
     fn start(data_dir: &Path, env: &[(&str, &str)]) -> Server {
+        let data_dir = data_dir.to_str().expect("utf-8 path");
+        let args = ["serve", "--data-dir", data_dir, "--listen", "127.0.0.1:0"];
+        Server::run(&args, env)
+    }
+
+    /// Runs the binary with `args` and `env` until it prints `listening on ADDR`.
+    fn run(args: &[&str], env: &[(&str, &str)]) -> Server {
         let mut command = Command::new(BINARY);
-        command.args([
-            "serve",
-            "--data-dir",
-            data_dir.to_str().expect("utf-8 path"),
-            "--listen",
-            "127.0.0.1:0",
-        ]);
+        command.args(args);
         for (name, _) in std::env::vars() {
             if name.starts_with("EDGEPLANE_") || name == "NOTIFY_SOCKET" || name == "WATCHDOG_USEC"
             {
@@ -66,7 +67,7 @@ impl Server {
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
-            .expect("start edgeplane serve");
+            .expect("start edgeplane");
         let stdout = child.stdout.take().expect("stdout");
         let (lines_tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
@@ -95,7 +96,7 @@ impl Server {
                         return rest.to_string();
                     }
                 }
-                Err(_) => panic!("edgeplane serve printed no '{prefix}' line in time"),
+                Err(_) => panic!("edgeplane printed no '{prefix}' line in time"),
             }
         }
     }
@@ -112,7 +113,7 @@ impl Server {
             if let Some(status) = self.child.try_wait().expect("wait") {
                 return status;
             }
-            assert!(Instant::now() < deadline, "serve did not exit on SIGTERM");
+            assert!(Instant::now() < deadline, "no exit on SIGTERM");
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -707,6 +708,38 @@ fn systemd_hears_ready_once_listening_and_watchdog_keepalives() {
     receive_until(&socket, "WATCHDOG=1");
     assert_eq!(server.terminate().code(), Some(0));
     receive_until(&socket, "STOPPING=1");
+}
+
+#[test]
+fn the_agent_tells_systemd_too() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[agent]\nlocation_id = \"ops-1\"\nlisten = \"127.0.0.1:0\"\n\
+             control_plane = \"http://127.0.0.1:9\"\ntoken = \"t\"\nstate_dir = \"{}\"\n",
+            dir.path().join("state").display()
+        ),
+    )
+    .expect("agent config");
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).expect("bind notify socket");
+    let mut agent = Server::run(
+        &["agent", "--config", config.to_str().expect("utf-8 path")],
+        &[
+            ("NOTIFY_SOCKET", socket_path.to_str().expect("utf-8 path")),
+            ("WATCHDOG_USEC", "200000"),
+        ],
+    );
+    let before_ready = receive_until(&socket, "READY=1");
+    assert_eq!(
+        before_ready.len(),
+        1,
+        "READY=1 comes first: {before_ready:?}"
+    );
+    receive_until(&socket, "WATCHDOG=1");
+    assert_eq!(agent.terminate().code(), Some(0));
 }
 
 #[test]
