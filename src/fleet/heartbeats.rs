@@ -113,3 +113,41 @@ fn record_traffic(location_id: &str, sample: &MetricsSample) {
         .increment(cumulative);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn edge_latency_is_exported_as_cumulative_buckets_in_seconds() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let mut sample = MetricsSample {
+            requests: 3,
+            cache_hits: 2,
+            errors5xx: 1,
+            ..MetricsSample::default()
+        };
+        for latency_ms in [0.5, 20.0, 2000.0] {
+            sample.latency.record(latency_ms);
+        }
+        metrics::with_local_recorder(&recorder, || {
+            record_traffic("fra-1", &sample);
+            record_traffic("fra-1", &sample);
+        });
+        let text = handle.render();
+        for line in [
+            r#"edgeplane_edge_requests_total{location="fra-1"} 6"#,
+            r#"edgeplane_edge_cache_hits_total{location="fra-1"} 4"#,
+            r#"edgeplane_edge_errors_total{location="fra-1",class="5xx"} 2"#,
+            r#"edgeplane_edge_errors_total{location="fra-1",class="4xx"} 0"#,
+            r#"edgeplane_edge_request_duration_seconds_bucket{location="fra-1",le="0.001"} 2"#,
+            r#"edgeplane_edge_request_duration_seconds_bucket{location="fra-1",le="0.015"} 2"#,
+            r#"edgeplane_edge_request_duration_seconds_bucket{location="fra-1",le="0.02"} 4"#,
+            r#"edgeplane_edge_request_duration_seconds_bucket{location="fra-1",le="1"} 4"#,
+            r#"edgeplane_edge_request_duration_seconds_bucket{location="fra-1",le="+Inf"} 6"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+        }
+    }
+}

@@ -511,6 +511,21 @@ mod tests {
     }
 
     #[test]
+    fn expiry_is_read_from_the_certificate() {
+        let cert = mint(&["example.com"], (2025, 1, 1), (2027, 1, 1), None);
+        // 2027-01-01T00:00:00Z.
+        assert_eq!(
+            super::expires_at(&content(&["example.com"], &cert)),
+            Some(1_798_761_600)
+        );
+        assert_eq!(
+            super::expires_at(&json!({"certificate": "not a PEM"})),
+            None
+        );
+        assert_eq!(super::expires_at(&json!({})), None);
+    }
+
+    #[test]
     fn sealed_keys_are_not_checked() {
         let good = mint(&["example.com"], VALID_FROM, VALID_UNTIL, None);
         let mut sealed = content(&["example.com"], &good);
