@@ -229,6 +229,7 @@ pub async fn serve(settings: Settings, prometheus: PrometheusHandle) -> anyhow::
             loop {
                 tick.tick().await;
                 crate::fleet::gauges::publish(state.store().clone(), healthy_within).await;
+                crate::monitor::certificates::publish(state.store().clone()).await;
                 state.prometheus().run_upkeep();
                 n += 1;
                 if n % 6 == 0 {
@@ -245,6 +246,11 @@ pub async fn serve(settings: Settings, prometheus: PrometheusHandle) -> anyhow::
     state.set_ready(true);
     tracing::info!(%address, "edgeplane control plane started");
     println!("listening on {address}");
+    let watchdog_state = state.clone();
+    let _watchdog = crate::notify::ready(move || {
+        let state = watchdog_state.clone();
+        async move { state.is_ready() && state.thresholds().await.is_ok() }
+    });
     let shutdown_state = state.clone();
     let server = axum::serve(
         listener,

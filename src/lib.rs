@@ -13,6 +13,7 @@ pub mod edge;
 pub mod fleet;
 pub mod model;
 pub mod monitor;
+pub mod notify;
 pub mod protocol;
 pub mod rollout;
 pub mod secrets;

@@ -75,14 +75,68 @@ pub fn prometheus() -> PrometheusHandle {
                         Matcher::Full("edgeplane_heartbeat_batch_size".into()),
                         &[1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0],
                     )
+                })
+                .and_then(|b| {
+                    // Deployments take seconds to hours, not the API's milliseconds.
+                    b.set_buckets_for_metric(
+                        Matcher::Full("edgeplane_deployment_duration_seconds".into()),
+                        &[
+                            1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+                            7200.0, 21600.0,
+                        ],
+                    )
                 });
             let recorder = match builder {
                 Ok(builder) => builder.build_recorder(),
                 Err(_) => PrometheusBuilder::new().build_recorder(),
             };
             let handle = recorder.handle();
-            let _ = metrics::set_global_recorder(recorder);
+            if metrics::set_global_recorder(recorder).is_ok() {
+                register_at_zero();
+            }
             handle
         })
         .clone()
+}
+
+/// Counters and gauges that dashboards and alert rules read, exported at 0 from start-up: a
+/// series that only appears with its first event makes `rate()` and `increase()` miss that
+/// event and leaves panels empty instead of showing zero.
+fn register_at_zero() {
+    use crate::model::DeploymentStatus;
+    use crate::monitor::alerts::AlertKind;
+    use crate::monitor::analysis::Outcome;
+    for kind in [
+        AlertKind::AutoRollback,
+        AlertKind::Warning,
+        AlertKind::StuckDeployment,
+        AlertKind::Quarantine,
+        AlertKind::InconclusivePause,
+        AlertKind::DeploymentFailed,
+        AlertKind::ReplicationLag,
+    ] {
+        metrics::counter!("edgeplane_alerts_total", "kind" => kind.as_str()).absolute(0);
+    }
+    for outcome in [
+        Outcome::Pass,
+        Outcome::Fail,
+        Outcome::Inconclusive,
+        Outcome::Warn,
+    ] {
+        metrics::counter!("edgeplane_analysis_verdicts_total", "outcome" => format!("{outcome:?}"))
+            .absolute(0);
+    }
+    for status in [
+        DeploymentStatus::Completed,
+        DeploymentStatus::Failed,
+        DeploymentStatus::RolledBack,
+    ] {
+        metrics::counter!("edgeplane_deployments_finished_total", "status" => format!("{status:?}"))
+            .absolute(0);
+    }
+    metrics::gauge!("edgeplane_deployments_in_progress").set(0.0);
+    metrics::counter!("edgeplane_alert_webhook_failures_total").absolute(0);
+    for result in ["acked", "nacked", "failed"] {
+        metrics::counter!("edgeplane_reconcile_pushes_total", "result" => result).absolute(0);
+    }
 }

@@ -8,4 +8,5 @@
 pub mod aggregate;
 pub mod alerts;
 pub mod analysis;
+pub mod certificates;
 pub mod judge;

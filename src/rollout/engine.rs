@@ -681,6 +681,7 @@ impl Loop {
                 running.remove(&id);
             }
         }
+        metrics::gauge!("edgeplane_deployments_in_progress").set(self.deployments.len() as f64);
     }
 
     fn track(&self, deployment: &Deployment) {
@@ -959,6 +960,13 @@ impl Loop {
                         "status" => format!("{:?}", deployment.status)
                     )
                     .increment(1);
+                    if let Some(seconds) = deployment.duration_seconds {
+                        metrics::histogram!(
+                            "edgeplane_deployment_duration_seconds",
+                            "status" => format!("{:?}", deployment.status)
+                        )
+                        .record(seconds as f64);
+                    }
                 }
             }
         }

@@ -26,6 +26,7 @@ use crate::secrets::{SecretBox, SecretError};
 pub use conflicts::{contradicts, literal_prefix, path_pattern, same_pattern};
 pub use diff::{Change, ChangeType, DiffError, DiffResult, Summary, apply, diff};
 pub use security::is_country_code;
+pub use ssl::expires_at as certificate_expires_at;
 
 /// At most this many errors (and as many warnings) are listed; a last item says how many more
 /// there were, so that a hostile body cannot make the report itself huge.

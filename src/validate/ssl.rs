@@ -75,6 +75,15 @@ pub(crate) fn check(content: &Value, now: Timestamp, report: &mut ValidationRepo
     check_key(&certificate, content.get("privateKey"), report);
 }
 
+/// When the certificate of `SSLCertificate` content expires (seconds since the epoch); `None`
+/// when it does not parse.
+pub fn expires_at(content: &Value) -> Option<i64> {
+    let text = content.get("certificate").and_then(Value::as_str)?;
+    let (_, pem) = parse_x509_pem(text.trim_start().as_bytes()).ok()?;
+    let certificate = pem.parse_x509().ok()?;
+    Some(certificate.validity().not_after.timestamp())
+}
+
 fn check_domain_names(content: &Value, report: &mut ValidationReport) {
     if content
         .get("domains")
@@ -499,6 +508,21 @@ mod tests {
             &content(&["other.example.net"], &rsa),
             Expect::Error("content.domains.0", "not covered"),
         );
+    }
+
+    #[test]
+    fn expiry_is_read_from_the_certificate() {
+        let cert = mint(&["example.com"], (2025, 1, 1), (2027, 1, 1), None);
+        // 2027-01-01T00:00:00Z.
+        assert_eq!(
+            super::expires_at(&content(&["example.com"], &cert)),
+            Some(1_798_761_600)
+        );
+        assert_eq!(
+            super::expires_at(&json!({"certificate": "not a PEM"})),
+            None
+        );
+        assert_eq!(super::expires_at(&json!({})), None);
     }
 
     #[test]

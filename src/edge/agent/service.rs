@@ -57,6 +57,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         stdout.flush()?;
     }
     tracing::info!(%address, location_id = %agent.config.location_id, "agent started");
+    let _watchdog = crate::notify::ready(|| async { true });
     let (stop_tx, stop_rx) = watch::channel(false);
     let heartbeats = tokio::spawn(heartbeat_loop(agent.clone(), stop_rx));
     axum::serve(listener, router(agent.clone()))
