@@ -2,7 +2,6 @@
 //! validator, engine, use cases, router — and runs it until SIGTERM. The one place that wires
 //! subsystems; nothing else in the library imports it.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -210,7 +209,6 @@ pub async fn serve(settings: Settings, prometheus: PrometheusHandle) -> anyhow::
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
     let address = listener.local_addr()?;
-    let router = crate::api::router(state.clone());
 
     let reconciler = crate::fleet::Reconciler::start(
         state.store().clone(),
@@ -252,16 +250,12 @@ pub async fn serve(settings: Settings, prometheus: PrometheusHandle) -> anyhow::
         async move { state.is_ready() && state.thresholds().await.is_ok() }
     });
     let shutdown_state = state.clone();
-    let server = axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
+    let server = crate::api::serve(listener, state.clone(), async move {
         graceful_signal.await;
         shutdown_state.set_ready(false);
         tracing::info!("shutting down: finishing in-flight requests");
     });
-    let mut server = std::pin::pin!(server.into_future());
+    let mut server = std::pin::pin!(server);
     tokio::select! {
         result = &mut server => result?,
         _ = async {

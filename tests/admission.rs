@@ -13,11 +13,11 @@ use edgeplane::model::{
     ConfigStatus, ConfigType, Configuration, ConfigurationVersion, CreateDeployment, Deployment,
     DeploymentStatus, RollbackConfig, Timestamp,
 };
-use edgeplane::rollout::machine::AlertKind;
 use edgeplane::rollout::engine::{
     AlertSink, EdgeAnswer, EdgeTarget, EdgeTransport, Engine, EngineSettings, PushContent,
     SystemClock,
 };
+use edgeplane::rollout::machine::AlertKind;
 use edgeplane::secrets::SecretBox;
 
 mod common;

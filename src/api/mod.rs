@@ -99,6 +99,21 @@ pub fn routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(system::prometheus))
 }
 
+/// Serves the API (with the console) on `listener` until `shutdown` resolves, then lets the
+/// requests in flight finish. Each request sees its client's address.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: ApiState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
+
 /// The whole API with its middleware, ready to serve.
 pub fn router(state: ApiState) -> Router {
     let body_limit = state.settings().server.max_body_bytes;

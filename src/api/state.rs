@@ -9,8 +9,8 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::auth::{RateLimits, TokenIssuer};
 use crate::config::Settings;
-use crate::fleet::PushClient;
 use crate::fleet::HeartbeatIntake;
+use crate::fleet::PushClient;
 use crate::model::RollbackConfig;
 use crate::monitor::alerts::Notifier;
 use crate::rollout::engine::Engine;

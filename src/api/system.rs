@@ -8,8 +8,8 @@ use utoipa::IntoParams;
 
 use super::error::ApiError;
 use super::extract::{Json, PageQuery, Principal, Query};
-use super::views::{AuditList, Health, Ready, SchemaIndex, SchemaLink};
 use super::state::ApiState;
+use super::views::{AuditList, Health, Ready, SchemaIndex, SchemaLink};
 use crate::model::{ConfigType, Role, RollbackConfig, Timestamp};
 use crate::store::{AuditFilter, Command, CommandEnvelope};
 

@@ -136,14 +136,9 @@ pub async fn start(options: DemoOptions, build: BuildControlPlane) -> anyhow::Re
     let address = listener.local_addr()?;
     let base_url = format!("http://{address}");
     state.set_ready(true);
-    let router = crate::api::router(state);
     let (stop_server, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(async move {
-        let served = axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
+        let served = crate::api::serve(listener, state, async move {
             let _ = stopped.await;
         })
         .await;
