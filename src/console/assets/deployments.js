@@ -395,7 +395,9 @@ function verdictCard(deployment, analysis) {
           "p",
           {},
           badge(shown.verdict.outcome),
-          ` ${failing ? "Failing verdict" : "Latest verdict"} at ${formatTime(shown.at)} — canary ${shown.verdict.canary.edgeCount} edge(s), baseline ${shown.verdict.baseline.edgeCount} edge(s).`,
+          ` ${failing ? "Failing verdict" : "Latest verdict"} at ${formatTime(shown.at)} — canary ${shown.verdict.canary.edgeCount} edge(s), ${
+            shown.verdict.baseline ? `baseline ${shown.verdict.baseline.edgeCount} edge(s)` : shown.verdict.note || "no baseline"
+          }.`,
         ),
         shown.verdict.reasons.length
           ? table(
