@@ -10,6 +10,7 @@ use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use edgeplane::store::{Command as StoreCommand, Store};
 use serde_json::{Value, json};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_edgeplane");
@@ -261,6 +262,53 @@ async fn write_until_killed(
     }
 }
 
+/// The store a killed server left behind: the command log numbered 1, 2, 3, … without a gap,
+/// and no configuration half-written (its versions, the commands logged for it and its
+/// current version and content agree).
+fn check_store_left_behind(data_dir: &Path, round: usize) {
+    let store = Store::open(data_dir).expect("open the store left behind");
+    let reader = store.reader().unwrap();
+    let log = reader.log_entries(1, usize::MAX).unwrap();
+    let mut writes: BTreeMap<String, usize> = BTreeMap::new();
+    for (position, entry) in log.iter().enumerate() {
+        assert_eq!(
+            entry.index,
+            position as u64 + 1,
+            "round {round}: the log has a gap before index {}",
+            entry.index
+        );
+        match &entry.envelope.command {
+            StoreCommand::CreateConfiguration { configuration, .. } => {
+                *writes
+                    .entry(configuration.configuration_id.clone())
+                    .or_default() += 1;
+            }
+            StoreCommand::UpdateConfiguration {
+                configuration_id, ..
+            } => *writes.entry(configuration_id.clone()).or_default() += 1,
+            _ => {}
+        }
+    }
+    let configurations = reader.configurations().unwrap();
+    assert_eq!(
+        configurations.len(),
+        writes.len(),
+        "round {round}: one stored configuration per logged create"
+    );
+    for configuration in configurations {
+        let id = &configuration.configuration_id;
+        let versions = reader.versions(id).unwrap();
+        assert_eq!(
+            Some(&versions.len()),
+            writes.get(id),
+            "round {round}: {id} has one version per logged write"
+        );
+        let last = versions.last().unwrap();
+        assert_eq!(last.version, configuration.version, "round {round}: {id}");
+        assert_eq!(last.content, configuration.content, "round {round}: {id}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn acknowledged_writes_survive_sigkill() {
     let dir = tempfile::tempdir().unwrap();
@@ -285,10 +333,11 @@ async fn acknowledged_writes_survive_sigkill() {
             );
         }
 
-        // Kill right after a random acknowledgement, with the other writers in flight.
+        // Kill right after a random acknowledgement, with the other writers in flight (their
+        // commands share commits).
         let n_acks_wanted: usize = rand::random_range(1..=8);
         let (acks, mut ack_events) = tokio::sync::mpsc::unbounded_channel();
-        let writers: Vec<_> = (0..3)
+        let writers: Vec<_> = (0..8)
             .map(|w| {
                 tokio::spawn(write_until_killed(
                     client.clone(),
@@ -314,6 +363,7 @@ async fn acknowledged_writes_survive_sigkill() {
         for writer in writers {
             writer.await.unwrap();
         }
+        check_store_left_behind(dir.path(), round);
     }
     assert!(n_acked_total >= 20);
     // A last start checks the writes of the final round.

@@ -1,11 +1,10 @@
-//! The one door: applies a command, appends it to the command log and writes its audit
-//! record, all in one durable write transaction.
+//! The one door: applies commands in order, appends each to the command log and writes its
+//! audit record, a whole batch in one durable write transaction (group commit).
 
 use redb::{Database, ReadableTable, ReadableTableMetadata, WriteTransaction};
+use serde::Serialize;
 
-use super::command::{
-    Applied, AuditRecord, Command, CommandEnvelope, EdgeRecord, Freeze, LogEntry,
-};
+use super::command::{Applied, AuditRecord, Command, CommandEnvelope, EdgeRecord, Freeze};
 use super::patterns::{self, CONFIG_PATTERNS, IndexKey};
 use super::{
     AUDIT, CONFIG_NAMES, CONFIGS, DEPLOYMENTS, DESIRED, EDGES, LOG, META, RUNNING, StoreError,
@@ -27,18 +26,133 @@ pub(crate) fn current_term_of(raw: &Option<Vec<u8>>) -> u64 {
         .unwrap_or(1)
 }
 
-pub(crate) fn apply(db: &Database, envelope: CommandEnvelope) -> Result<Applied, StoreError> {
-    let txn = db.begin_write()?;
-    let applied = apply_in(&txn, &envelope)?;
-    append_log_and_audit(&txn, envelope)?;
-    txn.commit()?;
-    Ok(applied)
+/// How much one group commit may take.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BatchLimits {
+    /// Once the log entries written so far reach this many bytes, the commands after are left
+    /// for the next batch.
+    pub(crate) max_log_bytes: usize,
+    /// Failed commands a batch absorbs before the commands after the last failure are left for
+    /// the next batch: every failure re-applies the batch's good commands, so this bounds the
+    /// work one batch can cost.
+    pub(crate) max_failures: usize,
 }
 
+impl Default for BatchLimits {
+    fn default() -> Self {
+        Self {
+            max_log_bytes: 8 * 1024 * 1024,
+            max_failures: 8,
+        }
+    }
+}
+
+/// Applies `envelopes` in order in one write transaction and commits them with one fsync.
+///
+/// Each command is checked against the state the commands before it left, and gets its own
+/// log index and audit record. A command that fails is left out whole: redb can only take a
+/// savepoint before a transaction touches a table, so there is no point to roll back to in
+/// the middle of a batch; instead the transaction is aborted and the batch applied again
+/// without it. Commands are deterministic in the stored state, so the ones before it succeed
+/// again with the same results, and the log has no gap where it would have been.
+///
+/// Returns one result per command taken, in order: fewer than `envelopes` when a bound of
+/// `limits` was reached, and the caller offers the rest again. A command is taken whole or
+/// not at all, and the first is always taken. If the transaction cannot begin or commit,
+/// every command taken gets that error: nothing of the batch is durable.
+pub(crate) fn apply_batch(
+    db: &Database,
+    envelopes: &[CommandEnvelope],
+    limits: BatchLimits,
+) -> Vec<Result<Applied, StoreError>> {
+    apply_batch_with(db, envelopes, limits, apply_in)
+}
+
+/// [`apply_batch`] over any per-command change, so tests can make a command fail after it
+/// has written.
+fn apply_batch_with(
+    db: &Database,
+    envelopes: &[CommandEnvelope],
+    limits: BatchLimits,
+    apply_one: impl Fn(&WriteTransaction, &CommandEnvelope) -> Result<Applied, StoreError>,
+) -> Vec<Result<Applied, StoreError>> {
+    let mut failures: Vec<Option<StoreError>> = envelopes.iter().map(|_| None).collect();
+    let mut n_failed = 0;
+    let mut taken = envelopes.len();
+    'attempt: loop {
+        let txn = match db.begin_write() {
+            Ok(txn) => txn,
+            Err(error) => return every_one_fails(taken, &StoreError::from(error)),
+        };
+        let mut applied: Vec<Option<Applied>> = Vec::with_capacity(taken);
+        let mut log_bytes = 0;
+        for (i, envelope) in envelopes.iter().enumerate().take(taken) {
+            if failures[i].is_some() {
+                applied.push(None);
+                continue;
+            }
+            let outcome = apply_one(&txn, envelope)
+                .and_then(|result| Ok((result, append_log_and_audit(&txn, envelope)?)));
+            match outcome {
+                Ok((result, bytes)) => {
+                    applied.push(Some(result));
+                    log_bytes += bytes;
+                    if log_bytes >= limits.max_log_bytes {
+                        taken = i + 1;
+                        break;
+                    }
+                }
+                Err(error) => {
+                    failures[i] = Some(error);
+                    n_failed += 1;
+                    if n_failed >= limits.max_failures {
+                        taken = i + 1;
+                    }
+                    // Dropping the transaction aborts it: nothing of this attempt remains.
+                    drop(txn);
+                    continue 'attempt;
+                }
+            }
+        }
+        if let Err(error) = txn.commit() {
+            return every_one_fails(taken, &StoreError::from(error));
+        }
+        return applied
+            .into_iter()
+            .zip(failures)
+            .map(|(applied, failure)| match (applied, failure) {
+                (Some(applied), _) => Ok(applied),
+                (None, Some(failure)) => Err(failure),
+                (None, None) => Err(StoreError::Unavailable("command was not applied".into())),
+            })
+            .collect();
+    }
+}
+
+fn every_one_fails(n: usize, error: &StoreError) -> Vec<Result<Applied, StoreError>> {
+    let message = match error {
+        StoreError::Unavailable(message) => message.clone(),
+        other => other.to_string(),
+    };
+    (0..n)
+        .map(|_| Err(StoreError::Unavailable(message.clone())))
+        .collect()
+}
+
+/// The stored form of a [`LogEntry`](super::LogEntry), written from a borrowed envelope (postcard lays out a
+/// struct as its fields in order, so the bytes are the same).
+#[derive(Serialize)]
+struct LogEntryRef<'a> {
+    term: u64,
+    index: u64,
+    envelope: &'a CommandEnvelope,
+}
+
+/// Appends the command to the log and writes its audit record; returns the log entry's size.
 fn append_log_and_audit(
     txn: &WriteTransaction,
-    envelope: CommandEnvelope,
-) -> Result<(), StoreError> {
+    envelope: &CommandEnvelope,
+) -> Result<usize, StoreError> {
     let term = {
         let meta = txn.open_table(META)?;
         let raw = meta.get(TERM_KEY)?.map(|v| v.value().to_vec());
@@ -53,15 +167,12 @@ fn append_log_and_audit(
         envelope.trace_id.clone(),
         envelope.at,
     );
-    log.insert(
+    let entry = codec::encode(&LogEntryRef {
+        term,
         index,
-        codec::encode(&LogEntry {
-            term,
-            index,
-            envelope,
-        })?
-        .as_slice(),
-    )?;
+        envelope,
+    })?;
+    log.insert(index, entry.as_slice())?;
     if let Some((action, entity_type, entity_id)) = audit_target {
         let mut audit = txn.open_table(AUDIT)?;
         let audit_index = audit.last()?.map(|(k, _)| k.value() + 1).unwrap_or(1);
@@ -78,7 +189,7 @@ fn append_log_and_audit(
         };
         audit.insert(audit_index, codec::encode(&record)?.as_slice())?;
     }
-    Ok(())
+    Ok(entry.len())
 }
 
 fn get<T: serde::de::DeserializeOwned>(
@@ -793,4 +904,154 @@ fn find_version(
     Err(StoreError::NotFound(format!(
         "version {version} of configuration '{configuration_id}'"
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Role, Timestamp};
+    use crate::store::{Store, command::LogEntry};
+
+    fn create_user(username: &str) -> CommandEnvelope {
+        let now = Timestamp::now();
+        CommandEnvelope::new(
+            "test",
+            format!("trace-{username}"),
+            Command::CreateUser {
+                user: User {
+                    username: username.into(),
+                    role: Role::Developer,
+                    password_hash: "hash".into(),
+                    created_at: now,
+                    updated_at: now,
+                },
+            },
+        )
+    }
+
+    fn delete_user(username: &str) -> CommandEnvelope {
+        CommandEnvelope::new(
+            "test",
+            "",
+            Command::DeleteUser {
+                username: username.into(),
+            },
+        )
+    }
+
+    /// The whole command log, checked to be numbered 1, 2, 3, … with no gap.
+    fn log_without_gaps(store: &Store) -> Vec<LogEntry> {
+        let log = store.reader().unwrap().log_entries(1, usize::MAX).unwrap();
+        for (position, entry) in log.iter().enumerate() {
+            assert_eq!(entry.index, position as u64 + 1, "log: {log:?}");
+        }
+        log
+    }
+
+    fn usernames(store: &Store) -> Vec<String> {
+        let users = store.reader().unwrap().users().unwrap();
+        users.into_iter().map(|u| u.username).collect()
+    }
+
+    #[test]
+    fn a_command_failing_its_precondition_in_a_batch_fails_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let batch = [
+            create_user("alice"),
+            // Conflicts with the create just before it in the same batch.
+            create_user("alice"),
+            create_user("bob"),
+            // Sees alice, created earlier in the batch.
+            delete_user("alice"),
+            // Sees that alice is gone again.
+            create_user("alice"),
+            delete_user("carol"),
+            create_user("dave"),
+        ];
+        let outcomes = store.apply_batch_blocking(&batch);
+        let failed: Vec<bool> = outcomes.iter().map(Result::is_err).collect();
+        assert_eq!(failed, [false, true, false, false, false, true, false]);
+        assert!(matches!(outcomes[1], Err(StoreError::Conflict(_))));
+        assert!(matches!(outcomes[5], Err(StoreError::NotFound(_))));
+        assert_eq!(usernames(&store), ["alice", "bob", "dave"]);
+
+        // One log entry and one audit record per command that committed, in batch order.
+        let log = log_without_gaps(&store);
+        let committed: Vec<&CommandEnvelope> = batch
+            .iter()
+            .zip(&failed)
+            .filter(|(_, failed)| !**failed)
+            .map(|(envelope, _)| envelope)
+            .collect();
+        let logged: Vec<&CommandEnvelope> = log.iter().map(|entry| &entry.envelope).collect();
+        assert_eq!(logged, committed);
+        let audit = store
+            .reader()
+            .unwrap()
+            .audit(&Default::default(), 0, 100)
+            .unwrap();
+        let mut audited: Vec<u64> = audit.items.iter().map(|r| r.log_index).collect();
+        audited.sort_unstable();
+        assert_eq!(audited, [1, 2, 3, 4, 5]);
+    }
+
+    #[test]
+    fn a_command_failing_after_it_wrote_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        // Writes its user, then fails: the user must not survive.
+        let fails_late = |txn: &WriteTransaction, envelope: &CommandEnvelope| {
+            let applied = apply_in(txn, envelope)?;
+            if envelope.trace_id == "trace-mallory" {
+                return Err(StoreError::Invalid("refused after writing".into()));
+            }
+            Ok(applied)
+        };
+        let batch = [
+            create_user("alice"),
+            create_user("mallory"),
+            create_user("bob"),
+        ];
+        let outcomes = apply_batch_with(&store.db, &batch, BatchLimits::default(), fails_late);
+        assert_eq!(outcomes.len(), 3);
+        assert!(outcomes[0].is_ok() && outcomes[2].is_ok());
+        assert!(matches!(outcomes[1], Err(StoreError::Invalid(_))));
+        assert_eq!(usernames(&store), ["alice", "bob"]);
+        let log = log_without_gaps(&store);
+        assert_eq!(log.len(), 2);
+        assert_eq!(log[1].envelope, batch[2]);
+    }
+
+    #[test]
+    fn a_batch_past_its_bounds_leaves_the_rest_to_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let batch = [create_user("a"), create_user("b"), create_user("c")];
+        // Every log entry is over one byte: each batch takes exactly one command.
+        let one_byte = BatchLimits {
+            max_log_bytes: 1,
+            max_failures: usize::MAX,
+        };
+        assert_eq!(apply_batch(&store.db, &batch, one_byte).len(), 1);
+        assert_eq!(apply_batch(&store.db, &batch[1..], one_byte).len(), 1);
+
+        // After its one allowed failure the batch stops at the failed command.
+        let one_failure = BatchLimits {
+            max_log_bytes: usize::MAX,
+            max_failures: 1,
+        };
+        let batch = [
+            create_user("c"),
+            create_user("a"),
+            create_user("d"),
+            create_user("e"),
+        ];
+        let outcomes = apply_batch(&store.db, &batch, one_failure);
+        assert_eq!(outcomes.len(), 2);
+        assert!(outcomes[0].is_ok());
+        assert!(matches!(outcomes[1], Err(StoreError::Conflict(_))));
+        assert_eq!(usernames(&store), ["a", "b", "c"]);
+        assert_eq!(log_without_gaps(&store).len(), 3);
+    }
 }

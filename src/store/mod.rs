@@ -1,10 +1,12 @@
 //! The embedded store: one redb file holding configurations, versions, users, edges, the
 //! numbered command log and the audit log.
 //!
-//! Every change goes through [`Store::apply`]: in one durable write transaction it checks the
-//! command's preconditions, applies it, appends it to the command log (term, index) and writes
-//! its audit record. Nothing else opens a write transaction on these tables, which is what the
-//! replication log, the audit trail and the crash tests rely on.
+//! Every change goes through [`Store::apply`]: it checks the command's preconditions, applies
+//! it, appends it to the command log (term, index) and writes its audit record, in a durable
+//! write transaction it may share with the other commands waiting (`writer.rs`: group
+//! commit); it answers only once that transaction is committed. Nothing else opens a write
+//! transaction on these tables, which is what the replication log, the audit trail and the
+//! crash tests rely on.
 
 mod apply;
 pub mod codec;
@@ -13,6 +15,7 @@ mod counters;
 mod patterns;
 pub mod ring;
 pub mod series;
+mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -94,10 +97,12 @@ storage_error!(
     redb::CommitError
 );
 
-/// A cheap handle to the store; clones share one database.
+/// A cheap handle to the store; clones share one database and its writer, which stops once
+/// the last clone is dropped.
 #[derive(Clone)]
 pub struct Store {
     db: Arc<Database>,
+    writer: Arc<writer::Writer>,
     path: PathBuf,
 }
 
@@ -133,8 +138,10 @@ impl Store {
         }
         apply::build_indexes(&txn)?;
         txn.commit()?;
+        let db = Arc::new(db);
         Ok(Self {
-            db: Arc::new(db),
+            writer: Arc::new(writer::Writer::start(db.clone())?),
+            db,
             path,
         })
     }
@@ -143,15 +150,28 @@ impl Store {
         &self.path
     }
 
-    /// Applies one command durably (see the module doc), off the async threads.
+    /// Applies one command durably (see the module doc) on the writer thread.
     pub async fn apply(&self, envelope: CommandEnvelope) -> Result<Applied, StoreError> {
-        let store = self.clone();
-        blocking(move || store.apply_blocking(envelope)).await
+        self.writer.apply(envelope).await
     }
 
     /// The synchronous form of [`Store::apply`], for offline commands and tests.
     pub fn apply_blocking(&self, envelope: CommandEnvelope) -> Result<Applied, StoreError> {
-        apply::apply(&self.db, envelope)
+        self.writer.apply_blocking(envelope)
+    }
+
+    /// Applies `envelopes` in order in one durable write transaction, one result each: every
+    /// command sees the state the ones before it left, and one that fails is left out whole
+    /// while the others commit. Blocking; for callers that hold a batch of their own.
+    pub fn apply_batch_blocking(
+        &self,
+        envelopes: &[CommandEnvelope],
+    ) -> Vec<Result<Applied, StoreError>> {
+        let unbounded = apply::BatchLimits {
+            max_log_bytes: usize::MAX,
+            max_failures: usize::MAX,
+        };
+        apply::apply_batch(&self.db, envelopes, unbounded)
     }
 
     /// Runs a read-only closure on a snapshot, off the async threads.
