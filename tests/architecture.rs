@@ -132,3 +132,25 @@ fn every_file_says_what_it_is_for() {
         .collect();
     assert!(missing.is_empty(), "files without a //! line: {missing:?}");
 }
+
+#[test]
+fn the_two_sides_of_the_wire_meet_only_in_the_protocol() {
+    let fleet_uses_edge: Vec<_> = sources()
+        .into_iter()
+        .filter(|(path, text)| path.starts_with("fleet/") && uses(text, "crate::edge"))
+        .map(|(path, _)| path)
+        .collect();
+    assert!(
+        fleet_uses_edge.is_empty(),
+        "fleet/ files that import edge/: {fleet_uses_edge:?}"
+    );
+    let edge_uses_fleet: Vec<_> = sources()
+        .into_iter()
+        .filter(|(path, text)| path.starts_with("edge/") && uses(text, "crate::fleet"))
+        .map(|(path, _)| path)
+        .collect();
+    assert!(
+        edge_uses_fleet.is_empty(),
+        "edge/ files that import fleet/: {edge_uses_fleet:?}"
+    );
+}
