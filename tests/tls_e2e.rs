@@ -393,3 +393,23 @@ ca_file = "{client_ca}"
         "pushed without a certificate: {refused:?}"
     );
 }
+
+#[test]
+fn an_unreadable_certificate_stops_serve_with_exit_2_naming_the_key() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let missing = dir.path().join("missing.pem");
+    let output = Command::new(env!("CARGO_BIN_EXE_edgeplane"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .env("EDGEPLANE_SERVER_TLS_CERT", &missing)
+        .env("EDGEPLANE_SERVER_TLS_KEY", &missing)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run edgeplane serve");
+    let message = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{message}");
+    assert!(
+        message.contains("server.tls_cert: cannot read"),
+        "{message}"
+    );
+}
