@@ -281,17 +281,17 @@ pub async fn serve(settings: Settings, prometheus: PrometheusHandle) -> anyhow::
         shutdown_state.set_ready(false);
         tracing::info!("shutting down: finishing in-flight requests");
     };
-    let server: std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<()>> + Send>> =
-        match acceptor {
-            Some(acceptor) => Box::pin(crate::api::serve_tls(
-                listener,
-                acceptor,
-                state.clone(),
-                shutdown,
-            )),
-            None => Box::pin(crate::api::serve(listener, state.clone(), shutdown)),
-        };
-    let mut server = server;
+    let mut server: std::pin::Pin<
+        Box<dyn std::future::Future<Output = std::io::Result<()>> + Send>,
+    > = match acceptor {
+        Some(acceptor) => Box::pin(crate::api::serve_tls(
+            listener,
+            acceptor,
+            state.clone(),
+            shutdown,
+        )),
+        None => Box::pin(crate::api::serve(listener, state.clone(), shutdown)),
+    };
     tokio::select! {
         result = &mut server => result?,
         _ = async {
