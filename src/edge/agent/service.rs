@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use super::system::{CpuSampler, health, read_metrics};
 use super::versions::write_atomic;
 use super::{Agent, AgentConfig};
-use crate::edge::http::{EdgeService, router, serve_tls, shutdown_signal};
+use crate::edge::http::{EdgeService, router, serve_tls};
 use crate::model::Timestamp;
 use crate::protocol::http_client_with_identity;
 use crate::protocol::tls::{Acceptor, client_identity};
@@ -53,6 +53,9 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let address_file = agent.config.state_dir.join(ADDRESS_FILE);
     write_atomic(&address_file, address.to_string().as_bytes())
         .with_context(|| format!("writing {}", address_file.display()))?;
+    // Installed before the agent says it listens (and before READY=1 reaches systemd), so a
+    // SIGTERM sent right after stops it gracefully instead of killing it.
+    let stop_signal = crate::shutdown::signal();
     let acceptor = match &agent.config.tls {
         Some(files) => {
             let acceptor = Acceptor::new(files.clone()).map_err(anyhow::Error::msg)?;
@@ -75,11 +78,11 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let heartbeats = tokio::spawn(heartbeat_loop(agent.clone(), stop_rx));
     match acceptor {
-        Some(acceptor) => serve_tls(listener, acceptor, router(agent.clone()), shutdown_signal())
+        Some(acceptor) => serve_tls(listener, acceptor, router(agent.clone()), stop_signal)
             .await
             .context("serving the edge protocol")?,
         None => axum::serve(listener, router(agent.clone()))
-            .with_graceful_shutdown(shutdown_signal())
+            .with_graceful_shutdown(stop_signal)
             .await
             .context("serving the edge protocol")?,
     }
