@@ -608,6 +608,40 @@ mod tests {
     }
 
     #[test]
+    fn tls_keys_come_in_pairs_and_name_themselves() {
+        let check = |text: &str, env: &[(&str, &str)], key: &str| {
+            let error = load(text, env).unwrap_err().to_string();
+            assert!(error.contains(key), "{error:?} should name {key}");
+            assert!(!error.contains('\n'), "one line: {error:?}");
+        };
+        check(
+            "",
+            &[("EDGEPLANE_SERVER_TLS_CERT", "/nonexistent/cert.pem")],
+            "server.tls_key: required",
+        );
+        check(
+            "[server]\ntls_client_ca = \"/nonexistent/ca.pem\"\n",
+            &[],
+            "server.tls_client_ca",
+        );
+        check(
+            "[server]\ntls_cert = \"/nonexistent/cert.pem\"\ntls_key = \"/nonexistent/key.pem\"\n",
+            &[],
+            "server.tls_cert: cannot read",
+        );
+        check(
+            "[edges]\nclient_key = \"/nonexistent/key.pem\"\n",
+            &[],
+            "edges.client_cert: required",
+        );
+        check(
+            "[edges]\nclient_cert = \"/nonexistent/c.pem\"\nclient_key = \"/nonexistent/k.pem\"\n",
+            &[],
+            "edges.client_cert: cannot read",
+        );
+    }
+
+    #[test]
     fn durations_take_every_form_of_the_one_syntax() {
         let s = load(
             "[auth]\ntoken_ttl = \"PT1H30M\"\n[edges]\npush_timeout = \"500ms\"\n",

@@ -413,3 +413,62 @@ fn an_unreadable_certificate_stops_serve_with_exit_2_naming_the_key() {
         "{message}"
     );
 }
+
+/// The log of `edgeplane serve --listen LISTEN` from start to a graceful stop.
+fn log_of_plain_serve(listen: &str) -> String {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_edgeplane"));
+    for (name, _) in std::env::vars() {
+        if name.starts_with("EDGEPLANE_") {
+            command.env_remove(name);
+        }
+    }
+    let mut child = command
+        .args(["serve", "--listen", listen, "--data-dir"])
+        .arg(dir.path().join("data"))
+        .env("EDGEPLANE_BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PASSWORD)
+        .env("EDGEPLANE_LOG_FORMAT", "json")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start edgeplane serve");
+    let stderr = child.stderr.take().expect("stderr");
+    let log = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut BufReader::new(stderr), &mut text);
+        text
+    });
+    let stdout = child.stdout.take().expect("stdout");
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let line = lines.recv_timeout(DEADLINE);
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    let log = log.join().expect("stderr thread");
+    let line = line.unwrap_or_else(|_| panic!("serve did not start: {log}"));
+    assert!(
+        line.starts_with("listening on ") && !line.contains("https://"),
+        "{line}"
+    );
+    log
+}
+
+#[test]
+fn plain_http_off_loopback_is_served_with_a_warning() {
+    let warning = "serving plain HTTP on a non-loopback address";
+    let log = log_of_plain_serve("0.0.0.0:0");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("\"WARN\"") && l.contains(warning)),
+        "no warning: {log}"
+    );
+    let log = log_of_plain_serve("127.0.0.1:0");
+    assert!(!log.contains(warning), "warned on loopback: {log}");
+}
