@@ -375,8 +375,11 @@ impl Settings {
         }
         match (&self.edges.client_cert, &self.edges.client_key) {
             (Some(cert), Some(key)) => {
-                crate::protocol::tls::client_identity("edges", cert, key)
-                    .map_err(ConfigError::Invalid)?;
+                crate::protocol::tls::client_identity(
+                    ("edges.client_cert", cert),
+                    ("edges.client_key", key),
+                )
+                .map_err(ConfigError::Invalid)?;
             }
             (Some(_), None) => {
                 return Err(ConfigError::Invalid(

@@ -142,8 +142,11 @@ impl PushClient {
     pub fn new(options: PushOptions) -> Result<Self, PushError> {
         let identity = match &options.client_cert {
             Some((cert, key)) => Some(
-                crate::protocol::tls::client_identity("edges", cert, key)
-                    .map_err(PushError::Setup)?,
+                crate::protocol::tls::client_identity(
+                    ("edges.client_cert", cert),
+                    ("edges.client_key", key),
+                )
+                .map_err(PushError::Setup)?,
             ),
             None => None,
         };

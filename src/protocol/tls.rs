@@ -219,20 +219,28 @@ pub fn client_certified(stream: &TlsStream<TcpStream>) -> bool {
         .is_some_and(|certs| !certs.is_empty())
 }
 
-/// A client certificate and its key for outgoing connections (`client_cert`, `client_key`
-/// of `section`).
+/// A client certificate and its key for outgoing connections, from the files named by the
+/// settings `cert_key` and `key_key` (e.g. `edges.client_cert`), which errors name.
 pub(crate) fn client_identity(
-    section: &str,
-    cert: &Path,
-    key: &Path,
+    (cert_key, cert): (&str, &Path),
+    (key_key, key): (&str, &Path),
 ) -> Result<reqwest::Identity, String> {
+    let mut pem = std::fs::read(cert)
+        .map_err(|e| format!("{cert_key}: cannot read {}: {e}", cert.display()))?;
+    let key_pem =
+        std::fs::read(key).map_err(|e| format!("{key_key}: cannot read {}: {e}", key.display()))?;
     // Parsed here first so that a wrong file is named by its setting.
-    certificates(section, "client_cert", cert)?;
-    private_key(section, "client_key", key)?;
-    let mut pem = read(section, "client_cert", cert)?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{cert_key}: {} is not PEM: {e}", cert.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{cert_key}: no certificate in {}", cert.display()));
+    }
+    PrivateKeyDer::from_pem_slice(&key_pem)
+        .map_err(|e| format!("{key_key}: no private key in {}: {e}", key.display()))?;
     pem.push(b'\n');
-    pem.extend(read(section, "client_key", key)?);
-    reqwest::Identity::from_pem(&pem).map_err(|e| format!("{section}.client_cert: {e}"))
+    pem.extend(key_pem);
+    reqwest::Identity::from_pem(&pem).map_err(|e| format!("{cert_key}: {e}"))
 }
 
 #[cfg(test)]

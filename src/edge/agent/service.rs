@@ -170,13 +170,15 @@ async fn heartbeat_loop(agent: Arc<Agent>, mut stop: watch::Receiver<bool>) {
     // The listener's certificate is also the agent's client certificate: a control plane
     // with `server.tls_client_ca` takes heartbeats only from edges that present one.
     let identity = match &agent.config.tls {
-        Some(tls) => match client_identity("agent", &tls.cert, &tls.key) {
-            Ok(identity) => Some(identity),
-            Err(error) => {
-                tracing::error!(%error, "heartbeats disabled");
-                return;
+        Some(tls) => {
+            match client_identity(("agent.tls_cert", &tls.cert), ("agent.tls_key", &tls.key)) {
+                Ok(identity) => Some(identity),
+                Err(error) => {
+                    tracing::error!(%error, "heartbeats disabled");
+                    return;
+                }
             }
-        },
+        }
         None => None,
     };
     let client = match http_client_with_identity(
