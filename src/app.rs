@@ -123,6 +123,11 @@ pub fn build_with(
         retries: settings.edges.push_retries,
         max_in_flight: settings.edges.push_concurrency,
         ca_file: settings.edges.ca_file.clone(),
+        client_cert: settings
+            .edges
+            .client_cert
+            .clone()
+            .zip(settings.edges.client_key.clone()),
         ..PushOptions::default()
     })
     .map_err(|e| StartError::Config(format!("edges: {e}")))?;
@@ -209,6 +214,23 @@ pub async fn serve(settings: Settings, prometheus: PrometheusHandle) -> anyhow::
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
     let address = listener.local_addr()?;
+    let acceptor = match state.settings().server.tls()? {
+        Some(files) => {
+            let acceptor =
+                crate::protocol::tls::Acceptor::new(files).map_err(|e| anyhow::anyhow!(e))?;
+            acceptor.reload_on_sighup();
+            Some(acceptor)
+        }
+        None => {
+            if !address.ip().is_loopback() {
+                tracing::warn!(
+                    %address,
+                    "serving plain HTTP on a non-loopback address: tokens and keys cross the network in clear; set server.tls_cert and server.tls_key"
+                );
+            }
+            None
+        }
+    };
 
     let reconciler = crate::fleet::Reconciler::start(
         state.store().clone(),
@@ -243,19 +265,33 @@ pub async fn serve(settings: Settings, prometheus: PrometheusHandle) -> anyhow::
     let deadline_signal = crate::shutdown::signal();
     state.set_ready(true);
     tracing::info!(%address, "edgeplane control plane started");
-    println!("listening on {address}");
+    if acceptor.is_some() {
+        println!("listening on https://{address}");
+    } else {
+        println!("listening on {address}");
+    }
     let watchdog_state = state.clone();
     let _watchdog = crate::notify::ready(move || {
         let state = watchdog_state.clone();
         async move { state.is_ready() && state.thresholds().await.is_ok() }
     });
     let shutdown_state = state.clone();
-    let server = crate::api::serve(listener, state.clone(), async move {
+    let shutdown = async move {
         graceful_signal.await;
         shutdown_state.set_ready(false);
         tracing::info!("shutting down: finishing in-flight requests");
-    });
-    let mut server = std::pin::pin!(server);
+    };
+    let mut server: std::pin::Pin<
+        Box<dyn std::future::Future<Output = std::io::Result<()>> + Send>,
+    > = match acceptor {
+        Some(acceptor) => Box::pin(crate::api::serve_tls(
+            listener,
+            acceptor,
+            state.clone(),
+            shutdown,
+        )),
+        None => Box::pin(crate::api::serve(listener, state.clone(), shutdown)),
+    };
     tokio::select! {
         result = &mut server => result?,
         _ = async {

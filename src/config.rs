@@ -54,6 +54,37 @@ pub struct ServerSettings {
     pub request_timeout: Duration,
     #[serde(deserialize_with = "duration")]
     pub shutdown_grace: Duration,
+    /// PEM certificate chain: with `tls_key`, the API is served over HTTPS only.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// PEM bundle of CAs whose client certificates are accepted; edges must present one.
+    pub tls_client_ca: Option<PathBuf>,
+}
+
+impl ServerSettings {
+    /// The listener's TLS files; None for plain HTTP. Err names the key that is missing.
+    pub fn tls(&self) -> Result<Option<crate::protocol::tls::ListenerTls>, ConfigError> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Ok(Some(crate::protocol::tls::ListenerTls {
+                section: "server",
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: self.tls_client_ca.clone(),
+                require_client_cert: false,
+            })),
+            (Some(_), None) => Err(ConfigError::Invalid(
+                "server.tls_key: required with server.tls_cert".into(),
+            )),
+            (None, Some(_)) => Err(ConfigError::Invalid(
+                "server.tls_cert: required with server.tls_key".into(),
+            )),
+            (None, None) if self.tls_client_ca.is_some() => Err(ConfigError::Invalid(
+                "server.tls_client_ca: needs server.tls_cert and server.tls_key".into(),
+            )),
+            (None, None) => Ok(None),
+        }
+    }
 }
 
 impl Default for ServerSettings {
@@ -65,6 +96,9 @@ impl Default for ServerSettings {
             max_body_bytes: 2 * 1024 * 1024,
             request_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(20),
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
         }
     }
 }
@@ -170,6 +204,9 @@ pub struct EdgeSettings {
     pub push_concurrency: usize,
     /// PEM bundle of CAs trusted for https edge endpoints (none: only the built-in set).
     pub ca_file: Option<PathBuf>,
+    /// PEM certificate presented to edges that ask for one (with `client_key`).
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
     /// How often edges' reported versions are compared with what they should run.
     #[serde(deserialize_with = "duration")]
     pub reconcile_interval: Duration,
@@ -183,6 +220,8 @@ impl Default for EdgeSettings {
             push_retries: 2,
             push_concurrency: 256,
             ca_file: None,
+            client_cert: None,
+            client_key: None,
             reconcile_interval: Duration::from_secs(30),
         }
     }
@@ -330,6 +369,29 @@ impl Settings {
             return Err(ConfigError::Invalid(
                 "rollout.max_push_attempts: must be at least 1".into(),
             ));
+        }
+        if let Some(tls) = self.server.tls()? {
+            tls.server_config().map_err(ConfigError::Invalid)?;
+        }
+        match (&self.edges.client_cert, &self.edges.client_key) {
+            (Some(cert), Some(key)) => {
+                crate::protocol::tls::client_identity(
+                    ("edges.client_cert", cert),
+                    ("edges.client_key", key),
+                )
+                .map_err(ConfigError::Invalid)?;
+            }
+            (Some(_), None) => {
+                return Err(ConfigError::Invalid(
+                    "edges.client_key: required with edges.client_cert".into(),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::Invalid(
+                    "edges.client_cert: required with edges.client_key".into(),
+                ));
+            }
+            (None, None) => {}
         }
         if self.edges.push_concurrency == 0 {
             return Err(ConfigError::Invalid(
@@ -546,6 +608,40 @@ mod tests {
         check("[nonsense]\nx = 1\n", &[], "nonsense");
         check("", &[("EDGEPLANE_SERVER_LISTEN", "bad")], "server.listen");
         check("[server\n", &[], "edgeplane.toml");
+    }
+
+    #[test]
+    fn tls_keys_come_in_pairs_and_name_themselves() {
+        let check = |text: &str, env: &[(&str, &str)], key: &str| {
+            let error = load(text, env).unwrap_err().to_string();
+            assert!(error.contains(key), "{error:?} should name {key}");
+            assert!(!error.contains('\n'), "one line: {error:?}");
+        };
+        check(
+            "",
+            &[("EDGEPLANE_SERVER_TLS_CERT", "/nonexistent/cert.pem")],
+            "server.tls_key: required",
+        );
+        check(
+            "[server]\ntls_client_ca = \"/nonexistent/ca.pem\"\n",
+            &[],
+            "server.tls_client_ca",
+        );
+        check(
+            "[server]\ntls_cert = \"/nonexistent/cert.pem\"\ntls_key = \"/nonexistent/key.pem\"\n",
+            &[],
+            "server.tls_cert: cannot read",
+        );
+        check(
+            "[edges]\nclient_key = \"/nonexistent/key.pem\"\n",
+            &[],
+            "edges.client_cert: required",
+        );
+        check(
+            "[edges]\nclient_cert = \"/nonexistent/c.pem\"\nclient_key = \"/nonexistent/k.pem\"\n",
+            &[],
+            "edges.client_cert: cannot read",
+        );
     }
 
     #[test]

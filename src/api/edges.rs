@@ -426,9 +426,18 @@ pub struct HeartbeatBody {
 pub async fn heartbeat(
     State(state): State<ApiState>,
     principal: Principal,
+    peer: Option<axum::Extension<super::PeerCertificate>>,
     Path(id): Path<String>,
     Json(body): Json<HeartbeatBody>,
 ) -> Result<axum::Json<HeartbeatAnswer>, ApiError> {
+    // With `server.tls_client_ca`, an edge proves itself with a certificate as well as its token.
+    if principal.role == Role::Edge
+        && peer.is_some_and(|peer| peer.required_for_edges && !peer.presented)
+    {
+        return Err(ApiError::Forbidden(
+            "edges must present a client certificate signed by the server's client CA".into(),
+        ));
+    }
     // Object-level authorization: an edge token speaks for its own location only.
     let allowed = match principal.role {
         Role::Admin => true,

@@ -12,6 +12,7 @@ pub mod middleware;
 pub mod openapi;
 pub mod state;
 pub mod system;
+mod tls;
 pub mod users;
 pub mod views;
 
@@ -109,6 +110,39 @@ pub async fn serve(
     axum::serve(
         listener,
         router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
+
+/// What a TLS connection's client proved: whether it presented a certificate signed by
+/// `server.tls_client_ca`, and whether edges must. Absent on plain HTTP.
+#[derive(Clone, Copy, Debug)]
+pub struct PeerCertificate {
+    pub presented: bool,
+    pub required_for_edges: bool,
+}
+
+/// [`serve`] over TLS: handshakes are done by `acceptor` (which SIGHUP reloads) and each
+/// request also sees its connection's [`PeerCertificate`].
+pub async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    acceptor: crate::protocol::tls::Acceptor,
+    state: ApiState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let local = listener.local_addr()?;
+    let required_for_edges = acceptor.verifies_clients();
+    let listener = tls::TlsListener {
+        incoming: acceptor.incoming(listener),
+        local,
+    };
+    axum::serve(
+        listener,
+        tls::PerConnection {
+            router: router(state),
+            required_for_edges,
+        },
     )
     .with_graceful_shutdown(shutdown)
     .await

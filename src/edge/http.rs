@@ -149,6 +149,45 @@ async fn active_handler<S: EdgeService>(
     axum::Json(service.active().await).into_response()
 }
 
+/// Serves `router` over TLS on `listener` until `shutdown` resolves; handshakes are done by
+/// `acceptor` (which SIGHUP reloads).
+pub(crate) async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    acceptor: crate::protocol::tls::Acceptor,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    struct TlsListener {
+        incoming: tokio::sync::mpsc::Receiver<(
+            tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+            std::net::SocketAddr,
+        )>,
+        local: std::net::SocketAddr,
+    }
+    impl axum::serve::Listener for TlsListener {
+        type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+        type Addr = std::net::SocketAddr;
+        async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+            match self.incoming.recv().await {
+                Some(accepted) => accepted,
+                // The accept loop only ends once this receiver is gone.
+                None => std::future::pending().await,
+            }
+        }
+        fn local_addr(&self) -> std::io::Result<Self::Addr> {
+            Ok(self.local)
+        }
+    }
+    let local = listener.local_addr()?;
+    let listener = TlsListener {
+        incoming: acceptor.incoming(listener),
+        local,
+    };
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
 /// Resolves on ctrl-c or SIGTERM.
 pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {

@@ -15,7 +15,7 @@ use tokio::sync::Semaphore;
 
 use crate::protocol::{
     ActiveConfigurations, PushMode, PushReply, PushRequest, RollbackRequest, chain, checksum,
-    http_client,
+    http_client_with_identity,
 };
 use crate::rollout::engine::{EdgeAnswer, EdgeTarget, EdgeTransport, PushContent};
 
@@ -37,6 +37,8 @@ pub struct PushOptions {
     /// used when there is one; a machine with no CA bundle still gets a working client that
     /// speaks plain HTTP (and refuses https until a CA file is given).
     pub ca_file: Option<PathBuf>,
+    /// Client certificate and key presented to edges that ask for one.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
 }
 
 impl Default for PushOptions {
@@ -49,6 +51,7 @@ impl Default for PushOptions {
             max_in_flight: 256,
             pool_idle_per_edge: 2,
             ca_file: None,
+            client_cert: None,
         }
     }
 }
@@ -137,10 +140,21 @@ const BODY_LIMIT: usize = 2048;
 
 impl PushClient {
     pub fn new(options: PushOptions) -> Result<Self, PushError> {
-        let http = http_client(
+        let identity = match &options.client_cert {
+            Some((cert, key)) => Some(
+                crate::protocol::tls::client_identity(
+                    ("edges.client_cert", cert),
+                    ("edges.client_key", key),
+                )
+                .map_err(PushError::Setup)?,
+            ),
+            None => None,
+        };
+        let http = http_client_with_identity(
             options.timeout,
             options.pool_idle_per_edge,
             options.ca_file.as_deref(),
+            identity,
         )
         .map_err(PushError::Setup)?;
         Ok(Self {

@@ -14,14 +14,28 @@ pub(crate) fn http_client(
     idle_per_host: usize,
     ca_file: Option<&Path>,
 ) -> Result<reqwest::Client, String> {
+    http_client_with_identity(timeout, idle_per_host, ca_file, None)
+}
+
+/// [`http_client`] that presents `identity` (a client certificate) to servers that ask.
+pub(crate) fn http_client_with_identity(
+    timeout: Duration,
+    idle_per_host: usize,
+    ca_file: Option<&Path>,
+    identity: Option<reqwest::Identity>,
+) -> Result<reqwest::Client, String> {
     let base = || {
-        reqwest::Client::builder()
+        let builder = reqwest::Client::builder()
             .no_proxy()
             .connect_timeout(timeout)
             .pool_max_idle_per_host(idle_per_host)
             .pool_idle_timeout(Duration::from_secs(90))
             .tcp_nodelay(true)
-            .user_agent(concat!("edgeplane/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!("edgeplane/", env!("CARGO_PKG_VERSION")));
+        match identity.clone() {
+            Some(identity) => builder.identity(identity),
+            None => builder,
+        }
     };
     match ca_file {
         Some(path) => {

@@ -1,6 +1,6 @@
 //! The edge protocol both sides of the wire share (SPEC §6): the JSON shapes of pushes,
-//! replies and heartbeats, the content checksum, what a `pathPattern` matches, and the HTTP
-//! client settings every caller across the wire uses.
+//! replies and heartbeats, the content checksum, what a `pathPattern` matches, the HTTP
+//! client settings every caller across the wire uses, and TLS for both ends.
 //!
 //! The control plane's side (`fleet/`) and the edge's side (`edge/`) import this module and
 //! never each other, so neither can change the contract without the other seeing it.
@@ -9,9 +9,10 @@ mod checksum;
 mod client;
 mod messages;
 pub mod path_pattern;
+pub mod tls;
 
 pub use checksum::{canonical_json, checksum};
-pub(crate) use client::{chain, http_client};
+pub(crate) use client::{chain, http_client, http_client_with_identity};
 pub(crate) use messages::is_safe_name;
 pub use messages::{
     ActiveConfiguration, ActiveConfigurations, EdgeRegistration, Heartbeat, PushMode, PushReply,

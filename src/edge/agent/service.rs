@@ -14,8 +14,10 @@ use tokio::sync::watch;
 use super::system::{CpuSampler, health, read_metrics};
 use super::versions::write_atomic;
 use super::{Agent, AgentConfig};
-use crate::edge::http::{EdgeService, router, shutdown_signal};
+use crate::edge::http::{EdgeService, router, serve_tls};
 use crate::model::Timestamp;
+use crate::protocol::http_client_with_identity;
+use crate::protocol::tls::{Acceptor, client_identity};
 use crate::protocol::{
     ActiveConfigurations, Heartbeat, PushReply, PushRequest, RollbackRequest, chain, http_client,
 };
@@ -51,19 +53,39 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let address_file = agent.config.state_dir.join(ADDRESS_FILE);
     write_atomic(&address_file, address.to_string().as_bytes())
         .with_context(|| format!("writing {}", address_file.display()))?;
+    // Installed before the agent says it listens (and before READY=1 reaches systemd), so a
+    // SIGTERM sent right after stops it gracefully instead of killing it.
+    let stop_signal = crate::shutdown::signal();
+    let acceptor = match &agent.config.tls {
+        Some(files) => {
+            let acceptor = Acceptor::new(files.clone()).map_err(anyhow::Error::msg)?;
+            acceptor.reload_on_sighup();
+            Some(acceptor)
+        }
+        None => None,
+    };
     {
         let mut stdout = std::io::stdout().lock();
-        writeln!(stdout, "listening on {address}")?;
+        if acceptor.is_some() {
+            writeln!(stdout, "listening on https://{address}")?;
+        } else {
+            writeln!(stdout, "listening on {address}")?;
+        }
         stdout.flush()?;
     }
     tracing::info!(%address, location_id = %agent.config.location_id, "agent started");
     let _watchdog = crate::notify::ready(|| async { true });
     let (stop_tx, stop_rx) = watch::channel(false);
     let heartbeats = tokio::spawn(heartbeat_loop(agent.clone(), stop_rx));
-    axum::serve(listener, router(agent.clone()))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("serving the edge protocol")?;
+    match acceptor {
+        Some(acceptor) => serve_tls(listener, acceptor, router(agent.clone()), stop_signal)
+            .await
+            .context("serving the edge protocol")?,
+        None => axum::serve(listener, router(agent.clone()))
+            .with_graceful_shutdown(stop_signal)
+            .await
+            .context("serving the edge protocol")?,
+    }
     let _ = stop_tx.send(true);
     let _ = std::fs::remove_file(&address_file);
     let _ = tokio::time::timeout(Duration::from_secs(5), heartbeats).await;
@@ -82,6 +104,13 @@ pub fn rollback_offline(config_path: &Path, configuration_id: &str) -> anyhow::R
         .enable_all()
         .build()?;
     runtime.block_on(async {
+        if config.tls.is_some() && running_agent(&config).await.is_some() {
+            // Over TLS the running agent only talks to the control plane; changing its files
+            // under it would race its own pushes.
+            anyhow::bail!(
+                "the agent is running with TLS: roll back through the control plane, or stop the agent first"
+            );
+        }
         if let Some(reply) = rollback_through_running_agent(&config, configuration_id).await {
             return match reply {
                 PushReply::Acked { version } => Ok(version),
@@ -108,8 +137,7 @@ async fn rollback_through_running_agent(
     config: &AgentConfig,
     configuration_id: &str,
 ) -> Option<PushReply> {
-    let address = std::fs::read_to_string(config.state_dir.join(ADDRESS_FILE)).ok()?;
-    let address: SocketAddr = address.trim().parse().ok()?;
+    let address = running_agent(config).await?;
     let client = http_client(Duration::from_secs(2), 1, None).ok()?;
     let response = client
         .post(format!(
@@ -126,12 +154,38 @@ async fn rollback_through_running_agent(
     response.json::<PushReply>().await.ok()
 }
 
+/// The address recorded by a running agent, if something accepts connections there.
+async fn running_agent(config: &AgentConfig) -> Option<SocketAddr> {
+    let address = std::fs::read_to_string(config.state_dir.join(ADDRESS_FILE)).ok()?;
+    let address: SocketAddr = address.trim().parse().ok()?;
+    let connect = tokio::net::TcpStream::connect(address);
+    match tokio::time::timeout(Duration::from_secs(2), connect).await {
+        Ok(Ok(_)) => Some(address),
+        _ => None,
+    }
+}
+
 async fn heartbeat_loop(agent: Arc<Agent>, mut stop: watch::Receiver<bool>) {
     let interval = agent.config.heartbeat_interval;
-    let client = match http_client(
+    // The listener's certificate is also the agent's client certificate: a control plane
+    // with `server.tls_client_ca` takes heartbeats only from edges that present one.
+    let identity = match &agent.config.tls {
+        Some(tls) => {
+            match client_identity(("agent.tls_cert", &tls.cert), ("agent.tls_key", &tls.key)) {
+                Ok(identity) => Some(identity),
+                Err(error) => {
+                    tracing::error!(%error, "heartbeats disabled");
+                    return;
+                }
+            }
+        }
+        None => None,
+    };
+    let client = match http_client_with_identity(
         interval.min(Duration::from_secs(10)),
         2,
         agent.config.ca_file.as_deref(),
+        identity,
     ) {
         Ok(client) => client,
         Err(error) => {

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::protocol::is_safe_name;
+use crate::protocol::tls::ListenerTls;
 
 /// The `[agent]` table of the agent's TOML file.
 #[derive(Clone, Debug, PartialEq)]
@@ -23,8 +24,11 @@ pub struct AgentConfig {
     pub keep_versions: usize,
     pub command_timeout: Duration,
     pub metrics_file: Option<PathBuf>,
-    /// PEM bundle for an https control plane when the machine has no CA store.
+    /// PEM bundle of the CAs trusted for an https control plane (none: the system store).
     pub ca_file: Option<PathBuf>,
+    /// `tls_cert`, `tls_key`, `tls_client_ca`: the agent's listener over HTTPS; with a
+    /// client CA, only clients with a certificate it signed complete the handshake.
+    pub tls: Option<ListenerTls>,
 }
 
 /// Why an agent configuration file was refused; every variant names the key.
@@ -41,9 +45,12 @@ pub enum AgentConfigError {
     Missing { key: String },
     #[error("invalid `{key}`: {reason}")]
     Invalid { key: String, reason: String },
+    /// A TLS file that cannot be used; the message names its key.
+    #[error("{0}")]
+    Tls(String),
 }
 
-const KEYS: [&str; 12] = [
+const KEYS: [&str; 15] = [
     "location_id",
     "listen",
     "control_plane",
@@ -56,6 +63,9 @@ const KEYS: [&str; 12] = [
     "command_timeout",
     "metrics_file",
     "ca_file",
+    "tls_cert",
+    "tls_key",
+    "tls_client_ca",
 ];
 
 impl AgentConfig {
@@ -106,6 +116,29 @@ impl AgentConfig {
             Some(toml::Value::Integer(n)) if (1..=10_000).contains(n) => *n as usize,
             Some(_) => return Err(invalid("agent.keep_versions", "an integer from 1")),
         };
+        let tls_cert = optional_string(table, "tls_cert")?;
+        let tls_key = optional_string(table, "tls_key")?;
+        let tls_client_ca = optional_string(table, "tls_client_ca")?;
+        let tls = match (tls_cert, tls_key) {
+            (Some(cert), Some(key)) => {
+                let tls = ListenerTls {
+                    section: "agent",
+                    cert: cert.into(),
+                    key: key.into(),
+                    client_ca: tls_client_ca.map(PathBuf::from),
+                    require_client_cert: true,
+                };
+                // The files are read now so that a bad one stops start-up naming its key.
+                tls.server_config().map_err(AgentConfigError::Tls)?;
+                Some(tls)
+            }
+            (Some(_), None) => return Err(invalid("agent.tls_key", "required with tls_cert")),
+            (None, Some(_)) => return Err(invalid("agent.tls_cert", "required with tls_key")),
+            (None, None) if tls_client_ca.is_some() => {
+                return Err(invalid("agent.tls_client_ca", "needs tls_cert and tls_key"));
+            }
+            (None, None) => None,
+        };
         Ok(Self {
             location_id,
             listen,
@@ -119,6 +152,7 @@ impl AgentConfig {
             command_timeout: duration(table, "command_timeout", Duration::from_secs(30))?,
             metrics_file: optional_string(table, "metrics_file")?.map(PathBuf::from),
             ca_file: optional_string(table, "ca_file")?.map(PathBuf::from),
+            tls,
         })
     }
 }
@@ -205,5 +239,10 @@ state_dir = "/tmp/edge"
             .unwrap_err()
             .to_string();
         assert!(error.contains("agent.listen"), "{error}");
+        check_error("tls_cert = \"/nonexistent/cert.pem\"\n", "agent.tls_key");
+        check_error(
+            "tls_cert = \"/nonexistent/cert.pem\"\ntls_key = \"/nonexistent/key.pem\"\n",
+            "agent.tls_cert: cannot read",
+        );
     }
 }
