@@ -565,6 +565,16 @@ mod tests {
             &[],
             "limits.reads_per_minute",
         );
+        check(
+            "[log]\ntrace_sample_ratio = 1.5\n",
+            &[],
+            "log.trace_sample_ratio",
+        );
+        check(
+            "[log]\notlp_endpoint = \"collector:4318\"\n",
+            &[],
+            "log.otlp_endpoint",
+        );
         check("[nonsense]\nx = 1\n", &[], "nonsense");
         check("", &[("EDGEPLANE_SERVER_LISTEN", "bad")], "server.listen");
         check("[server\n", &[], "edgeplane.toml");

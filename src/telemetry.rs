@@ -367,3 +367,100 @@ fn register_at_zero() {
         metrics::counter!("edgeplane_reconcile_pushes_total", "result" => result).absolute(0);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    use serde_json::Value;
+
+    use super::*;
+
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Lines {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+
+    #[test]
+    fn json_lines_inside_a_traced_span_carry_its_trace_id() {
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let subscriber = tracing_subscriber::registry().with(json_layer(move || writer.clone()));
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!("outside");
+            let request = tracing::info_span!("request", traceId = tracing::field::Empty);
+            assert!(continue_trace(
+                &request,
+                &format!("00-{TRACE}-00f067aa0ba902b7-01")
+            ));
+            request.in_scope(|| {
+                tracing::info!("inside");
+                tracing::info_span!("child").in_scope(|| tracing::info!("nested"));
+            });
+            let untraced = tracing::info_span!("other", traceId = tracing::field::Empty);
+            assert!(!continue_trace(&untraced, "00-not-a-trace-01"));
+            untraced.in_scope(|| tracing::info!("untraced"));
+        });
+        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        let parsed: Vec<Value> = text
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        let trace_of = |message: &str| {
+            parsed
+                .iter()
+                .find(|line| line["fields"]["message"] == message)
+                .unwrap_or_else(|| panic!("no line {message}: {text}"))
+                .get("traceId")
+                .cloned()
+        };
+        assert_eq!(trace_of("outside"), None);
+        assert_eq!(trace_of("inside"), Some(Value::from(TRACE)));
+        assert_eq!(trace_of("nested"), Some(Value::from(TRACE)));
+        assert_eq!(trace_of("untraced"), None);
+    }
+
+    #[test]
+    fn a_span_in_a_callers_trace_passes_that_trace_on() {
+        let provider = SdkTracerProvider::builder().build();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        tracing::subscriber::with_default(subscriber, || {
+            let request = tracing::info_span!("request", traceId = tracing::field::Empty);
+            assert!(continue_trace(
+                &request,
+                &format!("00-{TRACE}-00f067aa0ba902b7-01")
+            ));
+            let push = request.in_scope(|| tracing::info_span!("deployment.push"));
+            let passed = traceparent(&push).expect("a traceparent");
+            let parts: Vec<&str> = passed.split('-').collect();
+            assert_eq!(parts.len(), 4, "{passed}");
+            assert_eq!(parts[1], TRACE);
+            assert_ne!(
+                parts[2], "00f067aa0ba902b7",
+                "the push is a span of its own"
+            );
+            assert_eq!(parts[3], "01");
+
+            // A request without a caller's trace starts one of its own.
+            let fresh = tracing::info_span!("request", traceId = tracing::field::Empty);
+            let own = traceparent(&fresh).expect("a traceparent");
+            assert_ne!(own.split('-').nth(1), Some(TRACE));
+        });
+    }
+}
