@@ -114,8 +114,8 @@ pub fn init_logs(settings: &LogSettings) -> LogGuard {
             .try_init(),
         LogFormat::Text => registry
             .with(
-                tracing_subscriber::fmt::layer()
-                    .with_writer(std::io::stderr)
+                TraceIds
+                    .and_then(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
                     .with_filter(level()),
             )
             .with(file_writer.map(|w| {
@@ -190,11 +190,25 @@ pub fn record_trace_id(span: &tracing::Span) {
     }
 }
 
-/// The span's W3C trace context as a `traceparent` value, when traces are exported.
+/// The span's W3C trace context as a `traceparent` value. Without an exporter, a span in a
+/// trace a caller started still passes that trace id on (as unsampled, under a span id of
+/// its own), so the log lines of a deployment carry it too.
 pub fn traceparent(span: &tracing::Span) -> Option<String> {
     let mut carrier = HashMap::new();
     TraceContextPropagator::new().inject_context(&span.context(), &mut carrier);
-    carrier.remove("traceparent")
+    if let Some(traceparent) = carrier.remove("traceparent") {
+        return Some(traceparent);
+    }
+    let trace_id = span
+        .with_subscriber(|(id, dispatch)| {
+            let registry = dispatch.downcast_ref::<tracing_subscriber::Registry>()?;
+            let span = registry.span(id)?;
+            let extensions = span.extensions();
+            extensions.get::<LogTraceId>().map(|t| t.0.clone())
+        })
+        .flatten()?;
+    let span_id = rand::random::<u64>().max(1);
+    Some(format!("00-{trace_id}-{span_id:016x}-00"))
 }
 
 /// The trace id a span carries for the logs, found on it or inherited from its parent.
@@ -408,6 +422,12 @@ mod tests {
                 &request,
                 &format!("00-{TRACE}-00f067aa0ba902b7-01")
             ));
+            // With no exporter, the caller's trace still reaches what the request starts.
+            let passed = traceparent(&request).expect("a traceparent");
+            assert!(passed.starts_with(&format!("00-{TRACE}-")), "{passed}");
+            let deployment = tracing::info_span!("deployment", traceId = tracing::field::Empty);
+            assert!(continue_trace(&deployment, &passed));
+            deployment.in_scope(|| tracing::info!("later"));
             request.in_scope(|| {
                 tracing::info!("inside");
                 tracing::info_span!("child").in_scope(|| tracing::info!("nested"));
@@ -433,6 +453,7 @@ mod tests {
         assert_eq!(trace_of("inside"), Some(Value::from(TRACE)));
         assert_eq!(trace_of("nested"), Some(Value::from(TRACE)));
         assert_eq!(trace_of("untraced"), None);
+        assert_eq!(trace_of("later"), Some(Value::from(TRACE)));
     }
 
     #[test]
