@@ -1,6 +1,7 @@
 //! Traces end to end: the real binary exporting over OTLP/HTTP to a receiver on loopback, a
 //! simulated fleet, and one deployment started with a caller's W3C `traceparent` whose spans
-//! (start, waves, pushes, verdicts) arrive as one trace under the caller's trace id.
+//! (start, waves, pushes, verdicts) arrive as one trace under the caller's trace id; and the
+//! `traceparent` header a push carries to the edge.
 
 mod common;
 
@@ -317,4 +318,67 @@ async fn a_deployment_is_one_trace_under_the_callers_trace_id() {
     assert!(pushes >= 3, "{pushes} pushes in {in_trace:?}");
     drop(fleet);
     drop(binary);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_push_in_a_trace_passes_its_context_to_the_edge() {
+    use opentelemetry::trace::TracerProvider as _;
+    use tracing::Instrument;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel::<Option<String>>();
+    let router = axum::Router::new().route(
+        "/edge/v1/configurations/{id}/rollback",
+        axum::routing::post(move |headers: axum::http::HeaderMap| {
+            let seen_tx = seen_tx.clone();
+            async move {
+                let traceparent = headers
+                    .get("traceparent")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+                let _ = seen_tx.send(traceparent);
+                axum::Json(json!({"status": "acked", "version": "1.0.0"}))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let edge = format!("http://{}", listener.local_addr().expect("address"));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+    let subscriber = tracing_subscriber::registry()
+        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+    let _default = tracing::subscriber::set_default(subscriber);
+    let client = edgeplane::fleet::PushClient::new(edgeplane::fleet::PushOptions::default())
+        .expect("push client");
+
+    let span = tracing::info_span!("deployment.push", traceId = tracing::field::Empty);
+    assert!(edgeplane::telemetry::continue_trace(
+        &span,
+        &format!("00-{TRACE_ID}-{CALLER_SPAN}-01")
+    ));
+    let outcome = client
+        .rollback(&edge, "token", "config-1", None)
+        .instrument(span)
+        .await;
+    assert!(outcome.is_ok(), "{outcome:?}");
+    let traceparent = seen
+        .recv()
+        .await
+        .expect("the edge was called")
+        .expect("a traceparent header");
+    assert!(
+        traceparent.starts_with(&format!("00-{TRACE_ID}-")),
+        "{traceparent}"
+    );
+    assert!(!traceparent.contains(CALLER_SPAN), "{traceparent}");
+
+    // Outside any trace, the edge gets no header.
+    let outcome = client.rollback(&edge, "token", "config-1", None).await;
+    assert!(outcome.is_ok(), "{outcome:?}");
+    assert_eq!(seen.recv().await.expect("the edge was called"), None);
 }
