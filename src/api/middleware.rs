@@ -186,9 +186,9 @@ pub async fn guard(State(state): State<ApiState>, mut request: Request, next: Ne
         route = %route,
         traceId = tracing::field::Empty,
     );
-    // A caller's W3C trace context makes this request part of the caller's trace; the request
-    // id stays the caller's `X-Request-Id` (or a fresh one) either way, as error bodies and
-    // logs have always reported it.
+    // A caller's W3C trace context makes this request part of the caller's trace. The request
+    // id stays the caller's `X-Request-Id` (or a fresh one) either way: it is what error
+    // bodies, logs and the audit name, and callers that send no `traceparent` rely on it.
     let continued = request
         .headers()
         .get(TRACEPARENT)

@@ -3,9 +3,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use tracing::Instrument;
 
 use futures_util::future::BoxFuture;
+use tracing::Instrument;
 
 use super::aggregate::{WindowStats, WindowTotals, to_snapshot};
 use super::alerts::{Alert, AlertKind, Notifier};

@@ -5,9 +5,9 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use tracing::Instrument;
 
 use serde_json::Value;
+use tracing::Instrument;
 
 use super::Caller;
 use crate::model::{

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+
 use tracing::Instrument;
 
 use super::Caller;
