@@ -118,6 +118,11 @@ pub struct LogSettings {
     pub level: String,
     /// Also write daily-rotated log files into this directory.
     pub directory: Option<PathBuf>,
+    /// OTLP/HTTP collector base URL (`/v1/traces` is appended); no traces leave the process
+    /// without it.
+    pub otlp_endpoint: Option<String>,
+    /// Share of new traces kept (0 to 1); a trace a caller started follows the caller's choice.
+    pub trace_sample_ratio: f64,
 }
 
 impl Default for LogSettings {
@@ -126,6 +131,8 @@ impl Default for LogSettings {
             format: LogFormat::Text,
             level: "info".into(),
             directory: None,
+            otlp_endpoint: None,
+            trace_sample_ratio: 1.0,
         }
     }
 }
@@ -343,6 +350,21 @@ impl Settings {
         ] {
             if value == 0 {
                 return Err(ConfigError::Invalid(format!("{key}: must be at least 1")));
+            }
+        }
+        if !(0.0..=1.0).contains(&self.log.trace_sample_ratio) {
+            return Err(ConfigError::Invalid(
+                "log.trace_sample_ratio: must be between 0 and 1".into(),
+            ));
+        }
+        if let Some(endpoint) = &self.log.otlp_endpoint {
+            let ok = reqwest::Url::parse(endpoint)
+                .map(|u| matches!(u.scheme(), "http" | "https"))
+                .unwrap_or(false);
+            if !ok {
+                return Err(ConfigError::Invalid(format!(
+                    "log.otlp_endpoint: '{endpoint}' is not an http(s) URL"
+                )));
             }
         }
         if self.server.max_body_bytes < 1024 {
@@ -604,6 +626,16 @@ mod tests {
             "[limits]\nreads_per_minute = 0\n",
             &[],
             "limits.reads_per_minute",
+        );
+        check(
+            "[log]\ntrace_sample_ratio = 1.5\n",
+            &[],
+            "log.trace_sample_ratio",
+        );
+        check(
+            "[log]\notlp_endpoint = \"collector:4318\"\n",
+            &[],
+            "log.otlp_endpoint",
         );
         check("[nonsense]\nx = 1\n", &[], "nonsense");
         check("", &[("EDGEPLANE_SERVER_LISTEN", "bad")], "server.listen");

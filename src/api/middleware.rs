@@ -27,6 +27,7 @@ pub fn current_trace_id() -> String {
 }
 
 const REQUEST_ID: &str = "x-request-id";
+const TRACEPARENT: &str = "traceparent";
 
 fn request_id(headers: &HeaderMap) -> String {
     headers
@@ -178,7 +179,24 @@ pub async fn guard(State(state): State<ApiState>, mut request: Request, next: Ne
     let method = request.method().clone();
     let path = request.uri().path().to_string();
     let route = route_label(&path);
-    let span = tracing::info_span!("request", request_id = %id, method = %method, route = %route);
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id,
+        method = %method,
+        route = %route,
+        traceId = tracing::field::Empty,
+    );
+    // A caller's W3C trace context makes this request part of the caller's trace. The request
+    // id stays the caller's `X-Request-Id` (or a fresh one) either way: it is what error
+    // bodies, logs and the audit name, and callers that send no `traceparent` rely on it.
+    let continued = request
+        .headers()
+        .get(TRACEPARENT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|value| crate::telemetry::continue_trace(&span, value));
+    if !continued {
+        crate::telemetry::record_trace_id(&span);
+    }
     let address = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()

@@ -5,6 +5,7 @@
 //! it as a single `RecordHeartbeats`; each caller is answered once its beat is durable.
 
 use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
 
 use crate::model::metrics::LATENCY_BUCKETS_MS;
 use crate::model::{MetricsSample, SYSTEM_ACTOR};
@@ -36,6 +37,7 @@ impl HeartbeatIntake {
                 }
                 let (beats, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
                 metrics::histogram!("edgeplane_heartbeat_batch_size").record(beats.len() as f64);
+                let span = tracing::info_span!("heartbeat.batch", size = beats.len());
                 let samples: Vec<_> = beats
                     .iter()
                     .filter_map(|b| b.metrics.clone().map(|m| (b.location_id.clone(), m)))
@@ -46,6 +48,7 @@ impl HeartbeatIntake {
                         "",
                         Command::RecordHeartbeats { beats },
                     ))
+                    .instrument(span)
                     .await
                     .map(drop)
                     .map_err(|e| e.to_string());
@@ -64,6 +67,11 @@ impl HeartbeatIntake {
 
     /// Queues a heartbeat and waits until it is durable.
     pub async fn submit(&self, beat: HeartbeatRecord) -> Result<(), StoreError> {
+        let span = tracing::info_span!("heartbeat.submit", location_id = %beat.location_id);
+        self.queue_and_wait(beat).instrument(span).await
+    }
+
+    async fn queue_and_wait(&self, beat: HeartbeatRecord) -> Result<(), StoreError> {
         let (reply, answer) = oneshot::channel();
         self.queue
             .send((beat, reply))

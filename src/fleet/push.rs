@@ -299,6 +299,10 @@ impl PushClient {
         body: Option<&Vec<u8>>,
     ) -> Result<(u16, bytes::Bytes), AttemptError> {
         let mut request = self.http.request(method.clone(), url).bearer_auth(token);
+        // The edge may join the deployment's trace; it is free to ignore it.
+        if let Some(traceparent) = crate::telemetry::traceparent(&tracing::Span::current()) {
+            request = request.header("traceparent", traceparent);
+        }
         if let Some(body) = body {
             request = request
                 .header(http::header::CONTENT_TYPE, "application/json")

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use futures_util::future::BoxFuture;
+use tracing::Instrument;
 
 use super::aggregate::{WindowStats, WindowTotals, to_snapshot};
 use super::alerts::{Alert, AlertKind, Notifier};
@@ -148,7 +149,14 @@ impl Analysis for MetricsAnalysis {
     fn analyze(&self, request: AnalysisRequest) -> BoxFuture<'static, AnalysisAnswer> {
         let store = self.store.clone();
         let breaches = self.breaches.clone();
-        Box::pin(async move {
+        let span = tracing::info_span!(
+            "analysis.judge",
+            deployment_id = %request.deployment_id,
+            canary = request.canary.len(),
+            baseline = request.baseline.len(),
+            outcome = tracing::field::Empty,
+        );
+        let work = async move {
             let now = request.now;
             // The fine ring keeps 10-second intervals: start at the interval holding `since`,
             // so the first samples after a push count at once (breach persistence absorbs
@@ -197,6 +205,7 @@ impl Analysis for MetricsAnalysis {
             };
             let before = state.clone();
             let verdict = judge(&input, &mut state, now);
+            tracing::Span::current().record("outcome", tracing::field::debug(&verdict.outcome));
             if state != before {
                 let saved = store
                     .apply(CommandEnvelope::new(
@@ -223,7 +232,8 @@ impl Analysis for MetricsAnalysis {
             metrics::counter!("edgeplane_analysis_verdicts_total", "outcome" => format!("{:?}", verdict.outcome))
                 .increment(1);
             answer(&verdict)
-        })
+        };
+        Box::pin(work.instrument(span))
     }
 
     fn snapshot(

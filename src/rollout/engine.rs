@@ -18,6 +18,8 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use serde_json::Value;
 use tokio::sync::{broadcast, mpsc, oneshot};
+use tracing::Instrument;
+use tracing::field::Empty;
 
 use super::machine::{
     Action, AlertKind, AnalysisOutcome, Event, OperatorAction, PushMode, StepContext, StepError,
@@ -646,7 +648,7 @@ impl Loop {
                 continue;
             }
             for (index, event) in deployment.events.iter().enumerate().skip(*events_before) {
-                log_event(id, event);
+                log_event(deployment, event);
                 let _ = self.published.send(Published {
                     deployment_id: id.clone(),
                     index,
@@ -883,7 +885,16 @@ impl Loop {
                     let transport = self.transport.clone();
                     let queue = self.queue.clone();
                     let id = deployment_id.to_string();
-                    tokio::spawn(async move {
+                    let span = tracing::info_span!(
+                        "deployment.push",
+                        deployment_id,
+                        location_id = %location,
+                        version = %version,
+                        mode = ?mode,
+                        traceId = Empty,
+                    );
+                    traced(&deployment, &span);
+                    let work = async move {
                         let answer = transport.push(target, content).await;
                         let (event, edge_version) = match answer {
                             EdgeAnswer::Acked { latency_ms } => (
@@ -907,7 +918,8 @@ impl Loop {
                             event,
                             edge_version,
                         });
-                    });
+                    };
+                    tokio::spawn(work.instrument(span));
                 }
                 Action::RollbackEdge {
                     location,
@@ -935,7 +947,10 @@ impl Loop {
                     let analysis = self.analysis.clone();
                     let queue = self.queue.clone();
                     let id = deployment_id.to_string();
-                    tokio::spawn(async move {
+                    let span =
+                        tracing::info_span!("deployment.analysis", deployment_id, traceId = Empty);
+                    traced(&deployment, &span);
+                    let work = async move {
                         let answer = analysis.analyze(request).await;
                         let _ = queue.send(Message::Answer {
                             deployment_id: id,
@@ -946,7 +961,8 @@ impl Loop {
                             },
                             edge_version: None,
                         });
-                    });
+                    };
+                    tokio::spawn(work.instrument(span));
                 }
                 Action::Alert { kind, message } => self.alerts.alert(&deployment, kind, &message),
                 Action::Finished => {
@@ -1000,7 +1016,14 @@ impl Loop {
             .edges
             .get(&location)
             .and_then(|e| e.previous_version.clone());
-        tokio::spawn(async move {
+        let span = tracing::info_span!(
+            "deployment.rollback_edge",
+            deployment_id,
+            location_id = %location,
+            traceId = Empty,
+        );
+        traced(deployment, &span);
+        let work = async move {
             let answer = transport
                 .rollback(target, configuration_id, to_version.clone())
                 .await;
@@ -1027,7 +1050,8 @@ impl Loop {
                 event,
                 edge_version,
             });
-        });
+        };
+        tokio::spawn(work.instrument(span));
     }
 
     fn answer(
@@ -1046,13 +1070,44 @@ impl Loop {
 
 /// Deployment-level events (start, waves, verdicts, pauses, the end) go to the INFO log; the
 /// per-edge traffic of pushes, acks and rollbacks to DEBUG.
-fn log_event(deployment_id: &str, event: &DeploymentEvent) {
+fn log_event(deployment: &Deployment, event: &DeploymentEvent) {
     let kind = event.kind;
+    let deployment_id = deployment.deployment_id.as_str();
     match &event.location_id {
         Some(location_id) => {
             tracing::debug!(deployment_id, %location_id, ?kind, "{}", event.message)
         }
-        None => tracing::info!(deployment_id, ?kind, "{}", event.message),
+        None => {
+            let span = match kind {
+                EventKind::StepStarted => tracing::info_span!(
+                    "deployment.wave",
+                    deployment_id,
+                    step = deployment.current_step,
+                    traceId = Empty
+                ),
+                EventKind::Verdict => {
+                    tracing::info_span!("deployment.verdict", deployment_id, traceId = Empty)
+                }
+                EventKind::RollbackStarted | EventKind::RolledBack => {
+                    tracing::info_span!("deployment.rollback", deployment_id, traceId = Empty)
+                }
+                _ => tracing::info_span!("deployment.event", deployment_id, traceId = Empty),
+            };
+            traced(deployment, &span);
+            span.in_scope(|| tracing::info!(deployment_id, ?kind, "{}", event.message));
+        }
+    }
+}
+
+/// The key of a deployment's `metadata` that keeps the W3C trace context of the request that
+/// started it, so that its later spans, in any turn of the loop or after a restart, join that
+/// trace.
+pub const TRACEPARENT_METADATA: &str = "traceparent";
+
+/// Puts `span` into the deployment's trace, when it has one.
+fn traced(deployment: &Deployment, span: &tracing::Span) {
+    if let Some(traceparent) = deployment.metadata.get(TRACEPARENT_METADATA) {
+        crate::telemetry::continue_trace(span, traceparent);
     }
 }
 

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde_json::Value;
+use tracing::Instrument;
 
 use super::Caller;
 use crate::model::{
@@ -107,11 +108,27 @@ impl Configurations {
         content: &Value,
         skip: Option<&str>,
     ) -> Result<ValidationReport, ConfigurationError> {
-        let candidates = self.candidates(config_type, content).await?;
-        let others = other_refs(&candidates, skip);
-        Ok(self
-            .validator
-            .validate(config_type, content, &others, Timestamp::now()))
+        let span = tracing::info_span!(
+            "configuration.validate",
+            config_type = ?config_type,
+            candidates = tracing::field::Empty,
+            errors = tracing::field::Empty,
+            warnings = tracing::field::Empty,
+        );
+        let candidates = self
+            .candidates(config_type, content)
+            .instrument(span.clone())
+            .await?;
+        span.in_scope(|| {
+            let others = other_refs(&candidates, skip);
+            let report = self
+                .validator
+                .validate(config_type, content, &others, Timestamp::now());
+            span.record("candidates", candidates.len());
+            span.record("errors", report.errors.len());
+            span.record("warnings", report.warnings.len());
+            Ok(report)
+        })
     }
 
     async fn candidates(
@@ -143,6 +160,19 @@ impl Configurations {
         caller: &Caller,
         new: NewConfiguration,
     ) -> Result<Configuration, ConfigurationError> {
+        let span = tracing::info_span!(
+            "configuration.create",
+            config_type = ?new.config_type,
+            configuration_id = tracing::field::Empty,
+        );
+        self.create_in_span(caller, new).instrument(span).await
+    }
+
+    async fn create_in_span(
+        &self,
+        caller: &Caller,
+        new: NewConfiguration,
+    ) -> Result<Configuration, ConfigurationError> {
         let mut content = new.content;
         let report = self.report(new.config_type, &content, None).await?;
         if !report.is_valid() {
@@ -157,6 +187,7 @@ impl Configurations {
         validate::seal_secrets(new.config_type, &mut content, &self.secrets);
         let now = Timestamp::now();
         let configuration_id = new_id("config");
+        tracing::Span::current().record("configuration_id", configuration_id.as_str());
         let configuration = Configuration {
             configuration_id: configuration_id.clone(),
             name: new.name,

@@ -4,11 +4,13 @@
 //! `max_concurrent_deployments` running — inside the write transaction that creates it, so
 //! concurrent requests cannot all pass. The engine then plans and drives it.
 
+use tracing::Instrument;
+
 use super::Caller;
 use super::configurations::{ConfigurationError, Configurations};
 use crate::model::deployment::CreateDeployment;
 use crate::model::{ConfigStatus, Deployment, FieldError, Timestamp, new_id};
-use crate::rollout::engine::{Engine, EngineError};
+use crate::rollout::engine::{Engine, EngineError, TRACEPARENT_METADATA};
 use crate::rollout::{OperatorAction, Plan, plan};
 use crate::store::{Command, Freeze, Store, StoreError};
 use crate::validate::Finding;
@@ -120,6 +122,21 @@ impl Deployments {
         request: CreateDeployment,
         dry_run: bool,
     ) -> Result<Admission, DeploymentError> {
+        let span = tracing::info_span!(
+            "deployment.start",
+            configuration_id = %request.configuration_id,
+            deployment_id = tracing::field::Empty,
+            dry_run,
+        );
+        self.admit(caller, request, dry_run).instrument(span).await
+    }
+
+    async fn admit(
+        &self,
+        caller: &Caller,
+        request: CreateDeployment,
+        dry_run: bool,
+    ) -> Result<Admission, DeploymentError> {
         let field_errors = request.validate();
         if !field_errors.is_empty() {
             return Err(DeploymentError::Invalid {
@@ -191,7 +208,7 @@ impl Deployments {
             });
         }
         let now = Timestamp::now();
-        let deployment = request
+        let mut deployment = request
             .into_deployment(
                 new_id("deploy"),
                 version.version.clone(),
@@ -217,6 +234,20 @@ impl Deployments {
                 deployment: Box::new(deployment),
                 plan: planned,
             });
+        }
+        let span = tracing::Span::current();
+        span.record("deployment_id", deployment.deployment_id.as_str());
+        // The engine parents the deployment's waves, pushes and verdicts on this span, across
+        // its turns and restarts.
+        match crate::telemetry::traceparent(&span) {
+            Some(traceparent) => {
+                deployment
+                    .metadata
+                    .insert(TRACEPARENT_METADATA.to_string(), traceparent);
+            }
+            None => {
+                deployment.metadata.remove(TRACEPARENT_METADATA);
+            }
         }
         self.store
             .apply(caller.envelope(Command::CreateDeployment {

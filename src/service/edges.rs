@@ -4,6 +4,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use tracing::Instrument;
+
 use super::Caller;
 use crate::auth::{AuthError, TokenIssuer};
 use crate::fleet::HeartbeatIntake;
@@ -192,6 +194,11 @@ impl Edges {
     /// that the edge exists (an edge token is checked against it); otherwise it is looked up,
     /// since the intake silently drops heartbeats of unknown edges.
     pub async fn heartbeat(&self, beat: HeartbeatRecord, known: bool) -> Result<(), EdgeError> {
+        let span = tracing::info_span!("edge.heartbeat", location_id = %beat.location_id, known);
+        self.take_heartbeat(beat, known).instrument(span).await
+    }
+
+    async fn take_heartbeat(&self, beat: HeartbeatRecord, known: bool) -> Result<(), EdgeError> {
         if !known {
             let lookup = beat.location_id.clone();
             if self.store.read(move |r| r.edge(&lookup)).await?.is_none() {
