@@ -1,9 +1,9 @@
-//! The push client against edges that misbehave: every failure is bounded in time, has the
-//! right kind, and is retried only when retrying can help.
+//! The push client against edges that misbehave: every failure ends, has the right kind, and
+//! is retried only when retrying can help.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use edgeplane::fleet::{PushClient, PushError, PushOptions, PushOutcome};
 use edgeplane::model::ConfigType;
@@ -11,6 +11,7 @@ use edgeplane::protocol::PushRequest;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 const TIMEOUT: Duration = Duration::from_millis(300);
 const RETRIES: u32 = 2;
@@ -35,11 +36,8 @@ fn request() -> PushRequest {
     )
 }
 
-/// Longest a failing push may take: every attempt may use its whole deadline, plus backoff
-/// and scheduling slack.
-fn bound() -> Duration {
-    TIMEOUT * (RETRIES + 1) + Duration::from_millis(600)
-}
+/// Guards against a push that never ends; no assertion depends on how long a push takes.
+const HANG_GUARD: Duration = Duration::from_secs(30);
 
 #[derive(Clone, Copy)]
 enum Behaviour {
@@ -47,7 +45,7 @@ enum Behaviour {
     Stall,
     /// Read the request and close without answering.
     Close,
-    /// Answer correctly, but only after the deadline.
+    /// Answer correctly, but only once the test opens the gate, after the push gave up.
     Slow,
     /// Answer bytes that are not HTTP.
     NotHttp,
@@ -59,8 +57,10 @@ enum Behaviour {
     Nack,
 }
 
-/// A raw TCP edge with the given behaviour; returns its endpoint and a connection counter.
-async fn edge(behaviour: Behaviour) -> (String, Arc<AtomicUsize>) {
+/// A raw TCP edge with the given behaviour; returns its endpoint, a connection counter and
+/// the gate that lets a `Slow` edge answer.
+async fn edge(behaviour: Behaviour) -> (String, Arc<AtomicUsize>, watch::Sender<bool>) {
+    let (gate, gate_rx) = watch::channel(false);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let endpoint = format!("http://{}", listener.local_addr().unwrap());
     let connections = Arc::new(AtomicUsize::new(0));
@@ -76,6 +76,7 @@ async fn edge(behaviour: Behaviour) -> (String, Arc<AtomicUsize>) {
                 held.push(socket);
                 continue;
             }
+            let mut gate = gate_rx.clone();
             tokio::spawn(async move {
                 let mut buffer = vec![0u8; 16 * 1024];
                 let _ = socket.read(&mut buffer).await;
@@ -88,7 +89,9 @@ async fn edge(behaviour: Behaviour) -> (String, Arc<AtomicUsize>) {
                 let answer = match behaviour {
                     Behaviour::Stall | Behaviour::Close => return,
                     Behaviour::Slow => {
-                        tokio::time::sleep(TIMEOUT * 3).await;
+                        if gate.wait_for(|open| *open).await.is_err() {
+                            return;
+                        }
                         reply("200 OK", r#"{"status":"acked","version":"1.0.0"}"#)
                     }
                     Behaviour::NotHttp => "SSH-2.0-OpenSSH_9.6\r\nnonsense\r\n\r\n".to_string(),
@@ -104,34 +107,37 @@ async fn edge(behaviour: Behaviour) -> (String, Arc<AtomicUsize>) {
             });
         }
     });
-    (endpoint, connections)
+    (endpoint, connections, gate)
 }
 
-async fn push_to(behaviour: Behaviour) -> (Result<PushOutcome, PushError>, Duration, usize) {
-    let (endpoint, connections) = edge(behaviour).await;
-    let started = Instant::now();
-    let result = client()
-        .push(&endpoint, "token", "config-1", &request())
-        .await;
-    let elapsed = started.elapsed();
-    assert!(elapsed < bound(), "took {elapsed:?}");
-    (result, elapsed, connections.load(Ordering::SeqCst))
+/// Pushes to an edge with the given behaviour; returns the result and how many connections
+/// the edge saw by the time the push ended. A `Slow` edge is let answer only afterwards.
+async fn push_to(behaviour: Behaviour) -> (Result<PushOutcome, PushError>, usize) {
+    let (endpoint, connections, gate) = edge(behaviour).await;
+    let result = tokio::time::timeout(
+        HANG_GUARD,
+        client().push(&endpoint, "token", "config-1", &request()),
+    )
+    .await
+    .expect("the push ends on its own");
+    let seen = connections.load(Ordering::SeqCst);
+    gate.send_replace(true);
+    (result, seen)
 }
 
 #[tokio::test]
 async fn a_stalled_edge_times_out_after_every_retry() {
-    let (result, elapsed, connections) = push_to(Behaviour::Stall).await;
+    let (result, connections) = push_to(Behaviour::Stall).await;
     assert!(
         matches!(result, Err(PushError::Timeout { attempts: 3, .. })),
         "{result:?}"
     );
-    assert!(elapsed >= TIMEOUT * 3, "{elapsed:?}");
     assert_eq!(connections, 3);
 }
 
 #[tokio::test]
 async fn a_dropped_connection_is_a_retried_connect_error() {
-    let (result, _, connections) = push_to(Behaviour::Close).await;
+    let (result, connections) = push_to(Behaviour::Close).await;
     assert!(
         matches!(result, Err(PushError::Connect { attempts: 3, .. })),
         "{result:?}"
@@ -141,9 +147,9 @@ async fn a_dropped_connection_is_a_retried_connect_error() {
 
 #[tokio::test]
 async fn a_slow_edge_times_out() {
-    let (result, _, connections) = push_to(Behaviour::Slow).await;
+    let (result, connections) = push_to(Behaviour::Slow).await;
     assert!(
-        matches!(result, Err(PushError::Timeout { .. })),
+        matches!(result, Err(PushError::Timeout { attempts: 3, .. })),
         "{result:?}"
     );
     assert_eq!(connections, 3);
@@ -151,7 +157,7 @@ async fn a_slow_edge_times_out() {
 
 #[tokio::test]
 async fn a_non_http_answer_is_a_protocol_error_not_retried() {
-    let (result, _, connections) = push_to(Behaviour::NotHttp).await;
+    let (result, connections) = push_to(Behaviour::NotHttp).await;
     assert!(
         matches!(result, Err(PushError::Protocol { .. })),
         "{result:?}"
@@ -161,7 +167,7 @@ async fn a_non_http_answer_is_a_protocol_error_not_retried() {
 
 #[tokio::test]
 async fn a_non_json_answer_is_a_protocol_error_not_retried() {
-    let (result, _, connections) = push_to(Behaviour::NotJson).await;
+    let (result, connections) = push_to(Behaviour::NotJson).await;
     assert!(
         matches!(result, Err(PushError::Protocol { .. })),
         "{result:?}"
@@ -171,7 +177,7 @@ async fn a_non_json_answer_is_a_protocol_error_not_retried() {
 
 #[tokio::test]
 async fn a_5xx_is_retried_then_reported_with_its_status() {
-    let (result, _, connections) = push_to(Behaviour::Unavailable).await;
+    let (result, connections) = push_to(Behaviour::Unavailable).await;
     assert!(
         matches!(
             result,
@@ -188,7 +194,7 @@ async fn a_5xx_is_retried_then_reported_with_its_status() {
 
 #[tokio::test]
 async fn a_nack_is_final() {
-    let (result, _, connections) = push_to(Behaviour::Nack).await;
+    let (result, connections) = push_to(Behaviour::Nack).await;
     assert_eq!(
         result.unwrap(),
         PushOutcome::Nacked {
@@ -199,15 +205,16 @@ async fn a_nack_is_final() {
 }
 
 #[tokio::test]
-async fn a_refused_connection_fails_fast() {
+async fn a_refused_connection_is_a_connect_error_naming_the_endpoint() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let endpoint = format!("http://{}", listener.local_addr().unwrap());
     drop(listener);
-    let started = Instant::now();
-    let result = client()
-        .push(&endpoint, "token", "config-1", &request())
-        .await;
-    assert!(started.elapsed() < bound());
+    let result = tokio::time::timeout(
+        HANG_GUARD,
+        client().push(&endpoint, "token", "config-1", &request()),
+    )
+    .await
+    .expect("the push ends on its own");
     let error = result.unwrap_err();
     assert_eq!(error.kind(), "connect", "{error}");
     assert!(error.to_string().contains(&endpoint), "{error}");
