@@ -2063,13 +2063,56 @@ mod tests {
             },
             OperatorAction::ApproveNextRegion,
         ];
+        // What each accepted action leaves: status, phase and wave.
+        let rollback = actions[3].clone();
+        use DeploymentStatus as S;
+        use OperatorAction as A;
+        let accepted = [
+            ("pending", rollback.clone(), S::RolledBack, Phase::Done, 0),
+            ("pushing", A::Pause, S::Paused, Phase::Pushing, 0),
+            (
+                "pushing",
+                rollback.clone(),
+                S::InProgress,
+                Phase::RollingBack,
+                0,
+            ),
+            ("watching", A::Promote, S::Canary, Phase::Watching, 1),
+            ("watching", A::Pause, S::Paused, Phase::Watching, 0),
+            ("watching", rollback.clone(), S::RolledBack, Phase::Done, 0),
+            ("awaiting", A::Promote, S::Canary, Phase::Watching, 1),
+            ("awaiting", A::Pause, S::Paused, Phase::AwaitingApproval, 0),
+            ("awaiting", rollback.clone(), S::RolledBack, Phase::Done, 0),
+            (
+                "awaiting",
+                A::ApproveNextRegion,
+                S::Canary,
+                Phase::Watching,
+                1,
+            ),
+            ("paused", A::Resume, S::Canary, Phase::Watching, 0),
+            ("paused", rollback.clone(), S::RolledBack, Phase::Done, 0),
+            ("scheduled", A::Promote, S::InProgress, Phase::Watching, 0),
+            ("scheduled", A::Pause, S::Paused, Phase::Scheduled, 0),
+            ("scheduled", rollback.clone(), S::RolledBack, Phase::Done, 0),
+        ];
         for (state, expected) in table {
             for (action, want) in actions.iter().zip(expected.chars()) {
                 let mut sim = in_state(state);
                 let before = sim.d.clone();
                 let result = sim.op(action.clone());
                 match (want, &result) {
-                    ('o', Ok(())) => assert_ne!(sim.d, before, "{state} {action:?}"),
+                    ('o', Ok(())) => {
+                        let (_, _, status, phase, wave) = accepted
+                            .iter()
+                            .find(|(s, a, ..)| *s == state && a == action)
+                            .unwrap_or_else(|| panic!("{state} {action:?}: no expected outcome"));
+                        assert_eq!(
+                            (sim.d.status, sim.d.engine.phase, sim.d.engine.wave),
+                            (*status, *phase, *wave),
+                            "{state} {action:?}"
+                        );
+                    }
                     ('i', Err(StepError::Invalid(_))) | ('t', Err(StepError::Terminal(_))) => {
                         assert_eq!(sim.d, before, "{state} {action:?} must not change it")
                     }
