@@ -2423,12 +2423,30 @@ mod tests {
         });
         sim.apply(Event::Tick);
         assert_eq!(sim.d, before);
-        let mut sim = in_state("watching");
+        // An ack for another version, from an edge still waiting on its push, leaves it
+        // waiting; the right version then acks it.
+        let mut sim = in_state("pushing");
+        let waiting = sim
+            .d
+            .edges
+            .iter()
+            .find(|(_, e)| e.state == EdgeState::Pushed)
+            .map(|(l, _)| l.clone())
+            .expect("an edge waiting on its push");
+        let before = sim.d.clone();
         sim.apply(Event::EdgeAcked {
-            location: "ap-east-1".into(),
+            location: waiting.clone(),
             version: "9.9.9".into(),
             latency_ms: 1,
         });
+        assert_eq!(sim.d, before, "a wrong-version ack changes nothing");
+        sim.apply(Event::EdgeAcked {
+            location: waiting.clone(),
+            version: sim.d.configuration_version.clone(),
+            latency_ms: 1,
+        });
+        assert_eq!(sim.d.edges[&waiting].state, EdgeState::Acked);
+        let mut sim = in_state("watching");
         sim.apply(Event::EdgeAcked {
             location: "nowhere".into(),
             version: "2.0.0".into(),
