@@ -521,3 +521,67 @@ async fn first_start_without_a_password_writes_one_only_the_owner_can_read() {
     assert_eq!(status, 200);
     server.kill_hard();
 }
+
+#[tokio::test]
+async fn sigterm_lets_a_request_in_flight_finish_then_exits_0() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = serve(dir.path(), Some(ADMIN_PASSWORD));
+    let token = login(&client(), &server.base, "admin", ADMIN_PASSWORD).await;
+    let address = server.base.trim_start_matches("http://").to_string();
+
+    // A create whose body the test sends in two halves, with the SIGTERM in between.
+    let body = json!({"name": "in-flight", "type": "CacheRule",
+                      "content": cache_rule("/in-flight/*", 60)})
+    .to_string();
+    let (first, rest) = body.split_at(body.len() / 2);
+    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let head = format!(
+        "POST /api/v1/configurations HTTP/1.1\r\nHost: {address}\r\n\
+         Authorization: Bearer {token}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(first.as_bytes()).await.unwrap();
+    stream.flush().await.unwrap();
+
+    let status = Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .expect("kill -TERM");
+    assert!(status.success());
+    // The server has begun shutting down once it refuses new connections.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while tokio::net::TcpStream::connect(&address).await.is_ok() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still accepting connections after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    stream.write_all(rest.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    tokio::time::timeout(DEADLINE, stream.read_to_string(&mut response))
+        .await
+        .expect("response in time")
+        .expect("response read");
+    assert!(
+        response.starts_with("HTTP/1.1 201"),
+        "the request in flight completes: {response}"
+    );
+    assert_eq!(wait_bounded(&mut server.child).code(), Some(0));
+
+    // What it acknowledged is there after a restart.
+    let server = serve(dir.path(), Some(ADMIN_PASSWORD));
+    let client = client();
+    let token = login(&client, &server.base, "admin", ADMIN_PASSWORD).await;
+    assert!(
+        stored(&client, &server.base, &token)
+            .await
+            .contains_key("in-flight")
+    );
+    server.kill_hard();
+}
