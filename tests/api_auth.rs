@@ -347,7 +347,6 @@ async fn every_route_admits_exactly_its_roles() {
         (Method::GET, "/api/v1/audit", None, AtLeast(Admin)),
     ];
 
-    let mut n_checked = 0;
     for (method, template, body, allowed) in &routes {
         for caller in [Nobody, Edge, Viewer, Developer, Operator, Admin] {
             let fixture = Fixture {
@@ -413,10 +412,8 @@ async fn every_route_admits_exactly_its_roles() {
                     "{what} should be allowed, got {status}: {answer}"
                 ),
             }
-            n_checked += 1;
         }
     }
-    assert_eq!(n_checked, routes.len() * 6);
 
     // The matrix covers every operation the API documents, so a new route cannot slip in
     // without its row.
