@@ -1518,9 +1518,11 @@ mod tests {
                         since,
                     } => {
                         self.analyses.push((canary.clone(), baseline.clone()));
+                        // Numbered, so a test can tell which verdict's figures were kept.
+                        let analysis = self.analyses.len().to_string();
                         Event::Verdict {
                             outcome: (self.judge)(canary, self.now),
-                            data: BTreeMap::from([("errorRate".into(), "0.2".into())]),
+                            data: BTreeMap::from([("analysis".into(), analysis)]),
                             since: *since,
                         }
                     }
@@ -1696,8 +1698,26 @@ mod tests {
         assert_eq!(sim.d.status, DeploymentStatus::RolledBack);
         assert_eq!(sim.pushes.len(), 101);
         assert_eq!(sim.rollbacks.len(), 101);
-        assert!(sim.d.events.iter().any(|e| e.kind == EventKind::Verdict
-            && e.data.get("errorRate").map(String::as_str) == Some("0.2")));
+        // The first verdict failed the wave: it is the one on the timeline, with its figures,
+        // and no analysis ran after it.
+        let verdicts: Vec<_> = sim
+            .d
+            .events
+            .iter()
+            .filter(|e| e.kind == EventKind::Verdict)
+            .map(|e| {
+                (
+                    e.message.as_str(),
+                    e.data.get("analysis").map(String::as_str),
+                )
+            })
+            .collect();
+        assert_eq!(
+            verdicts,
+            [("fail: errorRate 4.1% > 1.0%", Some("1"))],
+            "{verdicts:?}"
+        );
+        assert_eq!(sim.analyses.len(), 1);
         assert!(
             sim.d
                 .engine
