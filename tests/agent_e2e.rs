@@ -13,7 +13,7 @@ use axum::extract::{Path as UrlPath, State};
 use axum::http::HeaderMap;
 use axum::routing::post;
 use edgeplane::fleet::{PushClient, PushError, PushOptions, PushOutcome};
-use edgeplane::model::ConfigType;
+use edgeplane::model::{ConfigType, Timestamp};
 use edgeplane::protocol::{ActiveConfigurations, Heartbeat, PushMode, PushRequest};
 use serde_json::{Value, json};
 
@@ -403,6 +403,9 @@ async fn heartbeats_carry_the_token_and_the_active_versions() {
             .push(&agent.endpoint, TOKEN, CONFIG_ID, &apply("1.1.0", rule(90)))
             .await,
     );
+    // Heartbeats sent from here on saw 1.1.0 active until the rollback: one naming 1.0.0
+    // reports the rollback, not the first push.
+    let pushed_at = Timestamp::now();
 
     // `agent rollback` with the agent up goes through the agent, so what it serves changes.
     let output = Command::new(env!("CARGO_BIN_EXE_edgeplane"))
@@ -418,6 +421,7 @@ async fn heartbeats_carry_the_token_and_the_active_versions() {
     loop {
         let found = seen.lock().unwrap().iter().any(|(id, bearer, beat)| {
             id == "us-east-1"
+                && beat.sent_at > pushed_at
                 && bearer.as_deref() == Some(&format!("Bearer {TOKEN}"))
                 && beat
                     .active_configurations
@@ -430,7 +434,7 @@ async fn heartbeats_carry_the_token_and_the_active_versions() {
         }
         assert!(
             Instant::now() < deadline,
-            "no heartbeat with the pushed version"
+            "no heartbeat after the rollback with the version rolled back to"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -509,6 +509,45 @@ async fn refusals_freeze_and_dry_run() {
     served.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_version_with_warnings_deploys_only_when_they_are_acknowledged() {
+    let served = Served::start(3).await;
+    // `Vary: *` validates with a warning: the rule never serves from cache.
+    let mut content = cache_rule(&format!("{}/*", unique("/warned")));
+    content["varyHeaders"] = json!(["*"]);
+    let (status, _, body) = served
+        .post(
+            "/configurations",
+            &served.admin,
+            json!({"name": unique("warned"), "type": "CacheRule", "content": content}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "create configuration: {body}");
+    let config = body["configurationId"].as_str().expect("id").to_string();
+    served.approve(&config).await;
+
+    let refused = served
+        .post("/deployments", &served.admin, direct(&config, "1.0.0"))
+        .await;
+    assert_error(&refused, StatusCode::BAD_REQUEST, "CONFIG_VALIDATION_ERROR");
+    let details = refused.2["error"]["details"].as_array().expect("details");
+    assert!(
+        details.iter().any(|d| d["field"] == "content.varyHeaders"),
+        "the warning is listed: {}",
+        refused.2
+    );
+    let listed = served
+        .get(&format!("/deployments?configurationId={config}"))
+        .await;
+    assert_eq!(listed["total"], 0, "nothing was deployed: {listed}");
+
+    let mut acknowledged = direct(&config, "1.0.0");
+    acknowledged["acknowledgeWarnings"] = json!(true);
+    let id = served.deploy(acknowledged).await;
+    served.wait_status(&id, "Completed").await;
+    served.stop().await;
+}
+
 /// Reads the SSE stream of a deployment to its end: (event name, data) pairs.
 async fn read_events(served: &Served, id: &str) -> Vec<(String, Value)> {
     let response = served

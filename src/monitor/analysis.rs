@@ -936,6 +936,37 @@ mod tests {
     }
 
     #[test]
+    fn rank_test_and_robust_rule_decide_differently_where_each_applies() {
+        // Four canary edges at a p99 of 90 ms against eight baseline edges around 40 ms, one
+        // of them an outlier at 200 ms. The rank test finds the canary worse; the robust rule
+        // would not, since the canary median is not worse than every baseline edge.
+        let mut baseline = healthy("base", 7, 5_000);
+        baseline.push(edge("base-outlier", 5_000, 92.0, 0.2, 12.0, 200.0));
+        let ranked = input(degraded(4, 92.0, 0.2, 90.0), baseline);
+        let finding = canary_vs_baseline(Metric::P99Latency, &ranked).expect("rank test fires");
+        let statistic = finding.statistic.expect("judged by the rank test");
+        assert!(statistic.p < SIGNIFICANCE, "{statistic:?}");
+        let canary = edge_badness(Metric::P99Latency, &ranked.canary);
+        let baseline = edge_badness(Metric::P99Latency, &ranked.baseline);
+        let worst_baseline = baseline.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        assert!(
+            median(&canary).expect("median") < worst_baseline,
+            "the robust rule would stay quiet: {canary:?} vs {baseline:?}"
+        );
+
+        // One canary edge against two baseline edges: no rank test can reach significance
+        // there, and the robust rule catches the regression instead.
+        let robust = input(degraded(1, 92.0, 0.2, 90.0), healthy("base", 2, 5_000));
+        let canary = edge_badness(Metric::P99Latency, &robust.canary);
+        let baseline = edge_badness(Metric::P99Latency, &robust.baseline);
+        let rank = mann_whitney_greater(&canary, &baseline).expect("valid input");
+        assert!(rank.p >= SIGNIFICANCE, "{rank:?}");
+        let finding = canary_vs_baseline(Metric::P99Latency, &robust).expect("robust rule fires");
+        assert_eq!(finding.statistic, None, "judged by the robust rule");
+        assert_eq!(finding.kind, FindingKind::CanaryVsBaseline);
+    }
+
+    #[test]
     fn max_regression_is_a_percentage_of_the_reference() {
         let allowing = |percent: f64| RollbackConfig {
             max_regression: percent,

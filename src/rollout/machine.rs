@@ -1518,9 +1518,11 @@ mod tests {
                         since,
                     } => {
                         self.analyses.push((canary.clone(), baseline.clone()));
+                        // Numbered, so a test can tell which verdict's figures were kept.
+                        let analysis = self.analyses.len().to_string();
                         Event::Verdict {
                             outcome: (self.judge)(canary, self.now),
-                            data: BTreeMap::from([("errorRate".into(), "0.2".into())]),
+                            data: BTreeMap::from([("analysis".into(), analysis)]),
                             since: *since,
                         }
                     }
@@ -1696,8 +1698,26 @@ mod tests {
         assert_eq!(sim.d.status, DeploymentStatus::RolledBack);
         assert_eq!(sim.pushes.len(), 101);
         assert_eq!(sim.rollbacks.len(), 101);
-        assert!(sim.d.events.iter().any(|e| e.kind == EventKind::Verdict
-            && e.data.get("errorRate").map(String::as_str) == Some("0.2")));
+        // The first verdict failed the wave: it is the one on the timeline, with its figures,
+        // and no analysis ran after it.
+        let verdicts: Vec<_> = sim
+            .d
+            .events
+            .iter()
+            .filter(|e| e.kind == EventKind::Verdict)
+            .map(|e| {
+                (
+                    e.message.as_str(),
+                    e.data.get("analysis").map(String::as_str),
+                )
+            })
+            .collect();
+        assert_eq!(
+            verdicts,
+            [("fail: errorRate 4.1% > 1.0%", Some("1"))],
+            "{verdicts:?}"
+        );
+        assert_eq!(sim.analyses.len(), 1);
         assert!(
             sim.d
                 .engine
@@ -2063,13 +2083,56 @@ mod tests {
             },
             OperatorAction::ApproveNextRegion,
         ];
+        // What each accepted action leaves: status, phase and wave.
+        let rollback = actions[3].clone();
+        use DeploymentStatus as S;
+        use OperatorAction as A;
+        let accepted = [
+            ("pending", rollback.clone(), S::RolledBack, Phase::Done, 0),
+            ("pushing", A::Pause, S::Paused, Phase::Pushing, 0),
+            (
+                "pushing",
+                rollback.clone(),
+                S::InProgress,
+                Phase::RollingBack,
+                0,
+            ),
+            ("watching", A::Promote, S::Canary, Phase::Watching, 1),
+            ("watching", A::Pause, S::Paused, Phase::Watching, 0),
+            ("watching", rollback.clone(), S::RolledBack, Phase::Done, 0),
+            ("awaiting", A::Promote, S::Canary, Phase::Watching, 1),
+            ("awaiting", A::Pause, S::Paused, Phase::AwaitingApproval, 0),
+            ("awaiting", rollback.clone(), S::RolledBack, Phase::Done, 0),
+            (
+                "awaiting",
+                A::ApproveNextRegion,
+                S::Canary,
+                Phase::Watching,
+                1,
+            ),
+            ("paused", A::Resume, S::Canary, Phase::Watching, 0),
+            ("paused", rollback.clone(), S::RolledBack, Phase::Done, 0),
+            ("scheduled", A::Promote, S::InProgress, Phase::Watching, 0),
+            ("scheduled", A::Pause, S::Paused, Phase::Scheduled, 0),
+            ("scheduled", rollback.clone(), S::RolledBack, Phase::Done, 0),
+        ];
         for (state, expected) in table {
             for (action, want) in actions.iter().zip(expected.chars()) {
                 let mut sim = in_state(state);
                 let before = sim.d.clone();
                 let result = sim.op(action.clone());
                 match (want, &result) {
-                    ('o', Ok(())) => assert_ne!(sim.d, before, "{state} {action:?}"),
+                    ('o', Ok(())) => {
+                        let (_, _, status, phase, wave) = accepted
+                            .iter()
+                            .find(|(s, a, ..)| *s == state && a == action)
+                            .unwrap_or_else(|| panic!("{state} {action:?}: no expected outcome"));
+                        assert_eq!(
+                            (sim.d.status, sim.d.engine.phase, sim.d.engine.wave),
+                            (*status, *phase, *wave),
+                            "{state} {action:?}"
+                        );
+                    }
                     ('i', Err(StepError::Invalid(_))) | ('t', Err(StepError::Terminal(_))) => {
                         assert_eq!(sim.d, before, "{state} {action:?} must not change it")
                     }
@@ -2380,12 +2443,30 @@ mod tests {
         });
         sim.apply(Event::Tick);
         assert_eq!(sim.d, before);
-        let mut sim = in_state("watching");
+        // An ack for another version, from an edge still waiting on its push, leaves it
+        // waiting; the right version then acks it.
+        let mut sim = in_state("pushing");
+        let waiting = sim
+            .d
+            .edges
+            .iter()
+            .find(|(_, e)| e.state == EdgeState::Pushed)
+            .map(|(l, _)| l.clone())
+            .expect("an edge waiting on its push");
+        let before = sim.d.clone();
         sim.apply(Event::EdgeAcked {
-            location: "ap-east-1".into(),
+            location: waiting.clone(),
             version: "9.9.9".into(),
             latency_ms: 1,
         });
+        assert_eq!(sim.d, before, "a wrong-version ack changes nothing");
+        sim.apply(Event::EdgeAcked {
+            location: waiting.clone(),
+            version: sim.d.configuration_version.clone(),
+            latency_ms: 1,
+        });
+        assert_eq!(sim.d.edges[&waiting].state, EdgeState::Acked);
+        let mut sim = in_state("watching");
         sim.apply(Event::EdgeAcked {
             location: "nowhere".into(),
             version: "2.0.0".into(),

@@ -997,6 +997,38 @@ mod tests {
     }
 
     #[test]
+    fn the_log_position_moves_only_with_commands_that_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let position = |store: &Store| store.reader().unwrap().last_log_position().unwrap();
+        let audited = |store: &Store| {
+            let audit = store.reader().unwrap().audit(&Default::default(), 0, 100);
+            audit.unwrap().items.len()
+        };
+        assert_eq!(position(&store), (1, 0), "an empty log in the first term");
+        let mut expected_index = 0;
+        for (envelope, commits) in [
+            (create_user("alice"), true),
+            (create_user("alice"), false),
+            (delete_user("carol"), false),
+            (create_user("bob"), true),
+            (delete_user("alice"), true),
+            (delete_user("alice"), false),
+        ] {
+            let outcome = store.apply_batch_blocking(std::slice::from_ref(&envelope));
+            assert_eq!(outcome[0].is_ok(), commits, "{envelope:?}: {outcome:?}");
+            if commits {
+                expected_index += 1;
+            }
+            // A refused command takes no index and leaves no audit record.
+            assert_eq!(position(&store), (1, expected_index), "{envelope:?}");
+            assert_eq!(audited(&store), expected_index as usize, "{envelope:?}");
+        }
+        let log = log_without_gaps(&store);
+        assert!(log.iter().all(|entry| entry.term == 1), "{log:?}");
+    }
+
+    #[test]
     fn a_command_failing_after_it_wrote_leaves_nothing_behind() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
@@ -1021,6 +1053,18 @@ mod tests {
         let log = log_without_gaps(&store);
         assert_eq!(log.len(), 2);
         assert_eq!(log[1].envelope, batch[2]);
+        let audit = store
+            .reader()
+            .unwrap()
+            .audit(&Default::default(), 0, 100)
+            .unwrap();
+        let mut audited: Vec<u64> = audit.items.iter().map(|r| r.log_index).collect();
+        audited.sort_unstable();
+        assert_eq!(
+            audited,
+            [1, 2],
+            "no audit record of the command that failed"
+        );
     }
 
     #[test]
