@@ -2,17 +2,12 @@
 //! finishes, the freeze, and a deployment admitted just before a restart that the engine had
 //! not started yet.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
-use serde_json::json;
 
-use edgeplane::model::{
-    ConfigStatus, ConfigType, Configuration, ConfigurationVersion, CreateDeployment, Deployment,
-    DeploymentStatus, RollbackConfig, Timestamp,
-};
+use edgeplane::model::{CreateDeployment, Deployment, DeploymentStatus, RollbackConfig, Timestamp};
 use edgeplane::rollout::engine::{
     AlertSink, EdgeAnswer, EdgeTarget, EdgeTransport, Engine, EngineSettings, PushContent,
     SystemClock,
@@ -39,52 +34,8 @@ fn apply(store: &Store, command: Command) -> Result<(), StoreError> {
 
 /// Stores a draft cache rule on its own pattern.
 fn configuration(store: &Store, id: &str) {
-    let now = Timestamp::now();
-    let content = json!({"pathPattern": format!("/{id}/*"), "ttl": 60, "cacheControl": "public"});
-    let configuration = Configuration {
-        configuration_id: id.into(),
-        name: id.into(),
-        config_type: ConfigType::CacheRule,
-        description: String::new(),
-        content: content.clone(),
-        schema_version: "1.0".into(),
-        version: "1.0.0".into(),
-        tags: Vec::new(),
-        status: ConfigStatus::Draft,
-        created_by: "admin".into(),
-        created_at: now,
-        updated_at: now,
-        approved_by: None,
-        approved_at: None,
-        is_deployed: false,
-        deployed_locations: Vec::new(),
-        metadata: BTreeMap::new(),
-    };
-    let version = ConfigurationVersion {
-        version_id: format!("ver-{id}"),
-        configuration_id: id.into(),
-        version: "1.0.0".into(),
-        content,
-        schema_version: "1.0".into(),
-        change_description: "Initial version".into(),
-        created_by: "admin".into(),
-        created_at: now,
-        status: ConfigStatus::Draft,
-        approved_by: None,
-        approved_at: None,
-        approval_notes: None,
-        is_deployed: false,
-        metadata: BTreeMap::new(),
-        tags: Vec::new(),
-    };
-    apply(
-        store,
-        Command::CreateConfiguration {
-            configuration,
-            version,
-        },
-    )
-    .expect("configuration stored");
+    common::store_cache_rule(store, id, &format!("/{id}/*"), "1.0.0", Timestamp::now())
+        .expect("configuration stored");
 }
 
 fn deployment(id: &str, configuration_id: &str) -> Deployment {

@@ -7,12 +7,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
-use serde_json::json;
 
 use edgeplane::model::{
-    Capacity, ConfigStatus, ConfigType, Configuration, ConfigurationVersion, CreateDeployment,
-    Deployment, DeploymentStatus, EdgeHealth, EdgeLocation, EdgeState, EdgeType, RollbackConfig,
-    Strategy, Timestamp,
+    Capacity, CreateDeployment, Deployment, DeploymentStatus, EdgeHealth, EdgeLocation, EdgeState,
+    EdgeType, RollbackConfig, Strategy, Timestamp,
 };
 use edgeplane::rollout::engine::{
     AlertSink, EdgeAnswer, EdgeTarget, EdgeTransport, Engine, EngineSettings, PushContent,
@@ -139,50 +137,8 @@ fn apply(store: &Store, command: Command) {
 /// A store with one cache rule and healthy edges `edges` (location ids) in one region.
 fn store_with(dir: &std::path::Path, edges: &[&str]) -> Store {
     let store = Store::open(dir).expect("store");
-    let content = json!({"pathPattern": "/static/*", "ttl": 60, "cacheControl": "public"});
-    let configuration = Configuration {
-        configuration_id: CONFIGURATION.into(),
-        name: CONFIGURATION.into(),
-        config_type: ConfigType::CacheRule,
-        description: String::new(),
-        content: content.clone(),
-        schema_version: "1.0".into(),
-        version: VERSION.into(),
-        tags: Vec::new(),
-        status: ConfigStatus::Draft,
-        created_by: "admin".into(),
-        created_at: START,
-        updated_at: START,
-        approved_by: None,
-        approved_at: None,
-        is_deployed: false,
-        deployed_locations: Vec::new(),
-        metadata: BTreeMap::new(),
-    };
-    let version = ConfigurationVersion {
-        version_id: "ver-1".into(),
-        configuration_id: CONFIGURATION.into(),
-        version: VERSION.into(),
-        content,
-        schema_version: "1.0".into(),
-        change_description: "Initial version".into(),
-        created_by: "admin".into(),
-        created_at: START,
-        status: ConfigStatus::Draft,
-        approved_by: None,
-        approved_at: None,
-        approval_notes: None,
-        is_deployed: false,
-        metadata: BTreeMap::new(),
-        tags: Vec::new(),
-    };
-    apply(
-        &store,
-        Command::CreateConfiguration {
-            configuration,
-            version,
-        },
-    );
+    common::store_cache_rule(&store, CONFIGURATION, "/static/*", VERSION, START)
+        .expect("configuration stored");
     for id in edges {
         let location = EdgeLocation {
             location_id: id.to_string(),

@@ -396,3 +396,62 @@ impl Analysis for HealthOnlyAnalysis {
         })
     }
 }
+
+/// Stores a draft cache rule `id` on `path_pattern` at version `version`, straight through the
+/// store's one door, for tests that drive the store or the engine without the API.
+pub(crate) fn store_cache_rule(
+    store: &edgeplane::store::Store,
+    id: &str,
+    path_pattern: &str,
+    version: &str,
+    at: Timestamp,
+) -> Result<(), edgeplane::store::StoreError> {
+    use edgeplane::model::{ConfigStatus, ConfigType, Configuration, ConfigurationVersion};
+    let content = json!({"pathPattern": path_pattern, "ttl": 60, "cacheControl": "public"});
+    let configuration = Configuration {
+        configuration_id: id.into(),
+        name: id.into(),
+        config_type: ConfigType::CacheRule,
+        description: String::new(),
+        content: content.clone(),
+        schema_version: "1.0".into(),
+        version: version.into(),
+        tags: Vec::new(),
+        status: ConfigStatus::Draft,
+        created_by: "admin".into(),
+        created_at: at,
+        updated_at: at,
+        approved_by: None,
+        approved_at: None,
+        is_deployed: false,
+        deployed_locations: Vec::new(),
+        metadata: Default::default(),
+    };
+    let version = ConfigurationVersion {
+        version_id: format!("ver-{id}"),
+        configuration_id: id.into(),
+        version: version.into(),
+        content,
+        schema_version: "1.0".into(),
+        change_description: "Initial version".into(),
+        created_by: "admin".into(),
+        created_at: at,
+        status: ConfigStatus::Draft,
+        approved_by: None,
+        approved_at: None,
+        approval_notes: None,
+        is_deployed: false,
+        metadata: Default::default(),
+        tags: Vec::new(),
+    };
+    store
+        .apply_blocking(edgeplane::store::CommandEnvelope::new(
+            "admin",
+            "",
+            edgeplane::store::Command::CreateConfiguration {
+                configuration,
+                version,
+            },
+        ))
+        .map(|_| ())
+}
