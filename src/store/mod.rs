@@ -15,6 +15,7 @@ mod counters;
 mod patterns;
 pub mod ring;
 pub mod series;
+pub mod snapshot;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -26,6 +27,8 @@ pub use command::{
     Applied, AuditRecord, Command, CommandEnvelope, EdgeChanges, EdgeRecord, Freeze,
     HeartbeatRecord, LogEntry,
 };
+
+pub use snapshot::{SnapshotMeta, restore_snapshot, write_offline_snapshot};
 
 use crate::model::{Configuration, ConfigurationVersion, Deployment, User};
 
