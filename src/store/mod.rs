@@ -28,7 +28,7 @@ pub use command::{
     HeartbeatRecord, LogEntry,
 };
 
-pub use snapshot::{SnapshotMeta, restore_snapshot, write_offline_snapshot};
+pub use snapshot::{SnapshotMeta, restore_snapshot, verify_snapshot, write_offline_snapshot};
 
 use crate::model::{Configuration, ConfigurationVersion, Deployment, User};
 

@@ -504,14 +504,15 @@ fn read_u32(input: &mut impl Read) -> Result<u32, StoreError> {
     Ok(u32::from_be_bytes(read_exact(input)?))
 }
 
-/// Loads one table's entries, up to its end record, into `txn`.
-fn load_table<K: Key + 'static, V: Value + 'static>(
-    definition: TableDefinition<'static, K, V>,
-    txn: &WriteTransaction,
+/// Where a restored entry goes: its table, or nowhere when only checking.
+type InsertFn<'a> = dyn FnMut(&[u8], &[u8]) -> Result<(), StoreError> + 'a;
+
+/// Reads one table's entries up to its end record, handing each to `insert`.
+fn read_entries(
     input: &mut HashingReader<impl Read>,
     digest: &mut DigestSink,
+    insert: &mut InsertFn<'_>,
 ) -> Result<u64, StoreError> {
-    let mut table = txn.open_table(definition)?;
     let mut entries = 0u64;
     loop {
         match read_exact::<1>(input)?[0] {
@@ -521,7 +522,7 @@ fn load_table<K: Key + 'static, V: Value + 'static>(
                 let len = read_u32(input)?;
                 let value = read_field(input, len, MAX_FIELD)?;
                 digest.entry(&key, &value)?;
-                table.insert(K::from_bytes(&key), V::from_bytes(&value))?;
+                insert(&key, &value)?;
                 entries += 1;
             }
             TAG_TABLE_END => {
@@ -543,9 +544,23 @@ fn load_table<K: Key + 'static, V: Value + 'static>(
     }
 }
 
-/// Reads a whole snapshot into `txn`, checking its checksum and content digest; the caller
-/// commits only when this succeeds.
-fn load(txn: &WriteTransaction, input: impl Read) -> Result<SnapshotMeta, StoreError> {
+/// Loads one table's entries into `txn`, each written back as the bytes redb gave.
+fn load_table<K: Key + 'static, V: Value + 'static>(
+    definition: TableDefinition<'static, K, V>,
+    txn: &WriteTransaction,
+    input: &mut HashingReader<impl Read>,
+    digest: &mut DigestSink,
+) -> Result<u64, StoreError> {
+    let mut table = txn.open_table(definition)?;
+    read_entries(input, digest, &mut |key, value| {
+        table.insert(K::from_bytes(key), V::from_bytes(value))?;
+        Ok(())
+    })
+}
+
+/// Reads a whole snapshot, into `txn` when given, checking its checksum and content
+/// digest; the caller commits only when this succeeds.
+fn load(txn: Option<&WriteTransaction>, input: impl Read) -> Result<SnapshotMeta, StoreError> {
     let mut input = HashingReader {
         inner: input,
         hash: Sha256::new(),
@@ -572,13 +587,23 @@ fn load(txn: &WriteTransaction, input: impl Read) -> Result<SnapshotMeta, StoreE
                 let len = u16::from_be_bytes(read_exact(&mut input)?);
                 let name = String::from_utf8(read_field(&mut input, u32::from(len), 1024)?)
                     .map_err(|_| StoreError::Corrupt("snapshot table name".into()))?;
+                if !TABLES.contains(&name.as_str()) {
+                    return Err(StoreError::Corrupt(format!(
+                        "snapshot holds unknown table '{name}'"
+                    )));
+                }
                 if tables.iter().any(|t: &TableCount| t.name == name) {
                     return Err(StoreError::Corrupt(format!(
                         "snapshot holds table '{name}' twice"
                     )));
                 }
                 digest.table(&name)?;
-                let entries = with_table!(name.as_str(), load_table(txn, &mut input, &mut digest))?;
+                let entries = match txn {
+                    Some(txn) => {
+                        with_table!(name.as_str(), load_table(txn, &mut input, &mut digest))?
+                    }
+                    None => read_entries(&mut input, &mut digest, &mut |_, _| Ok(()))?,
+                };
                 tables.push(TableCount { name, entries });
             }
             TAG_TRAILER => break,
@@ -612,6 +637,12 @@ fn load(txn: &WriteTransaction, input: impl Read) -> Result<SnapshotMeta, StoreE
     }
     let bytes = input.bytes + 32;
     Ok(meta_of(&header, trailer, bytes))
+}
+
+/// Reads a whole snapshot and checks it (format, checksum, content digest) without
+/// restoring it: for a backup just written.
+pub fn verify_snapshot(input: &mut impl Read) -> Result<SnapshotMeta, StoreError> {
+    load(None, BufReader::with_capacity(IO_BUFFER, input))
 }
 
 /// Makes a store in `data_dir` from a snapshot. The directory must be empty or absent; the
@@ -664,7 +695,7 @@ fn restore_into(
     let meta = {
         let db = Database::create(temp)?;
         let txn = db.begin_write()?;
-        let meta = load(&txn, BufReader::with_capacity(IO_BUFFER, input))?;
+        let meta = load(Some(&txn), BufReader::with_capacity(IO_BUFFER, input))?;
         txn.commit()?;
         meta
     };
@@ -826,8 +857,10 @@ mod tests {
         let mut longer = bytes.clone();
         longer.push(0);
         damaged.push(longer);
+        assert!(verify_snapshot(&mut bytes.as_slice()).is_ok());
         let target = tempfile::tempdir().unwrap();
         for (i, broken) in damaged.iter().enumerate() {
+            assert!(verify_snapshot(&mut broken.as_slice()).is_err(), "{i}");
             let dir = target.path().join(format!("attempt-{i}"));
             let result = restore_snapshot(&dir, &mut broken.as_slice());
             assert!(result.is_err(), "damaged snapshot {i} was restored");
