@@ -328,7 +328,7 @@ pub struct PendingSnapshot {
 impl PendingSnapshot {
     fn new(txn: ReadTransaction) -> Result<Self, StoreError> {
         let reader = super::Reader { txn };
-        let term = super::apply::current_term_of(&reader.meta(super::apply::TERM_KEY)?);
+        let term = reader.current_term()?;
         let (log_term, index) = reader.last_log_position()?;
         Ok(Self {
             txn: reader.txn,
