@@ -559,3 +559,45 @@ fn a_damaged_backup_file_is_refused_and_leaves_no_data_dir() {
         assert!(!target.exists(), "{what} backup left {}", target.display());
     }
 }
+
+#[tokio::test]
+async fn the_snapshot_route_streams_a_verifiable_snapshot_with_its_position_in_headers() {
+    use axum::body::Body;
+    use axum::http::{Request, header};
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    let app = common::TestApp::new().await;
+    app.create_edge("edge-snapshot").await;
+    let request = Request::get("/api/v1/cluster/snapshot")
+        .header(header::AUTHORIZATION, format!("Bearer {}", app.admin))
+        .body(Body::empty())
+        .unwrap();
+    let response = app.router.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let headers = response.headers().clone();
+    assert_eq!(headers[header::CONTENT_TYPE], "application/octet-stream");
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let meta = edgeplane::store::verify_snapshot(&mut bytes.as_ref()).unwrap();
+    assert_eq!(headers["x-edgeplane-term"], meta.term.to_string().as_str());
+    assert_eq!(
+        headers["x-edgeplane-index"],
+        meta.index.to_string().as_str()
+    );
+    let (_, last_index) = app
+        .state
+        .store()
+        .reader()
+        .unwrap()
+        .last_log_position()
+        .unwrap();
+    assert_eq!(meta.index, last_index, "nothing was written since");
+    assert!(meta.index >= 2, "the admin and the edge are in the log");
+    assert_eq!(
+        meta.tables
+            .iter()
+            .find(|t| t.name == "edge_locations")
+            .map(|t| t.entries),
+        Some(1)
+    );
+}

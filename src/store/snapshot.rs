@@ -446,7 +446,13 @@ pub fn write_offline_snapshot(
                 path.display()
             )));
         }
-        Err(error) => return Err(error.into()),
+        Err(error) => {
+            return Err(StoreError::Unavailable(format!(
+                "cannot open {} read-only: {error} (after a crash, start and stop the server \
+                 once so that it recovers the store)",
+                path.display()
+            )));
+        }
     };
     PendingSnapshot::new(db.begin_read()?)?.write_to(out)
 }
