@@ -46,6 +46,9 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let config = AgentConfig::load(config_path)?;
     let listen = config.listen;
     let agent = Arc::new(Agent::open(config)?);
+    if let Some(nginx) = &agent.nginx {
+        agent.nginx_start(nginx).await;
+    }
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
@@ -206,7 +209,13 @@ async fn heartbeat_loop(agent: Arc<Agent>, mut stop: watch::Receiver<bool>) {
             _ = stop.changed() => return,
         }
         wait = interval;
-        let metrics = read_metrics(agent.config.metrics_file.as_deref(), last_sent).await;
+        let metrics = match &agent.nginx {
+            Some(nginx) => {
+                let seconds = u32::try_from(interval.as_secs()).unwrap_or(u32::MAX);
+                nginx.sample(seconds).await
+            }
+            None => read_metrics(agent.config.metrics_file.as_deref(), last_sent).await,
+        };
         last_sent = SystemTime::now();
         let heartbeat = Heartbeat {
             health: health(&agent.config.state_dir, &mut cpu).await,
