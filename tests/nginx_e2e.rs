@@ -27,13 +27,20 @@ const API: &str = "/api/v1";
 const DEADLINE: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(50);
 
-fn nginx_runs() -> bool {
-    Command::new("nginx")
-        .arg("-v")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+/// The nginx to run: on the PATH, or where distributions put it (`/usr/sbin` is not on
+/// every user's PATH).
+fn nginx_binary() -> Option<String> {
+    ["nginx", "/usr/sbin/nginx"]
+        .into_iter()
+        .find(|binary| {
+            Command::new(binary)
+                .arg("-v")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+        .map(str::to_owned)
 }
 
 fn free_port() -> u16 {
@@ -109,9 +116,9 @@ impl Drop for Nginx {
 }
 
 /// `nginx -p DIR -e DIR/error.log -c DIR/nginx.conf`: everything nginx writes stays in DIR.
-fn nginx_command(dir: &Path) -> String {
+fn nginx_command(binary: &str, dir: &Path) -> String {
     let dir = dir.display();
-    format!("nginx -p {dir} -e {dir}/error.log -c {dir}/nginx.conf")
+    format!("{binary} -p {dir} -e {dir}/error.log -c {dir}/nginx.conf")
 }
 
 fn running_as_root() -> bool {
@@ -134,6 +141,7 @@ struct Edge {
 
 impl Edge {
     async fn start(
+        nginx_binary: &str,
         control_plane: &ControlPlane,
         client: &Client,
         location_id: &str,
@@ -164,7 +172,7 @@ impl Edge {
             ),
         )
         .expect("nginx.conf");
-        let nginx = nginx_command(&dir);
+        let nginx = nginx_command(nginx_binary, &dir);
         let config = dir.join("agent.toml");
         std::fs::write(
             &config,
@@ -545,14 +553,14 @@ fn routing(origins: &[(&Origin, u32)]) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn nginx_serves_what_the_control_plane_deploys() {
-    if !nginx_runs() {
+    let Some(nginx) = nginx_binary() else {
         assert!(
             std::env::var_os("REQUIRE_NGINX_TEST").is_none(),
             "REQUIRE_NGINX_TEST is set but nginx cannot be run"
         );
         eprintln!("!!!!!!!! nginx is not installed: the nginx end-to-end test is SKIPPED !!!!!!!!");
         return;
-    }
+    };
     let dir = tempfile::tempdir().expect("temp dir");
     let control_plane = ControlPlane::start(dir.path()).await;
     let a = origin("a").await;
@@ -561,6 +569,7 @@ async fn nginx_serves_what_the_control_plane_deploys() {
     bad.failing.store(true, Ordering::Relaxed);
     let client = Client::new();
     let one = Edge::start(
+        &nginx,
         &control_plane,
         &client,
         "nginx-1",
@@ -568,6 +577,7 @@ async fn nginx_serves_what_the_control_plane_deploys() {
     )
     .await;
     let two = Edge::start(
+        &nginx,
         &control_plane,
         &client,
         "nginx-2",

@@ -337,3 +337,205 @@ impl Agent {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::os::unix::fs::PermissionsExt;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::protocol::{PushMode, PushReply, PushRequest, RollbackRequest};
+
+    /// An agent with the nginx adapter whose "nginx -t" refuses any file holding `REFUSE`.
+    fn agent(dir: &Path) -> Agent {
+        let render = dir.join("render");
+        let text = format!(
+            "[agent]\nlocation_id = \"edge\"\nlisten = \"127.0.0.1:0\"\n\
+             control_plane = \"http://127.0.0.1:9\"\ntoken = \"t\"\nstate_dir = \"{state}\"\n\
+             adapter = \"nginx\"\nrender_dir = \"{render}\"\n\
+             test_command = \"if grep -q REFUSE '{render}/edgeplane.conf'; then echo 'nginx: [emerg] refused here' >&2; exit 1; fi\"\n\
+             reload_command = \"echo reload >> '{reloads}'\"\n",
+            state = dir.join("state").display(),
+            render = render.display(),
+            reloads = dir.join("reloads").display(),
+        );
+        let config = AgentConfig::from_toml(&text).unwrap();
+        Agent::open(config).unwrap()
+    }
+
+    fn push(version: &str, config_type: ConfigType, content: Value, mode: PushMode) -> PushRequest {
+        let mut request = PushRequest::apply(version, config_type, content, BTreeMap::new());
+        request.mode = mode;
+        request
+    }
+
+    fn headers(value: &str) -> Value {
+        json!({"pathPattern": "/*", "addHeaders": {"X-Value": value}})
+    }
+
+    fn rendered(dir: &Path) -> String {
+        std::fs::read_to_string(dir.join("render").join(FILE_NAME)).unwrap()
+    }
+
+    fn reloads(dir: &Path) -> usize {
+        std::fs::read_to_string(dir.join("reloads"))
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    }
+
+    #[tokio::test]
+    async fn a_refused_file_is_put_back_and_a_staged_version_waits_for_activation() {
+        let dir = tempfile::tempdir().unwrap();
+        let agent = agent(dir.path());
+        let id = "config-h";
+        let apply = |v: &str, value: &str| {
+            push(
+                v,
+                ConfigType::ResponseModification,
+                headers(value),
+                PushMode::Apply,
+            )
+        };
+
+        let reply = agent.handle_push(id, apply("1.0.0", "first")).await;
+        assert_eq!(
+            reply,
+            PushReply::Acked {
+                version: "1.0.0".into()
+            }
+        );
+        let first = rendered(dir.path());
+        assert!(first.contains("\"first\""), "{first}");
+        let mode = std::fs::metadata(dir.path().join("render").join(FILE_NAME))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o644);
+        assert_eq!(reloads(dir.path()), 1);
+
+        // nginx's test refuses: NACK with its words, the previous file back, no reload.
+        let PushReply::Nacked { reason } = agent.handle_push(id, apply("1.1.0", "REFUSE")).await
+        else {
+            panic!("a refused file must be NACKed");
+        };
+        assert!(reason.contains("nginx: [emerg] refused here"), "{reason}");
+        assert_eq!(rendered(dir.path()), first);
+        assert_eq!(reloads(dir.path()), 1);
+        assert_eq!(agent.active_list().versions()[id], "1.0.0");
+
+        // What nginx cannot do is refused before nginx sees anything.
+        let waf = push(
+            "1.0.0",
+            ConfigType::SecurityRule,
+            json!({"waf": {"enabled": true, "rules": ["OWASP-CRS-3.3"]}}),
+            PushMode::Apply,
+        );
+        let PushReply::Nacked { reason } = agent.handle_push("config-w", waf).await else {
+            panic!("an unenforceable WAF must be NACKed");
+        };
+        assert!(reason.contains("no WAF module"), "{reason}");
+        assert_eq!(rendered(dir.path()), first);
+
+        // Staged: checked, not rendered; activated: rendered and reloaded.
+        let staged = push(
+            "1.2.0",
+            ConfigType::ResponseModification,
+            headers("staged"),
+            PushMode::Stage,
+        );
+        assert_eq!(
+            agent.handle_push(id, staged.clone()).await,
+            PushReply::Acked {
+                version: "1.2.0".into()
+            }
+        );
+        assert_eq!(rendered(dir.path()), first);
+        let activate = PushRequest {
+            content: Value::Null,
+            checksum: String::new(),
+            mode: PushMode::Activate,
+            ..staged
+        };
+        assert_eq!(
+            agent.handle_push(id, activate).await,
+            PushReply::Acked {
+                version: "1.2.0".into()
+            }
+        );
+        assert!(rendered(dir.path()).contains("\"staged\""));
+        assert!(rendered(dir.path()).contains(&format!("{id}=1.2.0")));
+        assert_eq!(reloads(dir.path()), 2);
+
+        // A rollback renders the earlier version again.
+        assert_eq!(
+            agent.handle_rollback(id, RollbackRequest::default()).await,
+            PushReply::Acked {
+                version: "1.0.0".into()
+            }
+        );
+        assert_eq!(rendered(dir.path()), first);
+
+        // A restarted agent serves what is active: the file it finds is left as it is.
+        drop(agent);
+        let agent = self::agent(dir.path());
+        let nginx = agent.nginx.as_ref().unwrap();
+        agent.nginx_start(nginx).await;
+        assert_eq!(reloads(dir.path()), 3);
+        std::fs::remove_file(dir.path().join("render").join(FILE_NAME)).unwrap();
+        agent.nginx_start(nginx).await;
+        assert_eq!(
+            rendered(dir.path()),
+            first,
+            "a missing file is rendered again"
+        );
+    }
+
+    #[tokio::test]
+    async fn certificates_and_keys_are_written_beside_the_file_and_removed_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let agent = agent(dir.path());
+        let certificate = json!({
+            "domains": ["www.example.com"],
+            "certificate": "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+            "privateKey": "-----BEGIN PRIVATE KEY-----\nKEY\n-----END PRIVATE KEY-----\n",
+        });
+        let request = push(
+            "1.0.0",
+            ConfigType::SslCertificate,
+            certificate,
+            PushMode::Apply,
+        );
+        assert_eq!(
+            agent.handle_push("config-tls", request).await,
+            PushReply::Acked {
+                version: "1.0.0".into()
+            }
+        );
+        let tls = dir.path().join("render/tls");
+        let key = tls.join("config_tls-1.0.0.key");
+        let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert!(
+            std::fs::read_to_string(tls.join("config_tls-1.0.0.crt"))
+                .unwrap()
+                .contains("MIIB")
+        );
+        assert!(rendered(dir.path()).contains("ssl_certificate_key"));
+
+        // With nothing earlier to return to, the certificate leaves nginx and the disk.
+        let request = RollbackRequest {
+            to_version: None,
+            deactivate_if_none: true,
+        };
+        assert_eq!(
+            agent.handle_rollback("config-tls", request).await,
+            PushReply::Acked {
+                version: String::new()
+            }
+        );
+        assert!(!rendered(dir.path()).contains("ssl_certificate_key"));
+        assert!(!key.exists());
+    }
+}
