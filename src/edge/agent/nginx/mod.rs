@@ -13,6 +13,7 @@
 
 mod access_log;
 mod render;
+mod rules;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
