@@ -188,7 +188,15 @@ impl AgentConfig {
                 }
                 None
             }
-            Some("nginx") => Some(nginx_settings(table, &state_dir)?),
+            Some("nginx") => {
+                if table.contains_key("metrics_file") {
+                    return Err(invalid(
+                        "agent.metrics_file",
+                        "not with adapter = \"nginx\": metrics come from nginx_access_log",
+                    ));
+                }
+                Some(nginx_settings(table, &state_dir)?)
+            }
             Some(_) => return Err(invalid("agent.adapter", "\"files\" or \"nginx\"")),
         };
         let mut test_command = optional_string(table, "test_command")?;
@@ -491,5 +499,27 @@ state_dir = "/tmp/edge"
             "agent.nginx_geoip_variable",
         );
         check_error(&nginx("nginx_binary = \" \"\n"), "agent.nginx_binary");
+        check_error(
+            &nginx("metrics_file = \"/tmp/m.json\"\n"),
+            "agent.metrics_file",
+        );
+    }
+
+    #[test]
+    fn the_example_nginx_agent_file_is_valid() {
+        // Its TLS files exist only on an edge; everything else is checked as written.
+        let example: String = include_str!("../../../config/nginx/agent.toml")
+            .lines()
+            .filter(|line| !line.starts_with("tls_"))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        let config = AgentConfig::from_toml(&example).unwrap();
+        let nginx = config.nginx.unwrap();
+        assert_eq!(nginx.listen, "0.0.0.0:80");
+        assert_eq!(nginx.cache_dir, PathBuf::from("/var/cache/nginx/edgeplane"));
+        assert_eq!(
+            config.reload_command.as_deref(),
+            Some("'/usr/sbin/nginx' -s reload -c '/etc/nginx/nginx.conf'")
+        );
     }
 }
