@@ -260,7 +260,7 @@ impl Agent {
             return;
         }
         if let Err(error) = self.nginx_load(nginx, "", "", &rendered, false).await {
-            tracing::warn!(%error, "nginx configuration written at start-up");
+            tracing::warn!(%error, "nginx did not load the configuration rendered at start-up");
         }
     }
 

@@ -296,6 +296,8 @@ pub(super) fn parse_routing(id: &str, content: &Value) -> Result<Routing, String
         .and_then(Value::as_array)
         .filter(|o| !o.is_empty())
         .ok_or("origins must list at least one origin")?;
+    // `retryDelay` has no nginx counterpart: nginx tries the next origin at once. An origin's
+    // `maxRequestsPerSec` is capacity for validation's overload check, not a serving setting.
     let policy = content
         .get("failoverPolicy")
         .cloned()
