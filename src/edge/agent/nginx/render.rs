@@ -1337,4 +1337,142 @@ mod tests {
         dollar.access_log = PathBuf::from("/srv/$host.log");
         assert!(render(&[], &dollar).unwrap_err().contains("contains '$'"));
     }
+
+    /// The nginx on this machine, if there is one; with `REQUIRE_NGINX_TEST` set there must be.
+    fn local_nginx() -> Option<&'static str> {
+        let found = ["nginx", "/usr/sbin/nginx"].into_iter().find(|binary| {
+            std::process::Command::new(binary)
+                .arg("-v")
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        });
+        assert!(
+            found.is_some() || std::env::var_os("REQUIRE_NGINX_TEST").is_none(),
+            "REQUIRE_NGINX_TEST is set but nginx cannot be run"
+        );
+        found
+    }
+
+    #[test]
+    fn nginx_accepts_every_type_and_field_rendered_together() {
+        let Some(nginx) = local_nginx() else {
+            eprintln!(
+                "!!!!!!!! nginx is not installed: nginx -t of the rendered file is SKIPPED !!!!!!!!"
+            );
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let mut settings = settings();
+        settings.render_dir = root.join("render");
+        settings.cache_dir = root.join("cache");
+        settings.access_log = root.join("access.log");
+        settings.listen = "127.0.0.1:1".into();
+        settings.tls_listen = "127.0.0.1:2".into();
+        // Any variable does for the test; a GeoIP module's would in production.
+        settings.geoip_variable = Some("http_x_country".into());
+        let certified = rcgen::generate_simple_self_signed(vec!["www.example.com".into()]).unwrap();
+        let contents = [
+            (
+                ConfigType::CacheRule,
+                json!({
+                    "pathPattern": "/static/*.js", "ttl": 3600, "cacheControl": "public, max-age=3600",
+                    "cacheKey": ["$scheme", "$host", "$uri", "$args", "$http_x_device"],
+                    "varyHeaders": ["Accept-Encoding"], "purgePatterns": ["/static/*"],
+                    "bypassConditions": {"cookies": ["session"], "queryParams": ["nocache"]},
+                }),
+            ),
+            (
+                ConfigType::RoutingRule,
+                json!({
+                    "pathPattern": "/*",
+                    "origins": [
+                        {"name": "a", "endpoint": "http://127.0.0.1:9001", "weight": 70, "priority": 1},
+                        {"name": "b", "endpoint": "http://127.0.0.1:9002/", "weight": 30, "priority": 1},
+                        {"name": "c", "endpoint": "http://[::1]:9003", "priority": 2},
+                    ],
+                    "failoverPolicy": {"retryAttempts": 2, "retryDelay": "1s", "failoverThreshold": 3, "circuitBreakerTimeout": "30s"},
+                    "pathRewrite": {"from": "^/old/(.*)$", "to": "/new/$1?from=$host"},
+                    "hostHeader": "origin.example.com",
+                }),
+            ),
+            (
+                ConfigType::SecurityRule,
+                json!({
+                    "pathPattern": "/admin/*",
+                    "waf": {"enabled": false, "rules": ["OWASP-CRS-3.3"], "mode": "block"},
+                    "rateLimit": {"enabled": true, "limit": 100, "window": "7s", "key": "header:X-Api-Key"},
+                    "geoBlocking": {"enabled": true, "mode": "allowlist", "countries": ["DE", "FR"]},
+                    "ipFiltering": {"allowlist": ["10.0.0.0/8", "2001:db8::/32"], "denylist": ["10.1.0.0/16"]},
+                }),
+            ),
+            (
+                ConfigType::ResponseModification,
+                json!({
+                    "pathPattern": "/app/*",
+                    "addHeaders": {"X-Frame-Options": "DENY", "X-Test": "a; return 200 x } ${host} \"q\" \\"},
+                    "removeHeaders": ["Server", "X-Powered-By"],
+                    "compression": {"enabled": true, "algorithms": ["gzip", "br"], "minSize": 1024},
+                    "cors": {"enabled": true, "allowOrigins": ["https://app.example.com", "http://localhost:3000"],
+                             "allowMethods": ["GET", "POST"], "allowHeaders": ["Content-Type"],
+                             "exposeHeaders": ["X-Request-Id"], "allowCredentials": true, "maxAge": 600},
+                }),
+            ),
+            (
+                ConfigType::SslCertificate,
+                json!({
+                    "domains": ["www.example.com"],
+                    "certificate": certified.cert.pem(),
+                    "privateKey": certified.signing_key.serialize_pem(),
+                    "autoRenew": true, "renewalDays": 30, "provider": "letsencrypt",
+                }),
+            ),
+        ];
+        let ids: Vec<String> = (0..contents.len()).map(|i| format!("config-{i}")).collect();
+        let rules: Vec<ActiveRule<'_>> = contents
+            .iter()
+            .zip(&ids)
+            .map(|((config_type, content), id)| ActiveRule {
+                configuration_id: id,
+                version: "1.0.0",
+                config_type: *config_type,
+                content,
+            })
+            .collect();
+        let rendered = render(&rules, &settings).unwrap();
+        std::fs::create_dir_all(root.join("render/tls")).unwrap();
+        std::fs::create_dir_all(root.join("tmp")).unwrap();
+        std::fs::write(root.join("render").join(FILE_NAME), &rendered.text).unwrap();
+        for file in &rendered.files {
+            std::fs::write(&file.path, &file.bytes).unwrap();
+        }
+        let r = root.display();
+        std::fs::write(
+            root.join("nginx.conf"),
+            format!(
+                "pid {r}/nginx.pid;\nevents {{}}\nhttp {{\nclient_body_temp_path {r}/tmp/body;\n\
+                 proxy_temp_path {r}/tmp/proxy;\nfastcgi_temp_path {r}/tmp/fastcgi;\n\
+                 uwsgi_temp_path {r}/tmp/uwsgi;\nscgi_temp_path {r}/tmp/scgi;\n\
+                 include {r}/render/{FILE_NAME};\n}}\n"
+            ),
+        )
+        .unwrap();
+        let output = std::process::Command::new(nginx)
+            .arg("-p")
+            .arg(root)
+            .arg("-e")
+            .arg(root.join("error.log"))
+            .arg("-c")
+            .arg(root.join("nginx.conf"))
+            .arg("-t")
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}\n{}",
+            String::from_utf8_lossy(&output.stderr),
+            rendered.text
+        );
+    }
 }
