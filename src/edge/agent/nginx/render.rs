@@ -72,7 +72,7 @@ pub(crate) fn render(
         let content = rule.content;
         let id = rule.configuration_id;
         match rule.config_type {
-            ConfigType::CacheRule => plan.cache.push(parse_cache(id, content).map_err(named)?),
+            ConfigType::CacheRule => plan.cache.push(parse_cache(content).map_err(named)?),
             ConfigType::RoutingRule => plan
                 .routing
                 .push(parse_routing(id, content).map_err(named)?),

@@ -136,7 +136,7 @@ fn key_variable(item: &str) -> Result<String, String> {
     }
 }
 
-pub(super) fn parse_cache(_id: &str, content: &Value) -> Result<CacheRule, String> {
+pub(super) fn parse_cache(content: &Value) -> Result<CacheRule, String> {
     let pattern = path_pattern(content, None)?;
     let ttl = unsigned(content, "ttl")?.ok_or("ttl is required")?;
     if ttl > TTL_MAX {
