@@ -43,11 +43,13 @@ fn nginx_binary() -> Option<String> {
         .map(str::to_owned)
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
+/// Two distinct ports free now (nginx needs them in its file; they are held together so
+/// they differ).
+fn free_ports() -> (u16, u16) {
+    let bind = || std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    let (first, second) = (bind(), bind());
+    let port = |l: &std::net::TcpListener| l.local_addr().expect("address").port();
+    (port(&first), port(&second))
 }
 
 fn http() -> reqwest::Client {
@@ -148,10 +150,10 @@ impl Edge {
         dir: PathBuf,
     ) -> Edge {
         std::fs::create_dir_all(dir.join("tmp")).expect("edge dir");
-        let agent_port = free_port();
-        let nginx_port = free_port();
+        let (nginx_port, tls_port) = free_ports();
+        // The agent listens on a port of its own choosing; its endpoint is set once known.
         let token = control_plane
-            .register_edge(location_id, &format!("http://127.0.0.1:{agent_port}"))
+            .register_edge(location_id, "http://127.0.0.1:9")
             .await;
         let user = if running_as_root() {
             "user root;\n"
@@ -177,7 +179,7 @@ impl Edge {
         std::fs::write(
             &config,
             format!(
-                "[agent]\nlocation_id = \"{location_id}\"\nlisten = \"127.0.0.1:{agent_port}\"\n\
+                "[agent]\nlocation_id = \"{location_id}\"\nlisten = \"127.0.0.1:0\"\n\
                  control_plane = \"{cp}\"\ntoken = \"{token}\"\nstate_dir = \"{d}/state\"\n\
                  heartbeat_interval = \"1s\"\ncommand_timeout = \"20s\"\n\
                  adapter = \"nginx\"\nrender_dir = \"{d}/render\"\n\
@@ -185,7 +187,7 @@ impl Edge {
                  nginx_cache_dir = \"{d}/cache\"\nnginx_access_log = \"{d}/access.log\"\n\
                  test_command = \"{nginx} -t\"\nreload_command = \"{nginx} -s reload\"\n",
                 cp = control_plane.base,
-                tls = free_port(),
+                tls = tls_port,
             ),
         )
         .expect("agent.toml");
@@ -195,6 +197,7 @@ impl Edge {
             &[("RUST_LOG", "warn"), ("EDGEPLANE_LOG_LEVEL", "warn")],
         );
         assert!(dir.join("render/edgeplane.conf").exists());
+        control_plane.set_endpoint(location_id, &agent.url()).await;
         let mut parts = nginx.split(' ');
         let child = Command::new(parts.next().expect("nginx"))
             .args(parts)
@@ -425,6 +428,24 @@ impl ControlPlane {
             "register {location_id}: {body}"
         );
         body["agentToken"].as_str().expect("agentToken").to_string()
+    }
+
+    async fn set_endpoint(&self, location_id: &str, endpoint: &str) {
+        let (status, body) = self
+            .call(
+                reqwest::Method::PUT,
+                &format!("/edge-locations/{location_id}"),
+                Some(json!({
+                    "name": format!("nginx {location_id}"),
+                    "region": "Europe",
+                    "countryCode": "DE",
+                    "city": "Frankfurt",
+                    "type": "EdgePOP",
+                    "endpoint": endpoint,
+                })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "endpoint of {location_id}: {body}");
     }
 
     async fn wait_healthy(&self, edges: &[&Edge]) {

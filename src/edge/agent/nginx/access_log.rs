@@ -148,6 +148,8 @@ pub(crate) struct Interval {
     sample: MetricsSample,
     /// Lines that were not the rendered format, since the last sample.
     pub(crate) bad_lines: u64,
+    /// Seconds covered by samples put back, added to the next sample's interval.
+    carried_seconds: u32,
 }
 
 impl Interval {
@@ -182,12 +184,27 @@ impl Interval {
     /// The interval's sample, None without traffic; counting starts again.
     pub(crate) fn take(&mut self, interval_seconds: u32) -> Option<MetricsSample> {
         self.bad_lines = 0;
+        let carried = std::mem::take(&mut self.carried_seconds);
         let mut sample = std::mem::take(&mut self.sample);
         if sample.requests == 0 {
             return None;
         }
-        sample.interval_seconds = interval_seconds.max(1);
+        sample.interval_seconds = interval_seconds.max(1).saturating_add(carried);
         Some(sample)
+    }
+
+    /// Adds a taken sample back, for a heartbeat that did not deliver it.
+    pub(crate) fn put_back(&mut self, taken: &MetricsSample) {
+        let sample = &mut self.sample;
+        sample.requests += taken.requests;
+        sample.cache_hits += taken.cache_hits;
+        sample.cache_misses += taken.cache_misses;
+        sample.errors4xx += taken.errors4xx;
+        sample.errors5xx += taken.errors5xx;
+        sample.bytes_sent += taken.bytes_sent;
+        sample.bytes_received += taken.bytes_received;
+        sample.latency.merge(&taken.latency);
+        self.carried_seconds = self.carried_seconds.saturating_add(taken.interval_seconds);
     }
 }
 
@@ -327,6 +344,24 @@ mod tests {
         assert_eq!(sample.latency.counts[2], 1);
         assert_eq!(sample.latency.counts[13], 1);
         assert_eq!(interval.bad_lines, 0);
+    }
+
+    #[test]
+    fn a_sample_put_back_is_carried_by_the_next_one() {
+        let mut interval = Interval::default();
+        interval.record(line(200, 0.004, "HIT", 100).trim_end());
+        interval.record(line(503, 0.004, "", 100).trim_end());
+        let undelivered = interval.take(10).unwrap();
+        interval.put_back(&undelivered);
+        interval.record(line(200, 0.004, "MISS", 100).trim_end());
+        let next = interval.take(10).unwrap();
+        assert_eq!(next.interval_seconds, 20);
+        assert_eq!(next.requests, 3);
+        assert_eq!(next.errors5xx, 1);
+        assert_eq!((next.cache_hits, next.cache_misses), (1, 1));
+        assert_eq!(next.bytes_sent, 300);
+        assert_eq!(next.latency.total(), 3);
+        assert_eq!(interval.take(10), None);
     }
 
     #[test]

@@ -110,6 +110,15 @@ impl Nginx {
         Ok(rendered)
     }
 
+    /// Counts of a sample the control plane did not take, for the next one to carry.
+    pub(super) fn put_back(&self, sample: MetricsSample) {
+        let mut guard = self
+            .log
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        guard.1.put_back(&sample);
+    }
+
     /// The metrics sample of the interval since the last call: the access log's new lines.
     /// None when nginx logged no request.
     pub(super) async fn sample(&self, interval_seconds: u32) -> Option<MetricsSample> {
