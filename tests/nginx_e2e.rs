@@ -137,7 +137,7 @@ struct Edge {
     base: String,
     dir: PathBuf,
     // Dropped in this order: nginx first, then the agent.
-    _nginx: Nginx,
+    nginx: Nginx,
     _agent: Running,
 }
 
@@ -209,7 +209,7 @@ impl Edge {
             location_id: location_id.to_string(),
             base: format!("http://127.0.0.1:{nginx_port}"),
             dir,
-            _nginx: Nginx { child },
+            nginx: Nginx { child },
             _agent: agent,
         };
         let deadline = Instant::now() + DEADLINE;
@@ -228,23 +228,37 @@ impl Edge {
         std::fs::read_to_string(self.dir.join("error.log")).unwrap_or_default()
     }
 
-    /// Waits until nginx answers with `expected` in `X-Edgeplane-Version`: a reload is
-    /// asynchronous, so an ACK does not mean the workers already serve the new file.
+    /// Waits until nginx answers with `expected` in `X-Edgeplane-Version` and the workers of
+    /// the previous configuration stopped taking connections: a reload is asynchronous, so an
+    /// ACK does not mean every new connection is served by the new file yet.
     async fn wait_serving(&self, client: &Client, expected: &str) {
         let deadline = Instant::now() + DEADLINE;
         loop {
             let answer = client.get(&format!("{}/probe", self.base)).await;
-            if answer.version().contains(expected) {
+            if answer.version().contains(expected) && self.workers_serving() == 1 {
                 return;
             }
             assert!(
                 Instant::now() < deadline,
-                "{} never served {expected}: {:?}",
+                "{} never served {expected} alone: {:?}",
                 self.location_id,
                 answer.headers
             );
             tokio::time::sleep(POLL).await;
         }
+    }
+
+    /// nginx workers that take new connections. One told to quit by a reload renames itself
+    /// "worker process is shutting down" as it closes its listening sockets.
+    fn workers_serving(&self) -> usize {
+        let output = Command::new("ps")
+            .args(["--ppid", &self.nginx.child.id().to_string(), "-o", "args="])
+            .output()
+            .expect("ps");
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter(|line| line.trim() == "nginx: worker process")
+            .count()
     }
 }
 
@@ -277,8 +291,18 @@ struct Client {
 
 impl Client {
     fn new() -> Client {
+        // A fresh connection per request: a kept-alive one may be closed under the request by
+        // an old worker leaving after a reload, which a browser would retry and a count of
+        // answers must not have to.
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .tls_certs_only(Vec::new())
+            .timeout(Duration::from_secs(10))
+            .pool_max_idle_per_host(0)
+            .build()
+            .expect("client");
         Client {
-            http: http(),
+            http,
             statuses: Arc::default(),
         }
     }
