@@ -9,7 +9,8 @@
 //!
 //! A line that is not the rendered `log_format` is counted and skipped. An interval without
 //! a request gives no sample at all, so the control plane sees no traffic rather than an
-//! interval of zeros that looks like a healthy, idle edge.
+//! interval of zeros that looks like a healthy, idle edge. A sample a heartbeat could not
+//! deliver is put back, and the next one carries its counts and its seconds.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
