@@ -12,6 +12,7 @@ mod apply;
 pub mod codec;
 pub mod command;
 mod counters;
+mod deployments;
 mod patterns;
 pub mod ring;
 pub mod series;
@@ -26,6 +27,7 @@ pub use command::{
     Applied, AuditRecord, Command, CommandEnvelope, EdgeChanges, EdgeRecord, Freeze,
     HeartbeatRecord, LogEntry,
 };
+pub use deployments::DeploymentChanges;
 
 use crate::model::{Configuration, ConfigurationVersion, Deployment, User};
 
@@ -133,9 +135,13 @@ impl Store {
             txn.open_table(DESIRED)?;
             txn.open_table(RUNNING)?;
             txn.open_table(patterns::CONFIG_PATTERNS)?;
+            txn.open_table(deployments::DEPLOYMENT_EDGES)?;
+            txn.open_table(deployments::DEPLOYMENT_EVENTS)?;
+            txn.open_table(deployments::DEPLOYMENT_WAVES)?;
             txn.open_table(AUDIT)?;
             txn.open_table(LOG)?;
         }
+        deployments::split_whole_records(&txn)?;
         apply::build_indexes(&txn)?;
         txn.commit()?;
         let db = Arc::new(db);
@@ -324,17 +330,30 @@ impl Reader {
         Ok(out)
     }
 
+    /// A deployment, its edges and timeline put back together.
     pub fn deployment(&self, id: &str) -> Result<Option<Deployment>, StoreError> {
-        let table = self.txn.open_table(DEPLOYMENTS)?;
-        table.get(id)?.map(|v| codec::decode(v.value())).transpose()
+        deployments::read(
+            &self.txn.open_table(DEPLOYMENTS)?,
+            &self.txn.open_table(deployments::DEPLOYMENT_WAVES)?,
+            &self.txn.open_table(deployments::DEPLOYMENT_EDGES)?,
+            &self.txn.open_table(deployments::DEPLOYMENT_EVENTS)?,
+            id,
+        )
     }
 
     pub fn deployments(&self) -> Result<Vec<Deployment>, StoreError> {
         let table = self.txn.open_table(DEPLOYMENTS)?;
+        let waves = self.txn.open_table(deployments::DEPLOYMENT_WAVES)?;
+        let edges = self.txn.open_table(deployments::DEPLOYMENT_EDGES)?;
+        let events = self.txn.open_table(deployments::DEPLOYMENT_EVENTS)?;
         let mut out = Vec::new();
         for entry in table.iter()? {
-            let (_, value) = entry?;
-            out.push(codec::decode(value.value())?);
+            let (key, _) = entry?;
+            if let Some(deployment) =
+                deployments::read(&table, &waves, &edges, &events, key.value())?
+            {
+                out.push(deployment);
+            }
         }
         Ok(out)
     }
