@@ -141,3 +141,128 @@ pub(crate) fn split_whole_records(txn: &WriteTransaction) -> Result<(), StoreErr
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use redb::ReadableDatabase;
+
+    use super::*;
+    use crate::model::{CreateDeployment, EdgeState, EventKind, RollbackConfig, Timestamp};
+    use crate::store::{Command, CommandEnvelope, Store};
+
+    fn deployment(n_edges: usize) -> Deployment {
+        let mut d = CreateDeployment {
+            configuration_id: "config-1".into(),
+            target_locations: vec!["edge-0".into()],
+            ..CreateDeployment::default()
+        }
+        .into_deployment(
+            "deploy-1".into(),
+            "1.0.0".into(),
+            "alice".into(),
+            Timestamp(1000),
+            &RollbackConfig::default(),
+        )
+        .expect("valid request");
+        for i in 0..n_edges {
+            d.edges.insert(
+                format!("edge-{i}"),
+                EdgeDeploymentState {
+                    state: EdgeState::Pushed,
+                    touched: true,
+                    ..EdgeDeploymentState::default()
+                },
+            );
+        }
+        d
+    }
+
+    fn save(store: &Store, command: Command) {
+        store
+            .apply_blocking(CommandEnvelope::new("system", "", command))
+            .expect("saved");
+    }
+
+    #[test]
+    fn a_save_writes_the_changed_edge_and_the_new_event_and_reads_back_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut d = deployment(500);
+        save(
+            &store,
+            Command::SaveDeployment {
+                deployment: Box::new(d.clone()),
+                edge_versions: Vec::new(),
+            },
+        );
+        let edge = d.edges.get_mut("edge-7").unwrap();
+        edge.state = EdgeState::Acked;
+        edge.acked_at = Some(Timestamp(2000));
+        d.events.push(DeploymentEvent {
+            at: Timestamp(2000),
+            kind: EventKind::EdgeAcked,
+            actor: "system".into(),
+            message: "acked in 3 ms".into(),
+            location_id: Some("edge-7".into()),
+            version: Some("1.0.0".into()),
+            data: Default::default(),
+        });
+        d.derive_location_lists();
+        let changes = DeploymentChanges {
+            header: Box::new(d.header()),
+            waves: None,
+            edges: vec![("edge-7".into(), d.edges["edge-7"].clone())],
+            first_event: 1,
+            events: d.events[1..].to_vec(),
+        };
+        let command = Command::SaveDeploymentChanges {
+            changes,
+            edge_versions: vec![("edge-7".into(), Some("1.0.0".into()))],
+        };
+        // What the log keeps of an ack is that edge, not the other 499.
+        let logged = codec::encode(&command).unwrap();
+        assert!(logged.len() < 1024, "{} bytes", logged.len());
+        save(&store, command);
+
+        let read = store.reader().unwrap().deployment("deploy-1").unwrap();
+        assert_eq!(read.as_ref(), Some(&d));
+        let read = read.unwrap();
+        assert_eq!(read.successful_locations, vec!["edge-7".to_string()]);
+        assert_eq!(read.events.len(), 2);
+        assert_eq!(read.edges.len(), 500);
+        assert_eq!(store.reader().unwrap().deployments().unwrap(), vec![d]);
+    }
+
+    #[test]
+    fn a_record_stored_whole_is_split_into_rows_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = deployment(3);
+        {
+            let store = Store::open(dir.path()).unwrap();
+            let txn = store.db.begin_write().unwrap();
+            txn.open_table(DEPLOYMENTS)
+                .unwrap()
+                .insert("deploy-1", codec::encode(&d).unwrap().as_slice())
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let txn = store.db.begin_read().unwrap();
+        let header: Deployment = codec::decode(
+            txn.open_table(DEPLOYMENTS)
+                .unwrap()
+                .get("deploy-1")
+                .unwrap()
+                .unwrap()
+                .value(),
+        )
+        .unwrap();
+        assert!(header.edges.is_empty() && header.events.is_empty());
+        let mut expected = d;
+        expected.derive_location_lists();
+        assert_eq!(
+            store.reader().unwrap().deployment("deploy-1").unwrap(),
+            Some(expected)
+        );
+    }
+}
