@@ -31,7 +31,9 @@ use crate::model::{
     RollbackConfig, SYSTEM_ACTOR, Timestamp,
 };
 use crate::secrets::SecretBox;
-use crate::store::{Applied, Command, CommandEnvelope, DeploymentChanges, Store, StoreError};
+use crate::store::{
+    Applied, Command, CommandEnvelope, DeploymentChanges, EdgeRecord, Store, StoreError,
+};
 
 /// The source of time for the engine: the seam through which tests drive time themselves.
 pub trait Clock: Send + Sync + 'static {
@@ -368,7 +370,8 @@ struct Loop {
     /// Unhealthy edges and when they were read: answers alone do not need a fresh read.
     unhealthy: Option<(Timestamp, BTreeSet<String>)>,
     contents: HashMap<(String, String), PushContent>,
-    targets: HashMap<String, EdgeTarget>,
+    /// Each edge's target, with the sealed token it was opened from.
+    targets: HashMap<String, (String, EdgeTarget)>,
     queue: mpsc::UnboundedSender<Message>,
     published: broadcast::Sender<Published>,
     running: Arc<Mutex<BTreeMap<String, RunningSummary>>>,
@@ -437,7 +440,7 @@ impl Engine {
                 .insert(deployment.deployment_id.clone(), deployment);
         }
         tokio::spawn(async move {
-            engine_loop.refresh_targets().await;
+            let _ = engine_loop.refresh_targets().await;
             for (id, actions) in resumed {
                 engine_loop.execute(&id, actions).await;
             }
@@ -849,10 +852,8 @@ impl Loop {
             &deployment.configuration_version,
         )
         .await?;
-        self.refresh_targets().await;
         let edges: Vec<_> = self
-            .store
-            .read(|r| r.edges())
+            .refresh_targets()
             .await?
             .into_iter()
             .map(|r| r.location)
@@ -931,35 +932,46 @@ impl Loop {
         Ok(())
     }
 
-    /// Reloads every edge's endpoint and (opened) agent token.
-    async fn refresh_targets(&mut self) {
+    /// Reloads every edge's endpoint and agent token, and returns the edges read. A token is
+    /// opened again only when its sealed form changed: a deployment to thousands of edges
+    /// should not start with thousands of decryptions.
+    async fn refresh_targets(&mut self) -> Result<Vec<EdgeRecord>, StoreError> {
         let records = match self.store.read(|r| r.edges()).await {
             Ok(records) => records,
             Err(error) => {
                 tracing::error!(%error, "cannot read edges");
-                return;
+                return Err(error);
             }
         };
-        self.targets.clear();
-        for record in records {
-            match self.secrets.open(&record.token_sealed) {
-                Ok(token) => {
-                    self.targets.insert(
-                        record.location.location_id.clone(),
-                        EdgeTarget {
-                            location_id: record.location.location_id,
-                            endpoint: record.location.endpoint,
-                            token,
-                        },
-                    );
-                }
-                Err(error) => tracing::error!(
-                    location_id = %record.location.location_id,
-                    %error,
-                    "cannot open the edge's token"
+        let mut previous = std::mem::take(&mut self.targets);
+        for record in &records {
+            let location_id = &record.location.location_id;
+            let known = previous
+                .remove(location_id)
+                .filter(|(sealed, _)| *sealed == record.token_sealed);
+            let token = match known {
+                Some((_, target)) => target.token,
+                None => match self.secrets.open(&record.token_sealed) {
+                    Ok(token) => token,
+                    Err(error) => {
+                        tracing::error!(%location_id, %error, "cannot open the edge's token");
+                        continue;
+                    }
+                },
+            };
+            self.targets.insert(
+                location_id.clone(),
+                (
+                    record.token_sealed.clone(),
+                    EdgeTarget {
+                        location_id: location_id.clone(),
+                        endpoint: record.location.endpoint.clone(),
+                        token,
+                    },
                 ),
-            }
+            );
         }
+        Ok(records)
     }
 
     /// Target edges that are not healthy now. Reading them decodes every edge, so a turn of
@@ -1023,7 +1035,7 @@ impl Loop {
                         continue;
                     };
                     content.mode = mode;
-                    let Some(target) = self.targets.get(&location).cloned() else {
+                    let Some((_, target)) = self.targets.get(&location).cloned() else {
                         self.answer(
                             deployment_id,
                             Event::EdgeFailed {
@@ -1149,7 +1161,7 @@ impl Loop {
         location: String,
         to_version: Option<String>,
     ) {
-        let Some(target) = self.targets.get(&location).cloned() else {
+        let Some((_, target)) = self.targets.get(&location).cloned() else {
             self.answer(
                 deployment_id,
                 Event::EdgeRollbackFailed {
