@@ -53,6 +53,11 @@ pub(crate) const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("comman
 /// File name of the store inside the data directory.
 pub const STORE_FILE: &str = "edgeplane.redb";
 
+/// redb's page cache. Its default (1 GiB) is what a fleet of 10,000 edges writing metric
+/// rings fills, far past the memory the control plane is meant to hold (SPEC §11: under
+/// 256 MiB); pages beyond it are read again through the operating system's file cache.
+const CACHE_BYTES: usize = 64 * 1024 * 1024;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("{0} not found")]
@@ -122,7 +127,9 @@ impl Store {
             StoreError::Unavailable(format!("cannot create {}: {e}", data_dir.display()))
         })?;
         let path = data_dir.join(STORE_FILE);
-        let db = Database::create(&path)?;
+        let db = redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .create(&path)?;
         let txn = db.begin_write()?;
         {
             txn.open_table(META)?;
