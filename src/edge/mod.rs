@@ -6,6 +6,7 @@
 //! (authentication, body handling, status codes).
 
 pub mod agent;
+mod fd_limit;
 mod http;
 pub mod simulator;
 mod term;
