@@ -208,7 +208,10 @@ impl StoreHealth {
 
     fn probe_disk_if_stale(&self) {
         let due = {
-            let probed_at = self.probed_at.lock().unwrap_or_else(PoisonError::into_inner);
+            let probed_at = self
+                .probed_at
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             probed_at.is_none_or(|at| at.elapsed() >= PROBE_EVERY)
         };
         if due {
@@ -218,13 +221,17 @@ impl StoreHealth {
 
     /// Asks the filesystem for its free space and the store file's size, and sets the gauges.
     pub(crate) fn probe_disk(&self) {
-        *self.probed_at.lock().unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
+        *self
+            .probed_at
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
         let free = self
             .faults
             .free_bytes()
             .or_else(|| filesystem_free_bytes(&self.data_dir));
         let size = std::fs::metadata(&self.file).ok().map(|m| m.len());
-        self.free_bytes.store(free.unwrap_or(UNKNOWN), Ordering::Relaxed);
+        self.free_bytes
+            .store(free.unwrap_or(UNKNOWN), Ordering::Relaxed);
         self.database_bytes
             .store(size.unwrap_or(UNKNOWN), Ordering::Relaxed);
         if let Some(free) = free {

@@ -161,7 +161,9 @@ impl Shared {
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
             .ok_or_else(|| {
-                StoreError::Unavailable("the store file is being reopened after an I/O error".into())
+                StoreError::Unavailable(
+                    "the store file is being reopened after an I/O error".into(),
+                )
             })
     }
 
@@ -194,7 +196,8 @@ fn open_database(
         .truncate(false)
         .open(path)
         .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
-    let backend = faults::FaultyBackend::new(redb::backends::FileBackend::new(file)?, faults.clone());
+    let backend =
+        faults::FaultyBackend::new(redb::backends::FileBackend::new(file)?, faults.clone());
     let mut builder = Database::builder();
     builder.set_check_integrity_on_open(check_integrity);
     Ok(builder.create_with_backend(backend)?)

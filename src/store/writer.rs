@@ -326,8 +326,188 @@ fn wait_longer(shared: &Shared, state: &mut Recovery) {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+    use std::io;
+    use std::time::{Duration, Instant};
+
     use crate::model::{Role, Timestamp, User};
-    use crate::store::{Command, CommandEnvelope, Store};
+    use crate::store::{
+        Command, CommandEnvelope, Refusal, Store, StoreError, StoreOptions, StoreStatus,
+    };
+
+    fn quick_recovery() -> StoreOptions {
+        StoreOptions {
+            reopen_backoff: Duration::from_millis(5),
+            reopen_backoff_max: Duration::from_millis(50),
+        }
+    }
+
+    /// Polls `condition` until it holds; panics after a generous bound.
+    fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !condition() {
+            assert!(Instant::now() < deadline, "timed out waiting until {what}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// The usernames stored, and the log checked for gaps: indices 1..=n in order.
+    fn stored_users(store: &Store) -> (BTreeSet<String>, Vec<String>) {
+        let reader = store.reader().unwrap();
+        let users = reader
+            .users()
+            .unwrap()
+            .into_iter()
+            .map(|u| u.username)
+            .collect();
+        let log = reader.log_entries(1, usize::MAX).unwrap();
+        let indexes: Vec<u64> = log.iter().map(|entry| entry.index).collect();
+        assert_eq!(indexes, (1..=log.len() as u64).collect::<Vec<u64>>());
+        let logged = log
+            .into_iter()
+            .filter_map(|entry| match entry.envelope.command {
+                Command::CreateUser { user } => Some(user.username),
+                _ => None,
+            })
+            .collect();
+        (users, logged)
+    }
+
+    #[test]
+    fn a_failed_commit_stops_writes_until_the_file_is_reopened_by_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_with(dir.path(), quick_recovery()).unwrap();
+        for n in 0..5 {
+            store
+                .apply_blocking(create_user(format!("before-{n}")))
+                .unwrap();
+        }
+        // The commit fails, then the first two attempts to reopen the file.
+        store.faults().fail_writes(3, io::ErrorKind::Other);
+        let refused = store.apply_blocking(create_user("lost".into()));
+        assert!(
+            matches!(refused, Err(StoreError::WritesSuspended(_))),
+            "{refused:?}"
+        );
+        wait_until("writes resume", || store.status().writable);
+        assert_eq!(
+            store.status(),
+            StoreStatus {
+                writable: true,
+                readable: true,
+                refusal: None,
+                reason: None,
+                since: None,
+                free_bytes: store.status().free_bytes,
+                database_bytes: store.status().database_bytes,
+            }
+        );
+        store.apply_blocking(create_user("after".into())).unwrap();
+        let (users, logged) = stored_users(&store);
+        let expected: BTreeSet<String> = (0..5)
+            .map(|n| format!("before-{n}"))
+            .chain(["after".to_string()])
+            .collect();
+        assert_eq!(users, expected);
+        assert_eq!(
+            logged.len(),
+            6,
+            "one log entry per stored command: {logged:?}"
+        );
+    }
+
+    #[test]
+    fn while_the_file_cannot_be_reopened_writes_are_refused_with_the_cause() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_with(dir.path(), quick_recovery()).unwrap();
+        store.faults().fail_writes(u64::MAX, io::ErrorKind::Other);
+        assert!(store.apply_blocking(create_user("a".into())).is_err());
+        let status = store.status();
+        assert!(!status.writable);
+        assert_eq!(status.refusal, Some(Refusal::Io));
+        assert!(
+            status
+                .reason
+                .as_deref()
+                .unwrap_or("")
+                .contains("injected store fault"),
+            "{status:?}"
+        );
+        let refused = store.apply_blocking(create_user("b".into()));
+        assert!(matches!(refused, Err(StoreError::WritesSuspended(_))));
+        store.faults().clear();
+        wait_until("writes resume", || store.status().writable);
+        store.apply_blocking(create_user("c".into())).unwrap();
+        let (users, _) = stored_users(&store);
+        assert_eq!(users, BTreeSet::from(["c".to_string()]));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_full_disk_loses_no_acknowledged_write_and_leaves_no_gap_in_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_with(dir.path(), quick_recovery()).unwrap();
+        let n_refused = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let writers: Vec<_> = (0..8)
+            .map(|w| {
+                let store = store.clone();
+                let n_refused = n_refused.clone();
+                tokio::spawn(async move {
+                    let (mut acked, mut refused) = (Vec::new(), Vec::new());
+                    let mut n = 0;
+                    while acked.len() < 40 {
+                        let name = format!("u{w}-{n}");
+                        n += 1;
+                        match store.apply(create_user(name.clone())).await {
+                            Ok(_) => acked.push(name),
+                            Err(StoreError::StorageFull(message)) => {
+                                assert!(message.contains("free"), "{message}");
+                                refused.push(name);
+                                n_refused.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                                tokio::task::yield_now().await;
+                            }
+                            Err(other) => panic!("unexpected refusal: {other:?}"),
+                        }
+                    }
+                    (acked, refused)
+                })
+            })
+            .collect();
+        let watcher = store.clone();
+        tokio::task::spawn_blocking(move || {
+            wait_until("some writes commit", || {
+                watcher
+                    .reader()
+                    .is_ok_and(|r| r.user_count().unwrap_or(0) >= 40)
+            });
+            watcher.faults().fill();
+            wait_until("writes are refused", || {
+                n_refused.load(std::sync::atomic::Ordering::SeqCst) >= 20
+            });
+            let status = watcher.status();
+            assert_eq!(status.refusal, Some(Refusal::NoSpace));
+            assert_eq!(status.free_bytes, Some(0));
+            watcher.faults().clear();
+        })
+        .await
+        .unwrap();
+        let (mut acked, mut refused) = (BTreeSet::new(), BTreeSet::new());
+        for writer in writers {
+            let (a, r) = writer.await.unwrap();
+            acked.extend(a);
+            refused.extend(r);
+        }
+        assert!(store.status().writable);
+        let (users, logged) = stored_users(&store);
+        assert!(acked.is_subset(&users), "an acknowledged write is missing");
+        assert!(
+            users
+                .iter()
+                .all(|u| acked.contains(u) || refused.contains(u)),
+            "a stored user nobody wrote"
+        );
+        assert_eq!(logged.len(), users.len(), "one log entry per stored user");
+        assert_eq!(acked.len(), 8 * 40);
+    }
 
     fn create_user(username: String) -> CommandEnvelope {
         let now = Timestamp::now();
