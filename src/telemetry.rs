@@ -355,6 +355,7 @@ fn register_at_zero() {
         AlertKind::InconclusivePause,
         AlertKind::DeploymentFailed,
         AlertKind::ReplicationLag,
+        AlertKind::StoreUnavailable,
     ] {
         metrics::counter!("edgeplane_alerts_total", "kind" => kind.as_str()).absolute(0);
     }
