@@ -115,6 +115,9 @@ pub fn build_with(
     seams: EngineSeams,
 ) -> Result<ApiState, StartError> {
     let opened = open(&settings)?;
+    opened
+        .store
+        .set_free_space_reserve(settings.store.free_space_reserve);
     bootstrap_admin(&opened.store, &settings.server.data_dir, bootstrap_password)?;
     crate::api::extract::set_body_limit(settings.server.max_body_bytes);
     let limits = RateLimits::new(&settings.limits);

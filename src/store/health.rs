@@ -58,6 +58,8 @@ pub(crate) struct StoreHealth {
     free_bytes: AtomicU64,
     database_bytes: AtomicU64,
     reserve_bytes: AtomicU64,
+    /// Free space was below the reserve at the last look (logged on each crossing).
+    below_reserve: AtomicBool,
     probed_at: Mutex<Option<Instant>>,
 }
 
@@ -79,6 +81,7 @@ impl StoreHealth {
             free_bytes: AtomicU64::new(UNKNOWN),
             database_bytes: AtomicU64::new(UNKNOWN),
             reserve_bytes: AtomicU64::new(0),
+            below_reserve: AtomicBool::new(false),
             probed_at: Mutex::new(None),
         };
         metrics::gauge!("edgeplane_store_writable").set(1.0);
@@ -102,10 +105,26 @@ impl StoreHealth {
             return false;
         }
         self.probe_disk_if_stale();
-        match self.free_bytes.load(Ordering::Relaxed) {
-            UNKNOWN => false,
-            free => free < reserve,
+        let free = self.free_bytes.load(Ordering::Relaxed);
+        let below = free != UNKNOWN && free < reserve;
+        if self.below_reserve.swap(below, Ordering::Relaxed) != below {
+            if below {
+                tracing::warn!(
+                    free_bytes = free,
+                    reserve_bytes = reserve,
+                    "free space on the data directory's filesystem ({}) is below the reserve \
+                     ({}): metric samples are no longer stored",
+                    bytes(free),
+                    bytes(reserve)
+                );
+            } else {
+                tracing::info!(
+                    free_bytes = free,
+                    "free space is above the reserve again: metric samples are stored"
+                );
+            }
         }
+        below
     }
 
     /// Writes stop, for `refusal`; answers whether they were running until now (the caller
