@@ -276,7 +276,12 @@ pub async fn serve(settings: Settings, prometheus: PrometheusHandle) -> anyhow::
     let watchdog_state = state.clone();
     let _watchdog = crate::notify::ready(move || {
         let state = watchdog_state.clone();
-        async move { state.is_ready() && state.thresholds().await.is_ok() }
+        // A store refusing writes recovers by itself (it reopens its file in the background);
+        // a restart would not help it, so only a store that should answer and does not counts.
+        async move {
+            let recovering = !state.store().status().writable;
+            state.is_ready() && (recovering || state.thresholds().await.is_ok())
+        }
     });
     let shutdown_state = state.clone();
     let shutdown = async move {
