@@ -214,7 +214,7 @@ impl From<StoreError> for ApiError {
             }
             // The store logged once when writes stopped; each refusal says why, not the log.
             StoreError::StorageFull(message) => ApiError::InsufficientStorage(message),
-            StoreError::WritesSuspended(message) => ApiError::Unavailable(message),
+            StoreError::Recovering(message) => ApiError::Unavailable(message),
             StoreError::Corrupt(message) => ApiError::Internal(message),
         }
     }

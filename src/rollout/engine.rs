@@ -467,6 +467,8 @@ impl Loop {
         let mut actions: BTreeMap<String, Vec<Action>> = BTreeMap::new();
         let mut replies = Vec::new();
         let mut ticked = false;
+        // A start the store could not serve: it stays admitted and starts once writes resume.
+        let mut start_refused: Option<StoreError> = None;
         let mut context = self.settings.step.clone();
         context.unhealthy = self.unhealthy_edges(now).await;
 
@@ -481,6 +483,10 @@ impl Loop {
                             touched.entry(id.clone()).or_insert((0, Vec::new()));
                             actions.entry(id.clone()).or_default().extend(new_actions);
                             replies.push((reply, id));
+                        }
+                        Err(EngineError::Store(error)) if store_refuses_writes(&error) => {
+                            let _ = reply.send(Err(EngineError::Store(error.clone())));
+                            start_refused = Some(error);
                         }
                         Err(error) => {
                             self.fail_unstarted(admitted, now, &error).await;
@@ -697,7 +703,7 @@ impl Loop {
         for (id, list) in actions {
             self.execute(&id, list).await;
         }
-        if let Some(error) = refused {
+        if let Some(error) = refused.or(start_refused) {
             self.suspend(now, &error);
             return;
         }
@@ -1223,7 +1229,7 @@ impl Loop {
 fn store_refuses_writes(error: &StoreError) -> bool {
     matches!(
         error,
-        StoreError::Unavailable(_) | StoreError::StorageFull(_) | StoreError::WritesSuspended(_)
+        StoreError::Unavailable(_) | StoreError::StorageFull(_) | StoreError::Recovering(_)
     )
 }
 
@@ -1231,7 +1237,7 @@ fn store_refuses_writes(error: &StoreError) -> bool {
 /// work they concern is re-issued from the stored records once writes resume).
 fn refuse_while_suspended(batch: Vec<Message>) {
     let refusal = || {
-        EngineError::Store(StoreError::WritesSuspended(
+        EngineError::Store(StoreError::Recovering(
             "the store refuses writes; deployments are paused until they resume".into(),
         ))
     };

@@ -178,7 +178,7 @@ impl StoreHealth {
                 "{}; reads are still served",
                 self.no_space_message()
             )),
-            Refusal::Io => StoreError::WritesSuspended(
+            Refusal::Io => StoreError::Recovering(
                 "writes are suspended after an I/O error on the store file and resume by \
                  themselves once it is reopened; reads are still served; retry shortly"
                     .into(),

@@ -84,9 +84,10 @@ pub enum StoreError {
     /// full and what to do.
     #[error("{0}")]
     StorageFull(String),
-    /// A write refused while the store recovers from an I/O error (reads are served).
+    /// Refused while the store recovers from an I/O error: writes until it has reopened its
+    /// file (and, after a full disk, space was freed), reads until the file is open again.
     #[error("{0}")]
-    WritesSuspended(String),
+    Recovering(String),
     #[error("stored data is unreadable: {0}")]
     Corrupt(String),
 }
@@ -161,8 +162,8 @@ impl Shared {
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
             .ok_or_else(|| {
-                StoreError::Unavailable(
-                    "the store file is being reopened after an I/O error".into(),
+                StoreError::Recovering(
+                    "the store file is being reopened after an I/O error; retry shortly".into(),
                 )
             })
     }

@@ -386,7 +386,7 @@ mod tests {
         store.faults().fail_writes(3, io::ErrorKind::Other);
         let refused = store.apply_blocking(create_user("lost".into()));
         assert!(
-            matches!(refused, Err(StoreError::WritesSuspended(_))),
+            matches!(refused, Err(StoreError::Recovering(_))),
             "{refused:?}"
         );
         wait_until("writes resume", || store.status().writable);
@@ -434,7 +434,7 @@ mod tests {
             "{status:?}"
         );
         let refused = store.apply_blocking(create_user("b".into()));
-        assert!(matches!(refused, Err(StoreError::WritesSuspended(_))));
+        assert!(matches!(refused, Err(StoreError::Recovering(_))));
         store.faults().clear();
         wait_until("writes resume", || store.status().writable);
         store.apply_blocking(create_user("c".into())).unwrap();
