@@ -30,8 +30,10 @@ pub struct StoreStatus {
     /// Reads are answered (the database is open).
     pub readable: bool,
     pub refusal: Option<Refusal>,
-    /// The cause, in words an operator can act on; `None` while writable.
+    /// Why writes are refused, in words an operator can act on; `None` while writable.
     pub reason: Option<String>,
+    /// The failure as the filesystem reported it (for the log, not for answers).
+    pub cause: Option<String>,
     /// Since when writes have been refused.
     pub since: Option<Timestamp>,
     /// Free bytes on the data directory's filesystem (for an unprivileged process).
@@ -201,17 +203,16 @@ impl StoreHealth {
         let known = |value: u64| (value != UNKNOWN).then_some(value);
         let reason = refused.as_ref().map(|r| match r.refusal {
             Refusal::NoSpace => self.no_space_message(),
-            Refusal::Io => format!(
-                "writes are suspended after an I/O error on the store file ({}); it is being \
-                 reopened",
-                r.cause
-            ),
+            Refusal::Io => "writes are suspended after an I/O error on the store file (the \
+                            server log has the cause); it is being reopened"
+                .to_string(),
         });
         StoreStatus {
             writable: self.is_writable(),
             readable: self.readable.load(Ordering::Acquire),
             refusal: refused.as_ref().map(|r| r.refusal),
             reason,
+            cause: refused.as_ref().map(|r| r.cause.clone()),
             since: refused.as_ref().map(|r| r.since),
             free_bytes: known(self.free_bytes.load(Ordering::Relaxed)),
             database_bytes: known(self.database_bytes.load(Ordering::Relaxed)),

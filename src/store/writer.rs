@@ -397,6 +397,7 @@ mod tests {
                 readable: true,
                 refusal: None,
                 reason: None,
+                cause: None,
                 since: None,
                 free_bytes: store.status().free_bytes,
                 database_bytes: store.status().database_bytes,
@@ -425,13 +426,14 @@ mod tests {
         let status = store.status();
         assert!(!status.writable);
         assert_eq!(status.refusal, Some(Refusal::Io));
-        assert!(
-            status
-                .reason
-                .as_deref()
-                .unwrap_or("")
-                .contains("injected store fault"),
+        assert_eq!(
+            status.cause.as_deref(),
+            Some("injected store fault"),
             "{status:?}"
+        );
+        assert!(
+            !status.reason.as_deref().unwrap_or("").contains("injected"),
+            "the reason /ready gives names no internals: {status:?}"
         );
         let refused = store.apply_blocking(create_user("b".into()));
         assert!(matches!(refused, Err(StoreError::Recovering(_))));
