@@ -25,6 +25,7 @@ mod health;
 mod patterns;
 pub mod ring;
 pub mod series;
+pub mod snapshot;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -40,6 +41,8 @@ pub use command::{
     Applied, AuditRecord, Command, CommandEnvelope, EdgeChanges, EdgeRecord, Freeze,
     HeartbeatRecord, LogEntry,
 };
+
+pub use snapshot::{SnapshotMeta, restore_snapshot, verify_snapshot, write_offline_snapshot};
 
 use crate::model::{Configuration, ConfigurationVersion, Deployment, User};
 
