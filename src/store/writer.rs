@@ -30,7 +30,8 @@ const PROBE_DISK_EVERY: Duration = Duration::from_secs(5);
 const RESUME_MARGIN_BYTES: u64 = 1024 * 1024;
 
 /// After a full disk, writes are tried again after this long even if free space did not
-/// grow as measured (a quota, say, is not in the filesystem's free space).
+/// grow as measured, provided the filesystem has a margin free (a quota, say, is not in the
+/// filesystem's free space); a disk that stays full keeps writes refused.
 const RETRY_FULL_AFTER: Duration = Duration::from_secs(30);
 
 type Outcome = Result<Applied, StoreError>;
@@ -301,8 +302,10 @@ fn recover(shared: &Shared, state: &mut Recovery) -> bool {
     if state.refusal == Refusal::NoSpace {
         shared.health.probe_disk();
         let free = shared.health.free_bytes().unwrap_or(0);
-        let enough = free >= state.free_at_failure.saturating_add(RESUME_MARGIN_BYTES);
-        if !enough && state.last_write_try.elapsed() < RETRY_FULL_AFTER {
+        let freed = free >= state.free_at_failure.saturating_add(RESUME_MARGIN_BYTES);
+        let worth_a_try =
+            free >= RESUME_MARGIN_BYTES && state.last_write_try.elapsed() >= RETRY_FULL_AFTER;
+        if !freed && !worth_a_try {
             // Free space is cheap to ask for: look again soon rather than backing off.
             state.next_attempt = Instant::now() + shared.options.reopen_backoff;
             return false;
