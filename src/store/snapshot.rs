@@ -504,11 +504,14 @@ fn read_u32(input: &mut impl Read) -> Result<u32, StoreError> {
     Ok(u32::from_be_bytes(read_exact(input)?))
 }
 
+/// Where [`read_entries`] hands each (key, value) it reads.
+type InsertEntry<'a> = dyn FnMut(&[u8], &[u8]) -> Result<(), StoreError> + 'a;
+
 /// Reads one table's entries up to its end record, handing each to `insert`.
 fn read_entries(
     input: &mut HashingReader<impl Read>,
     digest: &mut DigestSink,
-    insert: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), StoreError>,
+    insert: &mut InsertEntry<'_>,
 ) -> Result<u64, StoreError> {
     let mut entries = 0u64;
     loop {
