@@ -50,7 +50,7 @@ impl std::io::Write for ChannelWriter {
         status = 200,
         description = "The snapshot stream (checksummed; a cut-off transfer fails its check on restore)",
         content_type = "application/octet-stream",
-        body = Vec<u8>,
+        body = String,
         headers(
             ("X-Edgeplane-Term" = u64, description = "The store's term at the snapshot"),
             ("X-Edgeplane-Index" = u64, description = "Index of the last command log entry it holds"),

@@ -8,6 +8,7 @@
 pub mod agent;
 mod http;
 pub mod simulator;
+mod term;
 
 pub use agent::{AgentConfig, AgentConfigError};
 pub use simulator::{Fleet, SimulateOptions};

@@ -261,6 +261,7 @@ struct SimEdge {
     requests_per_sec: f64,
     started_at: Timestamp,
     heartbeats_sent: AtomicU64,
+    terms: super::term::TermGuard,
 }
 
 impl SimEdge {
@@ -451,6 +452,10 @@ impl EdgeService for SimEdge {
         self.down.load(Ordering::Relaxed)
     }
 
+    fn terms(&self) -> &super::term::TermGuard {
+        &self.terms
+    }
+
     async fn push(&self, configuration_id: String, request: PushRequest) -> PushReply {
         let knobs = self.knobs();
         if !knobs.push_latency.is_zero() {
@@ -621,6 +626,7 @@ impl Fleet {
                 requests_per_sec,
                 started_at: Timestamp::now(),
                 heartbeats_sent: AtomicU64::new(0),
+                terms: super::term::TermGuard::in_memory(),
             });
             let mut stop_rx = stop_rx.clone();
             let app = router(edge.clone());
@@ -740,6 +746,11 @@ impl Fleet {
                     .push_latency = latency
             })
             .is_some()
+    }
+
+    /// The highest cluster term the edge has seen on a push or rollback (0 before any).
+    pub fn term_seen(&self, location_id: &str) -> Option<u64> {
+        Some(self.edge(location_id)?.terms.highest())
     }
 
     /// The version of `configuration_id` the edge runs now.

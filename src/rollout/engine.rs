@@ -77,9 +77,20 @@ pub struct PushContent {
 /// An edge's answer to a push or rollback.
 #[derive(Clone, Debug, PartialEq)]
 pub enum EdgeAnswer {
-    Acked { latency_ms: u64 },
-    Nacked { reason: String },
-    Failed { error: String },
+    Acked {
+        latency_ms: u64,
+    },
+    Nacked {
+        reason: String,
+    },
+    Failed {
+        error: String,
+    },
+    /// The edge has seen a higher cluster term: this node is no longer primary. Not an
+    /// answer about the edge, so the edge is left without a decision for the primary to take.
+    StaleTerm {
+        seen: u64,
+    },
 }
 
 /// Why a version's push content could not be made.
@@ -1052,6 +1063,13 @@ impl Loop {
                     let work = async move {
                         let answer = transport.push(target, content).await;
                         let (event, edge_version) = match answer {
+                            EdgeAnswer::StaleTerm { seen } => {
+                                tracing::warn!(
+                                    seen,
+                                    "push refused: the edge has seen a higher term"
+                                );
+                                return;
+                            }
                             EdgeAnswer::Acked { latency_ms } => (
                                 Event::EdgeAcked {
                                     location: location.clone(),
@@ -1183,6 +1201,10 @@ impl Loop {
                 .rollback(target, configuration_id, to_version.clone())
                 .await;
             let (event, edge_version) = match answer {
+                EdgeAnswer::StaleTerm { seen } => {
+                    tracing::warn!(seen, "rollback refused: the edge has seen a higher term");
+                    return;
+                }
                 EdgeAnswer::Acked { .. } => (
                     Event::EdgeRolledBack {
                         location: location.clone(),

@@ -558,6 +558,11 @@ impl Reader {
         Ok(out)
     }
 
+    /// The node's current cluster term (1 until a promotion raises it).
+    pub fn current_term(&self) -> Result<u64, StoreError> {
+        Ok(apply::current_term_of(&self.meta(apply::TERM_KEY)?))
+    }
+
     /// (term, index) of the last log entry; (current term, 0) for an empty log.
     pub fn last_log_position(&self) -> Result<(u64, u64), StoreError> {
         let table = self.txn.open_table(LOG)?;

@@ -328,7 +328,7 @@ pub struct PendingSnapshot {
 impl PendingSnapshot {
     fn new(txn: ReadTransaction) -> Result<Self, StoreError> {
         let reader = super::Reader { txn };
-        let term = super::apply::current_term_of(&reader.meta(super::apply::TERM_KEY)?);
+        let term = reader.current_term()?;
         let (log_term, index) = reader.last_log_position()?;
         Ok(Self {
             txn: reader.txn,
@@ -446,7 +446,13 @@ pub fn write_offline_snapshot(
                 path.display()
             )));
         }
-        Err(error) => return Err(error.into()),
+        Err(error) => {
+            return Err(StoreError::Unavailable(format!(
+                "cannot open {} read-only: {error} (after a crash, start and stop the server \
+                 once so that it recovers the store)",
+                path.display()
+            )));
+        }
     };
     PendingSnapshot::new(db.begin_read()?)?.write_to(out)
 }
@@ -504,14 +510,14 @@ fn read_u32(input: &mut impl Read) -> Result<u32, StoreError> {
     Ok(u32::from_be_bytes(read_exact(input)?))
 }
 
-/// Where [`read_entries`] hands each (key, value) it reads.
-type InsertEntry<'a> = dyn FnMut(&[u8], &[u8]) -> Result<(), StoreError> + 'a;
+/// Where a restored entry goes: its table, or nowhere when only checking.
+type InsertFn<'a> = dyn FnMut(&[u8], &[u8]) -> Result<(), StoreError> + 'a;
 
 /// Reads one table's entries up to its end record, handing each to `insert`.
 fn read_entries(
     input: &mut HashingReader<impl Read>,
     digest: &mut DigestSink,
-    insert: &mut InsertEntry<'_>,
+    insert: &mut InsertFn<'_>,
 ) -> Result<u64, StoreError> {
     let mut entries = 0u64;
     loop {

@@ -8,9 +8,11 @@
 //!   versions that were active before (for rollback), and each kept version's checksum,
 //!   type and metadata;
 //! - `agent.addr`: the address a running agent listens on, so that `edgeplane agent rollback`
-//!   goes through the running agent (which owns the state) instead of beside it.
+//!   goes through the running agent (which owns the state) instead of beside it;
+//! - `term`: the highest cluster term a push or rollback carried; one from a lower term is
+//!   refused with 409 `STALE_TERM` (SPEC §9), across restarts.
 //!
-//! Both are written atomically (temp file in the same directory, fsync, rename, fsync of the
+//! The files are written atomically (temp file in the same directory, fsync, rename, fsync of the
 //! directory), so a crash leaves either the old or the new file, never a torn one.
 //!
 //! Order of a push: the version file is written first, then `test_command` and
@@ -55,6 +57,7 @@ pub(crate) struct Agent {
     /// Serialises writers of `state.json` so the last write carries the latest state.
     state_writer: tokio::sync::Mutex<()>,
     started_at: Timestamp,
+    terms: crate::edge::term::TermGuard,
 }
 
 impl Agent {

@@ -38,6 +38,10 @@ impl EdgeService for Agent {
     async fn active(&self) -> ActiveConfigurations {
         self.active_list()
     }
+
+    fn terms(&self) -> &crate::edge::term::TermGuard {
+        &self.terms
+    }
 }
 
 /// Runs the agent until SIGTERM or ctrl-c: the edge protocol on `listen` and the heartbeat

@@ -68,12 +68,14 @@ impl Agent {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => AgentState::default(),
             Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
         };
+        let terms = open_terms(&config.state_dir)?;
         Ok(Self {
             config,
             state: Mutex::new(state),
             config_locks: Mutex::new(HashMap::new()),
             state_writer: tokio::sync::Mutex::new(()),
             started_at: Timestamp::now(),
+            terms,
         })
     }
 
@@ -199,6 +201,24 @@ pub(super) fn prune(state: &mut ConfigState, keep: usize) -> Vec<String> {
     }
     pruned
 }
+
+/// The term guard of the agent, from `state_dir/term` (0 when no term was seen yet).
+fn open_terms(state_dir: &Path) -> anyhow::Result<crate::edge::term::TermGuard> {
+    let path = state_dir.join(TERM_FILE);
+    let highest = match std::fs::read_to_string(&path) {
+        Ok(text) => crate::protocol::term::parse_term(&text)
+            .with_context(|| format!("{} does not hold a term", path.display()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    Ok(crate::edge::term::TermGuard::persistent(
+        highest,
+        Box::new(move |term| write_atomic(&path, format!("{term}\n").as_bytes())),
+    ))
+}
+
+/// File in the state dir holding the highest term seen.
+const TERM_FILE: &str = "term";
 
 /// Writes `bytes` to `path` so that readers see the old file or the new one, never a mix,
 /// and the new one survives a power cut once this returns.
