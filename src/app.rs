@@ -115,6 +115,9 @@ pub fn build_with(
     seams: EngineSeams,
 ) -> Result<ApiState, StartError> {
     let opened = open(&settings)?;
+    opened
+        .store
+        .set_free_space_reserve(settings.store.free_space_reserve);
     bootstrap_admin(&opened.store, &settings.server.data_dir, bootstrap_password)?;
     crate::api::extract::set_body_limit(settings.server.max_body_bytes);
     let limits = RateLimits::new(&settings.limits);
@@ -280,7 +283,12 @@ pub async fn serve(settings: Settings, prometheus: PrometheusHandle) -> anyhow::
     let watchdog_state = state.clone();
     let _watchdog = crate::notify::ready(move || {
         let state = watchdog_state.clone();
-        async move { state.is_ready() && state.thresholds().await.is_ok() }
+        // A store refusing writes recovers by itself (it reopens its file in the background);
+        // a restart would not help it, so only a store that should answer and does not counts.
+        async move {
+            let recovering = !state.store().status().writable;
+            state.is_ready() && (recovering || state.thresholds().await.is_ok())
+        }
     });
     let shutdown_state = state.clone();
     let shutdown = async move {

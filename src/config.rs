@@ -36,6 +36,7 @@ pub struct Settings {
     pub edges: EdgeSettings,
     pub rollout: RolloutSettings,
     pub alerts: AlertSettings,
+    pub store: StoreSettings,
     /// What loading noticed but did not refuse, for the log once it is set up.
     #[serde(skip)]
     pub warnings: Vec<String>,
@@ -288,6 +289,63 @@ impl Default for AlertSettings {
     }
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSettings {
+    /// Free space on the data directory's filesystem below which heartbeats' metric samples
+    /// are no longer stored, so configuration and deployment writes still fit. `0`: none.
+    #[serde(deserialize_with = "byte_size")]
+    pub free_space_reserve: u64,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        Self {
+            free_space_reserve: 256 * 1024 * 1024,
+        }
+    }
+}
+
+/// A size: a number of bytes, or a string such as `"256MiB"`, `"1 GiB"`, `"500MB"`.
+fn byte_size<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Size {
+        Bytes(u64),
+        Text(String),
+    }
+    match Size::deserialize(deserializer)? {
+        Size::Bytes(n) => Ok(n),
+        Size::Text(text) => parse_byte_size(&text).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "'{text}' is not a size (a number of bytes, or e.g. 256MiB, 1GiB, 500MB)"
+            ))
+        }),
+    }
+}
+
+fn parse_byte_size(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let n: u64 = digits.parse().ok()?;
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        "tib" => 1 << 40,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        _ => return None,
+    };
+    n.checked_mul(factor)
+}
+
 /// Command-line values that beat the file and the environment.
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
@@ -425,8 +483,8 @@ impl Settings {
 }
 
 /// Known sections, so `EDGEPLANE_<SECTION>_<KEY>` can be split where the key has underscores.
-const SECTIONS: [&str; 8] = [
-    "server", "log", "auth", "secrets", "limits", "edges", "rollout", "alerts",
+const SECTIONS: [&str; 9] = [
+    "server", "log", "auth", "secrets", "limits", "edges", "rollout", "alerts", "store",
 ];
 
 /// Variables that configure something other than settings keys: the bootstrap password,
@@ -508,6 +566,7 @@ fn deserialize_named(table: toml::Table) -> Result<Settings, ConfigError> {
             "limits" => LimitSettings::deserialize(inner.clone()).map(drop),
             "edges" => EdgeSettings::deserialize(inner.clone()).map(drop),
             "rollout" => RolloutSettings::deserialize(inner.clone()).map(drop),
+            "store" => StoreSettings::deserialize(inner.clone()).map(drop),
             _ => AlertSettings::deserialize(inner.clone()).map(drop),
         };
         if let Err(error) = result {
@@ -560,6 +619,28 @@ mod tests {
         assert_eq!(s.server.data_dir, PathBuf::from("./edgeplane-data"));
         assert_eq!(s.limits.writes_per_minute, 20);
         assert_eq!(s.edges.healthy_within, Duration::from_secs(120));
+    }
+
+    #[test]
+    fn the_free_space_reserve_takes_bytes_or_a_size_with_its_unit() {
+        let default = Settings::load(None, Vec::new(), &Overrides::default()).unwrap();
+        assert_eq!(default.store.free_space_reserve, 256 * 1024 * 1024);
+        for (written, bytes) in [
+            ("1048576", 1 << 20),
+            ("\"512MiB\"", 512 << 20),
+            ("\"2 GiB\"", 2 << 30),
+            ("\"500MB\"", 500_000_000),
+            ("0", 0),
+        ] {
+            let s = load(&format!("[store]\nfree_space_reserve = {written}\n"), &[]).unwrap();
+            assert_eq!(s.store.free_space_reserve, bytes, "{written}");
+        }
+        let env = load("", &[("EDGEPLANE_STORE_FREE_SPACE_RESERVE", "64MiB")]).unwrap();
+        assert_eq!(env.store.free_space_reserve, 64 << 20);
+        let error = load("[store]\nfree_space_reserve = \"lots\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("store.free_space_reserve"), "{error}");
     }
 
     #[test]

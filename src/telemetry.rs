@@ -355,6 +355,7 @@ fn register_at_zero() {
         AlertKind::InconclusivePause,
         AlertKind::DeploymentFailed,
         AlertKind::ReplicationLag,
+        AlertKind::StoreUnavailable,
     ] {
         metrics::counter!("edgeplane_alerts_total", "kind" => kind.as_str()).absolute(0);
     }
@@ -380,6 +381,8 @@ fn register_at_zero() {
     for result in ["acked", "nacked", "failed"] {
         metrics::counter!("edgeplane_reconcile_pushes_total", "result" => result).absolute(0);
     }
+    // The store's own gauges (writable, free bytes, file size) are set when it opens.
+    metrics::counter!("edgeplane_samples_dropped_total", "reason" => "disk_reserve").absolute(0);
 }
 
 #[cfg(test)]

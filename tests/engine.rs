@@ -1,6 +1,7 @@
 //! The deployment engine on its injected clock, against a scripted transport that records every
 //! push and rollback: quarantine after repeated NACKs, a canary wave whose push times out, an
-//! ack after a timed-out attempt, and a restart with pushes in flight.
+//! ack after a timed-out attempt, a restart with pushes in flight, and a step the store
+//! refuses to save.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -8,14 +9,16 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 
+use edgeplane::model::EventKind;
 use edgeplane::model::{
     Capacity, CreateDeployment, Deployment, DeploymentStatus, EdgeHealth, EdgeLocation, EdgeState,
     EdgeType, RollbackConfig, Strategy, Timestamp,
 };
 use edgeplane::rollout::engine::{
-    AlertSink, EdgeAnswer, EdgeTarget, EdgeTransport, Engine, EngineSettings, PushContent,
+    AlertSink, EdgeAnswer, EdgeTarget, EdgeTransport, Engine, EngineError, EngineSettings,
+    PushContent,
 };
-use edgeplane::rollout::machine::AlertKind;
+use edgeplane::rollout::machine::{AlertKind, OperatorAction};
 use edgeplane::secrets::SecretBox;
 use edgeplane::store::{Command, CommandEnvelope, EdgeRecord, Store};
 
@@ -557,4 +560,96 @@ fn a_restarted_engine_re_issues_the_pushes_left_without_an_answer() {
         .await;
         assert_eq!(done.status, DeploymentStatus::Completed, "{done:?}");
     });
+}
+
+#[tokio::test]
+async fn a_step_the_store_refuses_pushes_nothing_and_the_deployment_resumes_with_the_store() {
+    let targets = ["edge-a", "edge-b", "edge-c", "edge-d"];
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = store_with(dir.path(), &targets);
+    let edges = ScriptedEdges::new(|_, _| acked());
+    let alerts = Arc::new(Alerts::default());
+    let clock = Arc::new(ManualClock::new(START));
+    let engine = start_engine(&store, edges.clone(), alerts.clone(), clock.clone(), 3);
+
+    deploy(
+        &engine,
+        &store,
+        "deploy-1",
+        Strategy::RegionalCanary,
+        &targets,
+    )
+    .await;
+    wait_stored(&store, "deploy-1", "the canary acks", |d| {
+        d.edges["edge-a"].state == EdgeState::Acked
+    })
+    .await;
+    let later = ["edge-b", "edge-c", "edge-d"];
+    assert!(later.iter().all(|l| edges.pushes_to(l) == 0));
+
+    // The disk fills; past the canary's watch the engine steps into the next wave, whose
+    // record the store refuses.
+    store.faults().fill();
+    clock.advance(Duration::from_secs(2 * 3600));
+    engine.tick();
+    wait_for("the engine pauses on the refused step", || async {
+        alerts
+            .0
+            .lock()
+            .expect("alerts")
+            .iter()
+            .any(|(kind, _)| *kind == AlertKind::StoreUnavailable)
+            .then_some(())
+    })
+    .await;
+    // Turns run one after another: once this answer comes, the refused turn is over.
+    let refused = engine
+        .operator("deploy-1", OperatorAction::Pause, "admin")
+        .await;
+    assert!(matches!(refused, Err(EngineError::Store(_))), "{refused:?}");
+    for location in later {
+        assert_eq!(
+            edges.pushes_to(location),
+            0,
+            "no push for a step that was not stored: {:?}",
+            edges.calls()
+        );
+    }
+
+    // Space is freed: the store takes writes again by itself and the deployment goes on.
+    store.faults().clear();
+    wait_for("the next wave is pushed", || async {
+        engine.tick();
+        (edges.pushes_to("edge-b") > 0).then_some(())
+    })
+    .await;
+    let done = wait_for("the deployment completes", || async {
+        clock.advance(Duration::from_secs(3600));
+        engine.tick();
+        let deployment = stored(&store, "deploy-1").await;
+        deployment.status.is_terminal().then_some(deployment)
+    })
+    .await;
+    assert_eq!(done.status, DeploymentStatus::Completed, "{done:?}");
+    assert!(
+        done.edges.values().all(|e| e.state == EdgeState::Acked),
+        "{done:?}"
+    );
+    assert!(
+        edges
+            .calls()
+            .iter()
+            .all(|c| !matches!(c, Call::Rollback { .. })),
+        "no edge failed for the store's outage: {:?}",
+        edges.calls()
+    );
+    let paused = done
+        .events
+        .iter()
+        .position(|e| e.kind == EventKind::Paused && e.message.contains("store unavailable"))
+        .expect("the pause is on the timeline");
+    assert_eq!(done.events[paused + 1].kind, EventKind::Resumed, "{done:?}");
+    for location in later {
+        assert_eq!(edges.pushes_to(location), 1, "{:?}", edges.calls());
+    }
 }

@@ -60,6 +60,9 @@ pub enum ApiError {
     RateLimited { message: String, retry_after: u64 },
     #[error("{0}")]
     Unavailable(String),
+    /// A write refused because the data directory's filesystem is full.
+    #[error("{0}")]
+    InsufficientStorage(String),
     /// Something broke inside; the detail is logged, never sent.
     #[error("internal error")]
     Internal(String),
@@ -94,6 +97,7 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -111,6 +115,7 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => "PAYLOAD_TOO_LARGE",
             ApiError::RateLimited { .. } => "RATE_LIMIT_EXCEEDED",
             ApiError::Unavailable(_) => "SERVICE_UNAVAILABLE",
+            ApiError::InsufficientStorage(_) => "INSUFFICIENT_STORAGE",
             ApiError::Internal(_) => "INTERNAL_ERROR",
         }
     }
@@ -128,7 +133,7 @@ pub struct ErrorBody {
 pub struct ErrorPayload {
     /// VALIDATION_ERROR, CONFIG_VALIDATION_ERROR, UNAUTHORIZED, FORBIDDEN, NOT_FOUND,
     /// CONFLICT, FROZEN, METHOD_NOT_ALLOWED, REQUEST_TIMEOUT, PAYLOAD_TOO_LARGE,
-    /// RATE_LIMIT_EXCEEDED, SERVICE_UNAVAILABLE, INTERNAL_ERROR.
+    /// RATE_LIMIT_EXCEEDED, SERVICE_UNAVAILABLE, INSUFFICIENT_STORAGE, INTERNAL_ERROR.
     pub code: String,
     pub message: String,
     pub details: Vec<Detail>,
@@ -207,6 +212,9 @@ impl From<StoreError> for ApiError {
                 tracing::error!(error = %message, "store unavailable");
                 ApiError::Unavailable("the store is unavailable; retry shortly".into())
             }
+            // The store logged once when writes stopped; each refusal says why, not the log.
+            StoreError::StorageFull(message) => ApiError::InsufficientStorage(message),
+            StoreError::Recovering(message) => ApiError::Unavailable(message),
             StoreError::Corrupt(message) => ApiError::Internal(message),
         }
     }

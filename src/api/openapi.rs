@@ -6,7 +6,8 @@
 //! What every operation shares is added here by rule, mirroring the middleware and the
 //! extractors: the bearer requirement (with its 401, and 403 for a role or an edge token that
 //! may not act), 400 where a parameter or body is parsed, 413 where a body is read, 429 from
-//! the rate budget, 408 from the request timeout and 503 where the store is consulted.
+//! the rate budget, 408 from the request timeout, 503 where the store is consulted and 507
+//! where it is written (a full disk).
 
 use std::sync::OnceLock;
 
@@ -73,6 +74,8 @@ error_responses! {
     RateLimited => "Rate limit exceeded (RATE_LIMIT_EXCEEDED); Retry-After says when to retry",
     /// 503: the store (or the deployment engine) cannot answer now.
     Unavailable => "The server cannot answer now (SERVICE_UNAVAILABLE); retry shortly",
+    /// 507: the data directory's filesystem is full; writes resume once space is freed.
+    InsufficientStorage => "The server's disk is full (INSUFFICIENT_STORAGE): the change was not saved; the message gives the free space and the store's size, and writes resume without a restart once space is freed",
 }
 
 #[derive(OpenApi)]
@@ -94,6 +97,7 @@ error_responses! {
             PayloadTooLarge,
             RateLimited,
             Unavailable,
+            InsufficientStorage,
         ),
     ),
     tags(
@@ -131,8 +135,11 @@ pub fn build() -> Value {
         ),
     );
     for item in document.paths.paths.values_mut() {
-        for operation in operations(item) {
-            add_shared_responses(operation);
+        if let Some(read) = item.get.as_mut() {
+            add_shared_responses(read, false);
+        }
+        for write in operations(item) {
+            add_shared_responses(write, true);
         }
     }
     let mut value = serde_json::to_value(&document).unwrap_or(Value::Null);
@@ -141,9 +148,9 @@ pub fn build() -> Value {
     value
 }
 
+/// The operations of `item` that may change something (every method but GET).
 fn operations(item: &mut utoipa::openapi::PathItem) -> Vec<&mut Operation> {
     [
-        item.get.as_mut(),
         item.put.as_mut(),
         item.post.as_mut(),
         item.delete.as_mut(),
@@ -154,7 +161,7 @@ fn operations(item: &mut utoipa::openapi::PathItem) -> Vec<&mut Operation> {
     .collect()
 }
 
-fn add_shared_responses(operation: &mut Operation) {
+fn add_shared_responses(operation: &mut Operation, writes: bool) {
     let id = operation.operation_id.clone().unwrap_or_default();
     let public = PUBLIC_OPERATIONS.contains(&id.as_str());
     let mut shared: Vec<(&str, &str)> = vec![("408", "RequestTimeout"), ("429", "RateLimited")];
@@ -177,6 +184,9 @@ fn add_shared_responses(operation: &mut Operation) {
     }
     if !STORELESS_OPERATIONS.contains(&id.as_str()) {
         shared.push(("503", "Unavailable"));
+        if writes {
+            shared.push(("507", "InsufficientStorage"));
+        }
     }
     for (status, name) in shared {
         operation

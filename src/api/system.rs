@@ -28,7 +28,9 @@ pub async fn health() -> axum::Json<Health> {
     })
 }
 
-/// Readiness: the store answers and the server is not starting or draining.
+/// Readiness: the store answers and takes writes, and the server is not starting or
+/// draining. While writes are refused (a full disk, an I/O error being recovered from) the
+/// answer is 503 with the reason, and says whether reads are still served.
 #[utoipa::path(
     get,
     path = "/ready",
@@ -39,6 +41,20 @@ pub async fn health() -> axum::Json<Health> {
 pub async fn ready(State(state): State<ApiState>) -> Result<axum::Json<Ready>, ApiError> {
     if !state.is_ready() {
         return Err(ApiError::Unavailable("starting or shutting down".into()));
+    }
+    let store = state.store().status();
+    if !store.writable {
+        let reason = store
+            .reason
+            .unwrap_or_else(|| "the store is recovering from an I/O error".into());
+        let reads = if store.readable {
+            "reads are still served"
+        } else {
+            "reads resume once the store file is reopened"
+        };
+        return Err(ApiError::Unavailable(format!(
+            "not ready: writes are refused: {reason}; {reads}"
+        )));
     }
     state
         .store()

@@ -14,7 +14,7 @@ use crate::store::{Command, CommandEnvelope, HeartbeatRecord, Store, StoreError}
 /// Most heartbeats written in one transaction.
 const MAX_BATCH: usize = 1024;
 
-type Reply = oneshot::Sender<Result<(), String>>;
+type Reply = oneshot::Sender<Result<(), StoreError>>;
 
 /// Handle to the heartbeat writer; clones share it.
 #[derive(Clone)]
@@ -35,13 +35,16 @@ impl HeartbeatIntake {
                         Err(_) => break,
                     }
                 }
-                let (beats, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+                let (mut beats, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
                 metrics::histogram!("edgeplane_heartbeat_batch_size").record(beats.len() as f64);
                 let span = tracing::info_span!("heartbeat.batch", size = beats.len());
                 let samples: Vec<_> = beats
                     .iter()
                     .filter_map(|b| b.metrics.clone().map(|m| (b.location_id.clone(), m)))
                     .collect();
+                if store.below_free_space_reserve() {
+                    drop_samples(&mut beats);
+                }
                 let result = store
                     .apply(CommandEnvelope::new(
                         SYSTEM_ACTOR,
@@ -50,8 +53,7 @@ impl HeartbeatIntake {
                     ))
                     .instrument(span)
                     .await
-                    .map(drop)
-                    .map_err(|e| e.to_string());
+                    .map(drop);
                 if result.is_ok() {
                     for (location_id, sample) in &samples {
                         record_traffic(location_id, sample);
@@ -80,7 +82,17 @@ impl HeartbeatIntake {
         answer
             .await
             .map_err(|_| StoreError::Unavailable("heartbeat writer stopped".into()))?
-            .map_err(StoreError::Unavailable)
+    }
+}
+
+/// Below the store's free-space reserve the metric samples, the bulk of what heartbeats write,
+/// are left out so that configuration and deployment writes still fit; health and versions
+/// are still recorded. The edges' traffic counters in Prometheus keep counting.
+fn drop_samples(beats: &mut [HeartbeatRecord]) {
+    let dropped = beats.iter_mut().filter_map(|b| b.metrics.take()).count();
+    if dropped > 0 {
+        metrics::counter!("edgeplane_samples_dropped_total", "reason" => "disk_reserve")
+            .increment(dropped as u64);
     }
 }
 

@@ -45,6 +45,8 @@ pub enum AlertKind {
     InconclusivePause,
     DeploymentFailed,
     ReplicationLag,
+    /// The store refuses writes; running deployments are paused until they resume.
+    StoreUnavailable,
 }
 
 impl AlertKind {
@@ -58,6 +60,7 @@ impl AlertKind {
             AlertKind::InconclusivePause => "InconclusivePause",
             AlertKind::DeploymentFailed => "DeploymentFailed",
             AlertKind::ReplicationLag => "ReplicationLag",
+            AlertKind::StoreUnavailable => "StoreUnavailable",
         }
     }
 }

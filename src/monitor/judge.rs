@@ -272,6 +272,7 @@ fn alert_kind(kind: RolloutAlert, deployment: &Deployment) -> AlertKind {
         RolloutAlert::Stuck => AlertKind::StuckDeployment,
         RolloutAlert::Inconclusive => AlertKind::InconclusivePause,
         RolloutAlert::Quarantined => AlertKind::Quarantine,
+        RolloutAlert::StoreUnavailable => AlertKind::StoreUnavailable,
         RolloutAlert::WaveFailed | RolloutAlert::RollbackIncomplete | RolloutAlert::NoTargets => {
             AlertKind::DeploymentFailed
         }

@@ -10,6 +10,12 @@
 //!
 //! Time comes from a [`Clock`]; edges are reached through an [`EdgeTransport`]; verdicts come
 //! from an [`Analysis`]: the three seams tests replace.
+//!
+//! When the store refuses a step (a full disk, an I/O error), nothing of that step leaves the
+//! loop and every running deployment pauses: the loop forgets its in-memory records, which are
+//! ahead of the store, raises a `StoreUnavailable` alert and takes no step, answer or timeout
+//! until writes resume. Then it reloads the deployments as after a restart, records the pause
+//! on their timelines and re-issues the work left without a decision.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -386,6 +392,8 @@ struct Loop {
     queue: mpsc::UnboundedSender<Message>,
     published: broadcast::Sender<Published>,
     running: Arc<Mutex<BTreeMap<String, RunningSummary>>>,
+    /// Since when the store has refused the engine's writes; `None` while it takes them.
+    suspended: Option<Timestamp>,
 }
 
 impl Engine {
@@ -419,6 +427,7 @@ impl Engine {
             queue: queue.clone(),
             published: published.clone(),
             running: running.clone(),
+            suspended: None,
         };
         let unfinished: Vec<Deployment> = store
             .reader()?
@@ -545,10 +554,18 @@ impl Loop {
     /// One turn: step everything, persist, answer, publish, act.
     async fn turn(&mut self, batch: Vec<Message>) {
         let now = self.clock.now();
+        if let Some(since) = self.suspended
+            && !self.resume_after_store_outage(since, now).await
+        {
+            refuse_while_suspended(batch);
+            return;
+        }
         let mut touched: BTreeMap<String, Touched> = BTreeMap::new();
         let mut actions: BTreeMap<String, Vec<Action>> = BTreeMap::new();
         let mut replies = Vec::new();
         let mut ticked = false;
+        // A start the store could not serve: it stays admitted and starts once writes resume.
+        let mut start_refused: Option<StoreError> = None;
         let mut context = self.settings.step.clone();
         // Answers alone never start a wave on their own health check worth a fresh read: a
         // read at most a second old serves them; anything else reads the edges again.
@@ -570,6 +587,10 @@ impl Loop {
                             entry.waves = true;
                             actions.entry(id.clone()).or_default().extend(new_actions);
                             replies.push((reply, id));
+                        }
+                        Err(EngineError::Store(error)) if store_refuses_writes(&error) => {
+                            let _ = reply.send(Err(EngineError::Store(error.clone())));
+                            start_refused = Some(error);
                         }
                         Err(error) => {
                             self.fail_unstarted(admitted, now, &error).await;
@@ -744,7 +765,12 @@ impl Loop {
 
         // Persist before anything leaves this loop: only what changed, so a turn's cost
         // follows its answers, not the size of the fleet.
+        let mut refused: Option<StoreError> = None;
         for (id, changed) in touched {
+            if refused.is_some() {
+                actions.remove(&id);
+                continue;
+            }
             let Some(deployment) = self.deployments.get(&id) else {
                 continue;
             };
@@ -764,11 +790,16 @@ impl Loop {
                 ))
                 .await;
             if let Err(error) = saved {
-                // The step is not durable: do not act on it. The in-memory record is ahead of
-                // the store; the next successful save carries it.
-                tracing::error!(deployment_id = %id, %error, "cannot persist deployment step");
+                // The step is not durable: do not act on it.
                 actions.remove(&id);
-                self.unsaved.insert(id, changed);
+                if store_refuses_writes(&error) {
+                    refused = Some(error);
+                } else {
+                    // The in-memory record is ahead of the store; the next successful save
+                    // carries it.
+                    tracing::error!(deployment_id = %id, %error, "cannot persist deployment step");
+                    self.unsaved.insert(id, changed);
+                }
                 continue;
             }
             for (index, event) in deployment
@@ -789,15 +820,22 @@ impl Loop {
                 .set(f64::from(deployment.progress_percentage));
         }
         for (reply, id) in replies {
-            let answer = self
-                .deployments
-                .get(&id)
-                .cloned()
-                .ok_or(EngineError::NotFound(id));
+            let answer = match &refused {
+                Some(error) if !actions.contains_key(&id) => Err(EngineError::Store(error.clone())),
+                _ => self
+                    .deployments
+                    .get(&id)
+                    .cloned()
+                    .ok_or(EngineError::NotFound(id)),
+            };
             let _ = reply.send(answer);
         }
         for (id, list) in actions {
             self.execute(&id, list).await;
+        }
+        if let Some(error) = refused.or(start_refused) {
+            self.suspend(now, &error);
+            return;
         }
         // Finished deployments leave memory; the store keeps them.
         let finished: Vec<String> = self
@@ -837,6 +875,125 @@ impl Loop {
                 .or_default()
                 .extend(new_actions);
         }
+    }
+
+    /// The store refused a step: every running deployment pauses until writes resume. The
+    /// records in memory may be ahead of the store, so they are dropped and reloaded then.
+    fn suspend(&mut self, now: Timestamp, error: &StoreError) {
+        self.suspended = Some(now);
+        tracing::error!(
+            %error,
+            deployments = self.deployments.len(),
+            "store unavailable: running deployments are paused until writes resume"
+        );
+        for deployment in self.deployments.values() {
+            self.alerts.alert(
+                deployment,
+                AlertKind::StoreUnavailable,
+                &format!(
+                    "store unavailable: deployment paused until writes resume; nothing that \
+                     could not be saved was pushed ({error})"
+                ),
+            );
+        }
+        self.deployments.clear();
+        self.unsaved.clear();
+    }
+
+    /// Once the store takes writes again: reloads the unfinished deployments, records the
+    /// pause on their timelines and re-issues their pending work, as after a restart. Answers
+    /// whether the engine runs again.
+    async fn resume_after_store_outage(&mut self, since: Timestamp, now: Timestamp) -> bool {
+        if !self.store.status().writable {
+            return false;
+        }
+        let unfinished = match self.store.read(|r| r.deployments()).await {
+            Ok(all) => all
+                .into_iter()
+                .filter(|d| !d.status.is_terminal())
+                .collect::<Vec<_>>(),
+            Err(error) => {
+                tracing::debug!(%error, "deployments cannot be reloaded yet");
+                return false;
+            }
+        };
+        self.suspended = None;
+        let _ = self.refresh_targets().await;
+        let mut resumed = Vec::new();
+        for mut deployment in unfinished {
+            // Admitted but never started: start it now, as after a restart.
+            if deployment.status == DeploymentStatus::Pending && deployment.started_at.is_none() {
+                let (reply, _) = oneshot::channel();
+                let _ = self.queue.send(Message::Start {
+                    deployment: Box::new(deployment),
+                    reply,
+                });
+                continue;
+            }
+            let before = deployment.events.len();
+            for (at, kind, message) in [
+                (
+                    since,
+                    EventKind::Paused,
+                    "store unavailable: paused until writes resume",
+                ),
+                (now, EventKind::Resumed, "store writable again: resumed"),
+            ] {
+                deployment.events.push(DeploymentEvent {
+                    at,
+                    kind,
+                    actor: SYSTEM_ACTOR.to_string(),
+                    message: message.to_string(),
+                    location_id: None,
+                    version: Some(deployment.configuration_version.clone()),
+                    data: BTreeMap::new(),
+                });
+            }
+            let saved = self
+                .store
+                .apply(CommandEnvelope::new(
+                    SYSTEM_ACTOR,
+                    "",
+                    Command::SaveDeployment {
+                        deployment: Box::new(deployment.clone()),
+                        edge_versions: Vec::new(),
+                    },
+                ))
+                .await;
+            if let Err(error) = saved {
+                // Refused again: stay paused and reload everything on the next try.
+                self.suspended = Some(since);
+                self.deployments.clear();
+                tracing::debug!(%error, "store refused the resumption; still paused");
+                return false;
+            }
+            let id = deployment.deployment_id.clone();
+            for (index, event) in deployment.events.iter().enumerate().skip(before) {
+                log_event(&deployment, event);
+                let _ = self.published.send(Published {
+                    deployment_id: id.clone(),
+                    index,
+                    event: event.clone(),
+                    status: deployment.status,
+                });
+            }
+            resumed.push((id.clone(), resume_actions(&deployment, now)));
+            self.track(&deployment);
+            self.deployments.insert(id, deployment);
+        }
+        // A freeze set or lifted just before the outage may have been dropped with the
+        // messages; the stored one decides (both steps are idempotent).
+        if let Ok(freeze) = self.store.read(|r| r.freeze()).await {
+            let _ = self.queue.send(Message::Freeze(freeze.is_some()));
+        }
+        tracing::info!(
+            deployments = resumed.len(),
+            "store writable again: deployments resumed"
+        );
+        for (id, actions) in resumed {
+            self.execute(&id, actions).await;
+        }
+        true
     }
 
     fn track(&self, deployment: &Deployment) {
@@ -1258,6 +1415,32 @@ impl Loop {
 
 /// Deployment-level events (start, waves, verdicts, pauses, the end) go to the INFO log; the
 /// per-edge traffic of pushes, acks and rollbacks to DEBUG.
+/// Whether `error` means the store takes no writes for now (rather than refusing this one).
+fn store_refuses_writes(error: &StoreError) -> bool {
+    matches!(
+        error,
+        StoreError::Unavailable(_) | StoreError::StorageFull(_) | StoreError::Recovering(_)
+    )
+}
+
+/// While the store refuses writes: callers hear so, and edge answers and ticks are dropped (the
+/// work they concern is re-issued from the stored records once writes resume).
+fn refuse_while_suspended(batch: Vec<Message>) {
+    let refusal = || {
+        EngineError::Store(StoreError::Recovering(
+            "the store refuses writes; deployments are paused until they resume".into(),
+        ))
+    };
+    for message in batch {
+        match message {
+            Message::Start { reply, .. } | Message::Operator { reply, .. } => {
+                let _ = reply.send(Err(refusal()));
+            }
+            Message::Answer { .. } | Message::Freeze(_) | Message::Tick => {}
+        }
+    }
+}
+
 fn log_event(deployment: &Deployment, event: &DeploymentEvent) {
     let kind = event.kind;
     let deployment_id = deployment.deployment_id.as_str();

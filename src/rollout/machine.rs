@@ -167,6 +167,9 @@ pub enum AlertKind {
     NoTargets,
     /// An edge NACKed the same version `quarantine_after` times and is left out from now on.
     Quarantined,
+    /// The store refuses writes: the deployment is paused until they resume (raised by the
+    /// engine, which cannot record it on the timeline until then).
+    StoreUnavailable,
 }
 
 /// What the engine must do after a step.

@@ -1051,7 +1051,12 @@ mod tests {
             create_user("mallory"),
             create_user("bob"),
         ];
-        let outcomes = apply_batch_with(&store.db, &batch, BatchLimits::default(), fails_late);
+        let outcomes = apply_batch_with(
+            &store.shared.database().unwrap(),
+            &batch,
+            BatchLimits::default(),
+            fails_late,
+        );
         assert_eq!(outcomes.len(), 3);
         assert!(outcomes[0].is_ok() && outcomes[2].is_ok());
         assert!(matches!(outcomes[1], Err(StoreError::Invalid(_))));
@@ -1083,8 +1088,14 @@ mod tests {
             max_log_bytes: 1,
             max_failures: usize::MAX,
         };
-        assert_eq!(apply_batch(&store.db, &batch, one_byte).len(), 1);
-        assert_eq!(apply_batch(&store.db, &batch[1..], one_byte).len(), 1);
+        assert_eq!(
+            apply_batch(&store.shared.database().unwrap(), &batch, one_byte).len(),
+            1
+        );
+        assert_eq!(
+            apply_batch(&store.shared.database().unwrap(), &batch[1..], one_byte).len(),
+            1
+        );
 
         // After its one allowed failure the batch stops at the failed command.
         let one_failure = BatchLimits {
@@ -1097,7 +1108,7 @@ mod tests {
             create_user("d"),
             create_user("e"),
         ];
-        let outcomes = apply_batch(&store.db, &batch, one_failure);
+        let outcomes = apply_batch(&store.shared.database().unwrap(), &batch, one_failure);
         assert_eq!(outcomes.len(), 2);
         assert!(outcomes[0].is_ok());
         assert!(matches!(outcomes[1], Err(StoreError::Conflict(_))));

@@ -239,7 +239,7 @@ mod tests {
         let d = deployment(3);
         {
             let store = Store::open(dir.path()).unwrap();
-            let txn = store.db.begin_write().unwrap();
+            let txn = store.shared.database().unwrap().begin_write().unwrap();
             txn.open_table(DEPLOYMENTS)
                 .unwrap()
                 .insert("deploy-1", codec::encode(&d).unwrap().as_slice())
@@ -247,7 +247,7 @@ mod tests {
             txn.commit().unwrap();
         }
         let store = Store::open(dir.path()).unwrap();
-        let txn = store.db.begin_read().unwrap();
+        let txn = store.shared.database().unwrap().begin_read().unwrap();
         let header: Deployment = codec::decode(
             txn.open_table(DEPLOYMENTS)
                 .unwrap()

@@ -7,12 +7,22 @@
 //! commit); it answers only once that transaction is committed. Nothing else opens a write
 //! transaction on these tables, which is what the replication log, the audit trail and the
 //! crash tests rely on.
+//!
+//! An I/O error on the store file (a full disk, `EIO`, a failed fsync) poisons redb's handle:
+//! every later transaction on it fails. The writer then refuses writes with the cause
+//! (`health.rs`), closes the handle and reopens the file in the background with backoff — redb
+//! repairs and checks it as after an unclean shutdown — and takes writes again once it is
+//! open (and, after a full disk, once space was freed). Reads are served from the reopened
+//! handle as soon as it is open. `faults.rs` is the seam that makes those failures on
+//! request.
 
 mod apply;
 pub mod codec;
 pub mod command;
 mod counters;
 mod deployments;
+mod faults;
+mod health;
 mod patterns;
 pub mod ring;
 pub mod series;
@@ -20,9 +30,13 @@ pub mod snapshot;
 mod writer;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+
+pub use faults::FaultInjector;
+pub use health::{Refusal, StoreStatus};
 
 pub use command::{
     Applied, AuditRecord, Command, CommandEnvelope, EdgeChanges, EdgeRecord, Freeze,
@@ -61,7 +75,7 @@ pub const STORE_FILE: &str = "edgeplane.redb";
 /// 256 MiB); pages beyond it are read again through the operating system's file cache.
 const CACHE_BYTES: usize = 64 * 1024 * 1024;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("{0} not found")]
     NotFound(String),
@@ -76,6 +90,14 @@ pub enum StoreError {
     Frozen(String),
     #[error("store is unavailable: {0}")]
     Unavailable(String),
+    /// A write refused because the data directory's filesystem is full; the message says how
+    /// full and what to do.
+    #[error("{0}")]
+    StorageFull(String),
+    /// Refused while the store recovers from an I/O error: writes until it has reopened its
+    /// file (and, after a full disk, space was freed), reads until the file is open again.
+    #[error("{0}")]
+    Recovering(String),
     #[error("stored data is unreadable: {0}")]
     Corrupt(String),
 }
@@ -111,9 +133,86 @@ storage_error!(
 /// the last clone is dropped.
 #[derive(Clone)]
 pub struct Store {
-    db: Arc<Database>,
+    shared: Arc<Shared>,
     writer: Arc<writer::Writer>,
+}
+
+/// How the store recovers from an I/O error.
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// First wait between two attempts to reopen the file; it doubles up to `reopen_backoff_max`.
+    pub reopen_backoff: Duration,
+    pub reopen_backoff_max: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            reopen_backoff: Duration::from_millis(200),
+            reopen_backoff_max: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What the handles and the writer thread share: the database (swapped on reopen), its
+/// health and the fault seam.
+pub(crate) struct Shared {
+    /// `None` while the file is closed between an I/O error and its reopening.
+    db: RwLock<Option<Arc<Database>>>,
     path: PathBuf,
+    faults: FaultInjector,
+    health: health::StoreHealth,
+    options: StoreOptions,
+}
+
+impl Shared {
+    fn database(&self) -> Result<Arc<Database>, StoreError> {
+        self.db
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .ok_or_else(|| {
+                StoreError::Recovering(
+                    "the store file is being reopened after an I/O error; retry shortly".into(),
+                )
+            })
+    }
+
+    /// Drops the store's own handle on the database: once readers still in it finish, the
+    /// file is closed and can be opened again.
+    fn close(&self) {
+        self.health.set_readable(false);
+        *self.db.write().unwrap_or_else(PoisonError::into_inner) = None;
+    }
+
+    /// Opens the file again, with redb's integrity check (it was left by a failed write).
+    fn reopen(&self) -> Result<(), StoreError> {
+        let db = open_database(&self.path, &self.faults, true)?;
+        *self.db.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(db));
+        self.health.set_readable(true);
+        Ok(())
+    }
+}
+
+/// Opens (or creates) the store file behind the fault seam.
+fn open_database(
+    path: &Path,
+    faults: &FaultInjector,
+    check_integrity: bool,
+) -> Result<Database, StoreError> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
+    let backend =
+        faults::FaultyBackend::new(redb::backends::FileBackend::new(file)?, faults.clone());
+    let mut builder = Database::builder();
+    builder.set_check_integrity_on_open(check_integrity);
+    builder.set_cache_size(CACHE_BYTES);
+    Ok(builder.create_with_backend(backend)?)
 }
 
 /// A page of a listing.
@@ -126,13 +225,17 @@ pub struct Page<T> {
 impl Store {
     /// Opens (or creates) the store file in `data_dir`, creating every table.
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
+        Self::open_with(data_dir, StoreOptions::default())
+    }
+
+    /// [`Store::open`] with recovery settings of one's own.
+    pub fn open_with(data_dir: &Path, options: StoreOptions) -> Result<Self, StoreError> {
         std::fs::create_dir_all(data_dir).map_err(|e| {
             StoreError::Unavailable(format!("cannot create {}: {e}", data_dir.display()))
         })?;
         let path = data_dir.join(STORE_FILE);
-        let db = redb::Builder::new()
-            .set_cache_size(CACHE_BYTES)
-            .create(&path)?;
+        let faults = FaultInjector::default();
+        let db = open_database(&path, &faults, false)?;
         let txn = db.begin_write()?;
         {
             txn.open_table(META)?;
@@ -154,16 +257,47 @@ impl Store {
         deployments::split_whole_records(&txn)?;
         apply::build_indexes(&txn)?;
         txn.commit()?;
-        let db = Arc::new(db);
-        Ok(Self {
-            writer: Arc::new(writer::Writer::start(db.clone())?),
-            db,
+        let shared = Arc::new(Shared {
+            db: RwLock::new(Some(Arc::new(db))),
+            health: health::StoreHealth::new(data_dir, &path, faults.clone()),
             path,
+            faults,
+            options,
+        });
+        Ok(Self {
+            writer: Arc::new(writer::Writer::start(shared.clone())?),
+            shared,
         })
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.shared.path
+    }
+
+    /// The fault seam: makes the store file's writes fail on request (tests, drills).
+    pub fn faults(&self) -> &FaultInjector {
+        &self.shared.faults
+    }
+
+    /// Whether writes are taken, why not, and the disk figures.
+    pub fn status(&self) -> StoreStatus {
+        self.shared.health.status()
+    }
+
+    /// Free space on the data directory's filesystem below which metric samples are no longer
+    /// stored, so configuration and deployment writes still fit; 0 keeps none.
+    pub fn set_free_space_reserve(&self, bytes: u64) {
+        self.shared.health.set_reserve(bytes);
+    }
+
+    /// Free space has fallen below the reserve of [`Store::set_free_space_reserve`].
+    pub fn below_free_space_reserve(&self) -> bool {
+        self.shared.health.below_reserve()
+    }
+
+    /// Asks the filesystem for free space and file size now rather than at the next probe.
+    pub fn probe_disk(&self) {
+        self.shared.health.probe_disk();
     }
 
     /// Applies one command durably (see the module doc) on the writer thread.
@@ -187,7 +321,14 @@ impl Store {
             max_log_bytes: usize::MAX,
             max_failures: usize::MAX,
         };
-        apply::apply_batch(&self.db, envelopes, unbounded)
+        if !self.shared.health.is_writable() {
+            let refusal = self.shared.health.refusal_error();
+            return envelopes.iter().map(|_| Err(refusal.clone())).collect();
+        }
+        match self.shared.database() {
+            Ok(db) => apply::apply_batch(&db, envelopes, unbounded),
+            Err(error) => envelopes.iter().map(|_| Err(error.clone())).collect(),
+        }
     }
 
     /// Runs a read-only closure on a snapshot, off the async threads.
@@ -207,7 +348,7 @@ impl Store {
     /// A consistent read snapshot.
     pub fn reader(&self) -> Result<Reader, StoreError> {
         Ok(Reader {
-            txn: self.db.begin_read()?,
+            txn: self.shared.database()?.begin_read()?,
         })
     }
 }

@@ -420,13 +420,13 @@ impl Store {
     /// Opens the read transaction of a snapshot and reads its position; the bytes follow
     /// with [`PendingSnapshot::write_to`].
     pub fn begin_snapshot(&self) -> Result<PendingSnapshot, StoreError> {
-        PendingSnapshot::new(self.db.begin_read()?)
+        PendingSnapshot::new(self.shared.database()?.begin_read()?)
     }
 
     /// SHA-256 over every table's content in key order (see [`TABLES`]): two stores with the
     /// same digest hold the same data.
     pub fn content_digest(&self) -> Result<[u8; 32], StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.shared.database()?.begin_read()?;
         let mut sink = DigestSink::default();
         visit_all(&txn, &mut sink)?;
         Ok(sink.finish())
@@ -895,7 +895,7 @@ mod tests {
             requests: 1234,
             ..Default::default()
         };
-        let txn = store.db.begin_write().unwrap();
+        let txn = store.shared.database().unwrap().begin_write().unwrap();
         let samples = [(
             "edge-1".to_string(),
             Timestamp(now.0 - 60_000),
@@ -927,7 +927,7 @@ mod tests {
     fn every_table_the_store_creates_is_in_snapshots() {
         let dir = tempfile::tempdir().unwrap();
         let store = store_with_users(dir.path(), 1);
-        let txn = store.db.begin_read().unwrap();
+        let txn = store.shared.database().unwrap().begin_read().unwrap();
         for handle in txn.list_tables().unwrap() {
             assert!(TABLES.contains(&handle.name()), "{}", handle.name());
         }

@@ -7,18 +7,32 @@
 //! the commands that arrive during one fsync share the next.
 
 use std::collections::VecDeque;
+use std::io;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
-use redb::Database;
 use tokio::sync::oneshot;
 
 use super::apply::{self, BatchLimits};
-use super::{Applied, CommandEnvelope, StoreError};
+use super::health::{Refusal, bytes};
+use super::{Applied, CommandEnvelope, Shared, StoreError};
 
 /// Most commands one batch takes from the queue.
 const MAX_BATCH_COMMANDS: usize = 512;
+
+/// How often an idle writer refreshes the disk figures (free space, file size).
+const PROBE_DISK_EVERY: Duration = Duration::from_secs(5);
+
+/// After a full disk, writes resume once this much more space is free than when it filled:
+/// sooner, the next write would fill it again.
+const RESUME_MARGIN_BYTES: u64 = 1024 * 1024;
+
+/// After a full disk, writes are tried again after this long even if free space did not
+/// grow as measured, provided the filesystem has a margin free (a quota, say, is not in the
+/// filesystem's free space); a disk that stays full keeps writes refused.
+const RETRY_FULL_AFTER: Duration = Duration::from_secs(30);
 
 type Outcome = Result<Applied, StoreError>;
 
@@ -56,11 +70,11 @@ pub(super) struct Writer {
 }
 
 impl Writer {
-    pub(super) fn start(db: Arc<Database>) -> Result<Self, StoreError> {
+    pub(super) fn start(shared: Arc<Shared>) -> Result<Self, StoreError> {
         let (requests, queue) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || run(&db, &queue))
+            .spawn(move || run(&shared, &queue))
             .map_err(|e| StoreError::Unavailable(format!("cannot start the store writer: {e}")))?;
         Ok(Self {
             requests: Some(requests),
@@ -103,15 +117,47 @@ fn stopped() -> StoreError {
     StoreError::Unavailable("the store writer has stopped".into())
 }
 
-fn run(db: &Database, queue: &mpsc::Receiver<Request>) {
+/// The way back after an I/O error poisoned the database.
+struct Recovery {
+    refusal: Refusal,
+    next_attempt: Instant,
+    backoff: Duration,
+    /// The file is open again (reads are served); writes may still wait for space.
+    reopened: bool,
+    /// Free bytes when the disk filled.
+    free_at_failure: u64,
+    last_write_try: Instant,
+    reopen_failures: u32,
+}
+
+fn run(shared: &Shared, queue: &mpsc::Receiver<Request>) {
     // Commands taken from the queue but not yet applied, oldest first.
     let mut waiting: VecDeque<Request> = VecDeque::new();
+    let mut recovery: Option<Recovery> = None;
+    let mut next_probe = Instant::now() + PROBE_DISK_EVERY;
     loop {
         if waiting.is_empty() {
-            match queue.recv() {
+            let wake = recovery
+                .as_ref()
+                .map_or(next_probe, |r| r.next_attempt.min(next_probe));
+            match queue.recv_timeout(wake.saturating_duration_since(Instant::now())) {
                 Ok(request) => waiting.push_back(request),
-                Err(mpsc::RecvError) => return,
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
             }
+        }
+        if Instant::now() >= next_probe {
+            shared.health.probe_disk();
+            next_probe = Instant::now() + PROBE_DISK_EVERY;
+        }
+        if let Some(state) = recovery.as_mut()
+            && Instant::now() >= state.next_attempt
+            && recover(shared, state)
+        {
+            recovery = None;
+        }
+        if waiting.is_empty() {
+            continue;
         }
         while waiting.len() < MAX_BATCH_COMMANDS {
             match queue.try_recv() {
@@ -119,6 +165,23 @@ fn run(db: &Database, queue: &mpsc::Receiver<Request>) {
                 Err(_) => break,
             }
         }
+        if recovery.is_some() {
+            // Refused at once rather than queued: a caller should hear now that it must retry.
+            let refusal = shared.health.refusal_error();
+            for request in waiting.drain(..) {
+                request.reply.send(Err(refusal.clone()));
+            }
+            continue;
+        }
+        let db = match shared.database() {
+            Ok(db) => db,
+            Err(error) => {
+                for request in waiting.drain(..) {
+                    request.reply.send(Err(error.clone()));
+                }
+                continue;
+            }
+        };
         let n = waiting.len().min(MAX_BATCH_COMMANDS);
         let (envelopes, replies): (Vec<_>, Vec<_>) = waiting
             .drain(..n)
@@ -126,8 +189,8 @@ fn run(db: &Database, queue: &mpsc::Receiver<Request>) {
             .unzip();
         // A panic in one batch answers that batch with an error and leaves the writer
         // serving the next: the aborted transaction left nothing behind.
-        let outcomes = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            apply::apply_batch(db, &envelopes, BatchLimits::default())
+        let mut outcomes = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            apply::apply_batch(&db, &envelopes, BatchLimits::default())
         }))
         .unwrap_or_else(|_| {
             tracing::error!(commands = n, "the store writer panicked applying a batch");
@@ -135,6 +198,21 @@ fn run(db: &Database, queue: &mpsc::Receiver<Request>) {
                 .map(|_| Err(StoreError::Unavailable("the store writer failed".into())))
                 .collect()
         });
+        let storage_failed = outcomes
+            .iter()
+            .any(|outcome| matches!(outcome, Err(StoreError::Unavailable(_))));
+        if storage_failed && poisoned(&db) {
+            drop(db);
+            let state = stop_writes(shared);
+            // What failed with the database fails for the reason writes stopped.
+            let refusal = shared.health.refusal_error();
+            for outcome in outcomes.iter_mut() {
+                if matches!(outcome, Err(StoreError::Unavailable(_))) {
+                    *outcome = Err(refusal.clone());
+                }
+            }
+            recovery = Some(state);
+        }
         let taken = outcomes.len();
         metrics::histogram!("edgeplane_store_commit_batch_size").record(taken as f64);
         let mut replies = replies.into_iter();
@@ -154,10 +232,287 @@ fn run(db: &Database, queue: &mpsc::Receiver<Request>) {
     }
 }
 
+/// Whether an I/O error has left the database refusing every transaction (redb's
+/// `PreviousIo`), rather than failing one command.
+fn poisoned(db: &redb::Database) -> bool {
+    // Beginning a write transaction and dropping it writes nothing.
+    db.begin_write().is_err()
+}
+
+/// Refuses writes for the failure that poisoned the database, says so once, and closes it.
+fn stop_writes(shared: &Shared) -> Recovery {
+    let (kind, cause) = shared
+        .faults
+        .take_last_failure()
+        .unwrap_or((io::ErrorKind::Other, "an I/O error".into()));
+    let refusal = match kind {
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => Refusal::NoSpace,
+        _ => Refusal::Io,
+    };
+    shared.health.probe_disk();
+    let status = shared.health.status();
+    let free = status.free_bytes.unwrap_or(0);
+    if shared.health.refuse(refusal, cause.clone()) {
+        tracing::error!(
+            %cause,
+            free_bytes = free,
+            database_bytes = status.database_bytes.unwrap_or(0),
+            "store writes stopped: {} ({} free on the data directory's filesystem); reads \
+             are still served and the store file is reopened in the background",
+            match refusal {
+                Refusal::NoSpace => "the disk is full",
+                Refusal::Io => "an I/O error on the store file",
+            },
+            bytes(free),
+        );
+    }
+    shared.close();
+    Recovery {
+        refusal,
+        next_attempt: Instant::now(),
+        backoff: shared.options.reopen_backoff,
+        reopened: false,
+        free_at_failure: free,
+        last_write_try: Instant::now(),
+        reopen_failures: 0,
+    }
+}
+
+/// One step back to writing: reopen the file, then (after a full disk) wait for space.
+/// Answers whether writes run again.
+fn recover(shared: &Shared, state: &mut Recovery) -> bool {
+    if !state.reopened {
+        match shared.reopen() {
+            Ok(()) => {
+                state.reopened = true;
+                tracing::info!("store file reopened after the I/O error; reads are served");
+            }
+            Err(error) => {
+                state.reopen_failures += 1;
+                if state.reopen_failures == 1 {
+                    tracing::warn!(%error, "cannot reopen the store file yet; retrying with backoff");
+                } else {
+                    tracing::debug!(%error, attempt = state.reopen_failures, "store reopen failed");
+                }
+                wait_longer(shared, state);
+                return false;
+            }
+        }
+    }
+    if state.refusal == Refusal::NoSpace {
+        shared.health.probe_disk();
+        let free = shared.health.free_bytes().unwrap_or(0);
+        let freed = free >= state.free_at_failure.saturating_add(RESUME_MARGIN_BYTES);
+        let worth_a_try =
+            free >= RESUME_MARGIN_BYTES && state.last_write_try.elapsed() >= RETRY_FULL_AFTER;
+        if !freed && !worth_a_try {
+            // Free space is cheap to ask for: look again soon rather than backing off.
+            state.next_attempt = Instant::now() + shared.options.reopen_backoff;
+            return false;
+        }
+    }
+    if let Some(since) = shared.health.resume() {
+        let stopped_for = crate::model::Timestamp::now().0.saturating_sub(since.0);
+        tracing::info!(
+            stopped_for_ms = stopped_for,
+            "store writes resumed after {}",
+            humantime::format_duration(Duration::from_millis(stopped_for.max(0) as u64))
+        );
+    }
+    true
+}
+
+fn wait_longer(shared: &Shared, state: &mut Recovery) {
+    state.next_attempt = Instant::now() + state.backoff;
+    state.backoff = (state.backoff * 2).min(shared.options.reopen_backoff_max);
+}
+
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+    use std::io;
+    use std::time::{Duration, Instant};
+
     use crate::model::{Role, Timestamp, User};
-    use crate::store::{Command, CommandEnvelope, Store};
+    use crate::store::{
+        Command, CommandEnvelope, Refusal, Store, StoreError, StoreOptions, StoreStatus,
+    };
+
+    fn quick_recovery() -> StoreOptions {
+        StoreOptions {
+            reopen_backoff: Duration::from_millis(5),
+            reopen_backoff_max: Duration::from_millis(50),
+        }
+    }
+
+    /// Polls `condition` until it holds; panics after a generous bound.
+    fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !condition() {
+            assert!(Instant::now() < deadline, "timed out waiting until {what}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// The usernames stored, and the log checked for gaps: indices 1..=n in order.
+    fn stored_users(store: &Store) -> (BTreeSet<String>, Vec<String>) {
+        let reader = store.reader().unwrap();
+        let users = reader
+            .users()
+            .unwrap()
+            .into_iter()
+            .map(|u| u.username)
+            .collect();
+        let log = reader.log_entries(1, usize::MAX).unwrap();
+        let indexes: Vec<u64> = log.iter().map(|entry| entry.index).collect();
+        assert_eq!(indexes, (1..=log.len() as u64).collect::<Vec<u64>>());
+        let logged = log
+            .into_iter()
+            .filter_map(|entry| match entry.envelope.command {
+                Command::CreateUser { user } => Some(user.username),
+                _ => None,
+            })
+            .collect();
+        (users, logged)
+    }
+
+    #[test]
+    fn a_failed_commit_stops_writes_until_the_file_is_reopened_by_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_with(dir.path(), quick_recovery()).unwrap();
+        for n in 0..5 {
+            store
+                .apply_blocking(create_user(format!("before-{n}")))
+                .unwrap();
+        }
+        // The commit fails, then the first two attempts to reopen the file.
+        store.faults().fail_writes(3, io::ErrorKind::Other);
+        let refused = store.apply_blocking(create_user("lost".into()));
+        assert!(
+            matches!(refused, Err(StoreError::Recovering(_))),
+            "{refused:?}"
+        );
+        wait_until("writes resume", || store.status().writable);
+        assert_eq!(
+            store.status(),
+            StoreStatus {
+                writable: true,
+                readable: true,
+                refusal: None,
+                reason: None,
+                cause: None,
+                since: None,
+                free_bytes: store.status().free_bytes,
+                database_bytes: store.status().database_bytes,
+            }
+        );
+        store.apply_blocking(create_user("after".into())).unwrap();
+        let (users, logged) = stored_users(&store);
+        let expected: BTreeSet<String> = (0..5)
+            .map(|n| format!("before-{n}"))
+            .chain(["after".to_string()])
+            .collect();
+        assert_eq!(users, expected);
+        assert_eq!(
+            logged.len(),
+            6,
+            "one log entry per stored command: {logged:?}"
+        );
+    }
+
+    #[test]
+    fn while_the_file_cannot_be_reopened_writes_are_refused_with_the_cause() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_with(dir.path(), quick_recovery()).unwrap();
+        store.faults().fail_writes(u64::MAX, io::ErrorKind::Other);
+        assert!(store.apply_blocking(create_user("a".into())).is_err());
+        let status = store.status();
+        assert!(!status.writable);
+        assert_eq!(status.refusal, Some(Refusal::Io));
+        assert_eq!(
+            status.cause.as_deref(),
+            Some("injected store fault"),
+            "{status:?}"
+        );
+        assert!(
+            !status.reason.as_deref().unwrap_or("").contains("injected"),
+            "the reason /ready gives names no internals: {status:?}"
+        );
+        let refused = store.apply_blocking(create_user("b".into()));
+        assert!(matches!(refused, Err(StoreError::Recovering(_))));
+        store.faults().clear();
+        wait_until("writes resume", || store.status().writable);
+        store.apply_blocking(create_user("c".into())).unwrap();
+        let (users, _) = stored_users(&store);
+        assert_eq!(users, BTreeSet::from(["c".to_string()]));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_full_disk_loses_no_acknowledged_write_and_leaves_no_gap_in_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_with(dir.path(), quick_recovery()).unwrap();
+        let n_refused = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let writers: Vec<_> = (0..8)
+            .map(|w| {
+                let store = store.clone();
+                let n_refused = n_refused.clone();
+                tokio::spawn(async move {
+                    let (mut acked, mut refused) = (Vec::new(), Vec::new());
+                    let mut n = 0;
+                    while acked.len() < 40 {
+                        let name = format!("u{w}-{n}");
+                        n += 1;
+                        match store.apply(create_user(name.clone())).await {
+                            Ok(_) => acked.push(name),
+                            Err(StoreError::StorageFull(message)) => {
+                                assert!(message.contains("free"), "{message}");
+                                refused.push(name);
+                                n_refused.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                                tokio::task::yield_now().await;
+                            }
+                            Err(other) => panic!("unexpected refusal: {other:?}"),
+                        }
+                    }
+                    (acked, refused)
+                })
+            })
+            .collect();
+        let watcher = store.clone();
+        tokio::task::spawn_blocking(move || {
+            wait_until("some writes commit", || {
+                watcher
+                    .reader()
+                    .is_ok_and(|r| r.user_count().unwrap_or(0) >= 40)
+            });
+            watcher.faults().fill();
+            wait_until("writes are refused", || {
+                n_refused.load(std::sync::atomic::Ordering::SeqCst) >= 20
+            });
+            let status = watcher.status();
+            assert_eq!(status.refusal, Some(Refusal::NoSpace));
+            assert_eq!(status.free_bytes, Some(0));
+            watcher.faults().clear();
+        })
+        .await
+        .unwrap();
+        let (mut acked, mut refused) = (BTreeSet::new(), BTreeSet::new());
+        for writer in writers {
+            let (a, r) = writer.await.unwrap();
+            acked.extend(a);
+            refused.extend(r);
+        }
+        assert!(store.status().writable);
+        let (users, logged) = stored_users(&store);
+        assert!(acked.is_subset(&users), "an acknowledged write is missing");
+        assert!(
+            users
+                .iter()
+                .all(|u| acked.contains(u) || refused.contains(u)),
+            "a stored user nobody wrote"
+        );
+        assert_eq!(logged.len(), users.len(), "one log entry per stored user");
+        assert_eq!(acked.len(), 8 * 40);
+    }
 
     fn create_user(username: String) -> CommandEnvelope {
         let now = Timestamp::now();
