@@ -380,6 +380,12 @@ fn register_at_zero() {
     for result in ["acked", "nacked", "failed"] {
         metrics::counter!("edgeplane_reconcile_pushes_total", "result" => result).absolute(0);
     }
+    metrics::gauge!("edgeplane_connections_open").set(0.0);
+    metrics::counter!("edgeplane_connections_refused_total").absolute(0);
+    metrics::counter!("edgeplane_accept_errors_total").absolute(0);
+    metrics::gauge!("edgeplane_event_streams_open").set(0.0);
+    metrics::gauge!("edgeplane_password_hashes_running").set(0.0);
+    metrics::gauge!("edgeplane_edge_tokens_expiring").set(0.0);
 }
 
 #[cfg(test)]

@@ -309,6 +309,8 @@ pub async fn edge_locations(
     responses(
         (status = 200, description = "An event stream", content_type = "text/event-stream", body = DeploymentStreamEvent),
         (status = 404, response = NotFound),
+        (status = 429, description = "The caller has `server.max_event_streams_per_user` streams open"),
+        (status = 503, description = "The server has `server.max_event_streams` streams open"),
     ),
 )]
 pub async fn events(
@@ -317,6 +319,8 @@ pub async fn events(
     Path(id): Path<String>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
     principal.require(Role::Viewer)?;
+    // Held by the stream's task: given back when the client leaves or the stream ends.
+    let slot = state.event_streams().open(&principal.subject)?;
     // Subscribe before reading the history so nothing falls between the two.
     let mut live = state.engine().subscribe();
     let deployment = load(&state, id.clone()).await?;
@@ -324,6 +328,7 @@ pub async fn events(
     let mut status = deployment.status;
     let store = state.store().clone();
     let stream = async_stream(move |sender| async move {
+        let _slot = slot;
         for (index, event) in history.iter().enumerate() {
             if sender.send(sse_event(index, event, status)).await.is_err() {
                 return;
@@ -331,7 +336,13 @@ pub async fn events(
         }
         let mut next_index = history.len();
         while !status.is_terminal() {
-            match live.recv().await {
+            // A client that left is noticed at once, not at the deployment's next event:
+            // its task, subscription and slot go with it.
+            let received = tokio::select! {
+                received = live.recv() => received,
+                () = sender.closed() => return,
+            };
+            match received {
                 Ok(published) if published.deployment_id == id => {
                     if published.index < next_index {
                         continue;
