@@ -819,7 +819,10 @@ async fn users_are_managed_by_admins() {
         )
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    app.login(&name, new_password).await;
+    // The change ended the token it was made with: a new login gives a fresh one.
+    let stale = app.get(users, &token).await;
+    assert_error(&stale, StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
+    let token = app.login(&name, new_password).await;
     let someone_else = app
         .request(
             Method::PUT,

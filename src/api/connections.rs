@@ -11,7 +11,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -206,7 +206,7 @@ async fn serve_connection<I>(
     tokio::pin!(connection);
     let mut closing = false;
     loop {
-        let idle_until = activity.last() + limits.idle_timeout;
+        let deadline = activity.deadline(limits.header_read_timeout, limits.idle_timeout);
         tokio::select! {
             result = connection.as_mut() => {
                 if let Err(error) = result {
@@ -214,12 +214,15 @@ async fn serve_connection<I>(
                 }
                 return;
             }
-            () = tokio::time::sleep_until(idle_until) => {
-                if activity.last() + limits.idle_timeout > Instant::now() {
+            () = tokio::time::sleep_until(deadline) => {
+                if activity.deadline(limits.header_read_timeout, limits.idle_timeout)
+                    > Instant::now()
+                {
                     continue;
                 }
-                if closing {
-                    // Still silent after being asked to close: drop it.
+                if closing || !activity.heard.load(Ordering::Relaxed) {
+                    // Silent from the start, or still silent after being asked to close:
+                    // drop it.
                     return;
                 }
                 tracing::debug!("closing an idle connection");
@@ -235,11 +238,13 @@ async fn serve_connection<I>(
     }
 }
 
-/// When a connection last moved a byte, in milliseconds since it opened.
+/// When a connection last moved a byte, in milliseconds since it opened, and whether the
+/// client has sent any.
 #[derive(Clone)]
 struct Activity {
     opened: Instant,
     last_ms: Arc<AtomicU64>,
+    heard: Arc<AtomicBool>,
 }
 
 impl Default for Activity {
@@ -247,6 +252,7 @@ impl Default for Activity {
         Self {
             opened: Instant::now(),
             last_ms: Arc::new(AtomicU64::new(0)),
+            heard: Arc::new(AtomicBool::new(false)),
         }
     }
 }
@@ -257,8 +263,24 @@ impl Activity {
         self.last_ms.store(ms, Ordering::Relaxed);
     }
 
+    fn heard(&self) {
+        self.heard.store(true, Ordering::Relaxed);
+        self.touch();
+    }
+
     fn last(&self) -> Instant {
         self.opened + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+    }
+
+    /// When the connection is to be closed if nothing moves before: `first_bytes` after
+    /// opening while the client has said nothing (hyper's header timeout starts only once
+    /// the protocol is known from the first bytes), `idle` after the last byte afterwards.
+    fn deadline(&self, first_bytes: Duration, idle: Duration) -> Instant {
+        if self.heard.load(Ordering::Relaxed) {
+            self.last() + idle
+        } else {
+            self.opened + first_bytes
+        }
     }
 }
 
@@ -277,7 +299,7 @@ impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.activity.touch();
+            self.activity.heard();
         }
         polled
     }
