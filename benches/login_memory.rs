@@ -31,7 +31,13 @@ fn rss_mib(pid: u32) -> f64 {
     status
         .lines()
         .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .and_then(|rest| {
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
         .map(|kib| kib / 1024.0)
         .unwrap_or(f64::NAN)
 }
@@ -45,6 +51,7 @@ fn main() -> anyhow::Result<()> {
         .arg(dir.path())
         .env("EDGEPLANE_BOOTSTRAP_ADMIN_PASSWORD", PASSWORD)
         .env("EDGEPLANE_LIMITS_LOGIN_ATTEMPTS_PER_MINUTE", "100000000")
+        .env("EDGEPLANE_LIMITS_WRITES_PER_MINUTE", "100000000")
         .env("EDGEPLANE_AUTH_MAX_CONCURRENT_HASHES", hashes.to_string())
         // Long enough that every login waits its turn instead of getting 429.
         .env("EDGEPLANE_AUTH_HASH_QUEUE_TIMEOUT", "120s")
