@@ -298,6 +298,8 @@ pub async fn edge_locations(
 }
 
 /// Server-Sent Events: the timeline so far, then live events until the deployment ends.
+/// At most `server.max_event_streams_per_user` streams per caller (429 beyond) and
+/// `server.max_event_streams` in all (503 beyond) are open at once.
 /// Each event is named by its kind and carries the timeline entry with the deployment's
 /// status as JSON.
 #[utoipa::path(
@@ -309,8 +311,6 @@ pub async fn edge_locations(
     responses(
         (status = 200, description = "An event stream", content_type = "text/event-stream", body = DeploymentStreamEvent),
         (status = 404, response = NotFound),
-        (status = 429, description = "The caller has `server.max_event_streams_per_user` streams open"),
-        (status = 503, description = "The server has `server.max_event_streams` streams open"),
     ),
 )]
 pub async fn events(

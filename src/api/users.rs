@@ -30,7 +30,9 @@ fn caller(principal: &Principal) -> Caller {
     Caller::new(principal.subject.clone(), current_trace_id())
 }
 
-/// Log in and receive a JWT.
+/// Log in and receive a JWT. Attempts are limited per (username, address), per address and
+/// per username (429), and so are password checks running at once (429 after
+/// `auth.hash_queue_timeout`).
 #[utoipa::path(
     post,
     path = "/authentication/login",
@@ -40,7 +42,6 @@ fn caller(principal: &Principal) -> Caller {
     responses(
         (status = 200, description = "A token for `Authorization: Bearer`", body = LoginAnswer),
         (status = 401, response = super::openapi::Unauthorized),
-        (status = 429, description = "Too many attempts for this username and address, this address or this username, or too many logins at once"),
     ),
 )]
 pub async fn login(
