@@ -120,7 +120,8 @@ pub fn build_with(
         .set_free_space_reserve(settings.store.free_space_reserve);
     bootstrap_admin(&opened.store, &settings.server.data_dir, bootstrap_password)?;
     crate::api::extract::set_body_limit(settings.server.max_body_bytes);
-    let limits = RateLimits::new(&settings.limits);
+    let limits = RateLimits::new(&settings.limits)
+        .with_login_attempts_per_user_per_hour(settings.auth.login_attempts_per_user_per_hour);
     let push_client = PushClient::new(PushOptions {
         timeout: settings.edges.push_timeout,
         retries: settings.edges.push_retries,
@@ -175,12 +176,9 @@ pub fn build_with(
         opened.secrets.clone(),
         engine.clone(),
         heartbeats.clone(),
-    );
-    let users = Users::new(
-        opened.store.clone(),
-        tokens.clone(),
-        settings.auth.token_ttl.as_secs() as i64,
-    );
+    )
+    .with_agent_token_ttl(settings.auth.edge_token_ttl);
+    let users = Users::new(opened.store.clone(), tokens.clone(), &settings.auth);
     Ok(ApiState::new(ApiParts {
         store: opened.store,
         tokens,
@@ -260,6 +258,13 @@ pub async fn serve(settings: Settings, prometheus: PrometheusHandle) -> anyhow::
                 tick.tick().await;
                 crate::fleet::gauges::publish(state.store().clone(), healthy_within).await;
                 crate::monitor::certificates::publish(state.store().clone()).await;
+                if n % 6 == 0 {
+                    crate::monitor::edge_tokens::publish(
+                        state.store().clone(),
+                        state.secrets().clone(),
+                    )
+                    .await;
+                }
                 state.prometheus().run_upkeep();
                 n += 1;
                 if n % 6 == 0 {

@@ -61,6 +61,19 @@ pub struct ServerSettings {
     pub tls_key: Option<PathBuf>,
     /// PEM bundle of CAs whose client certificates are accepted; edges must present one.
     pub tls_client_ca: Option<PathBuf>,
+    /// Connections held at once; one more is closed as soon as it is accepted.
+    pub max_connections: usize,
+    /// An HTTP/1 connection that has not sent a whole request head within this (the first
+    /// request or the next one on a kept-alive connection) is closed; so is a TLS handshake.
+    #[serde(deserialize_with = "duration")]
+    pub header_read_timeout: Duration,
+    /// A connection with no bytes in either direction for this long is closed.
+    #[serde(deserialize_with = "duration")]
+    pub idle_timeout: Duration,
+    /// Event streams (`GET /deployments/{id}/events`) open at once, in all.
+    pub max_event_streams: usize,
+    /// Event streams open at once per user (or edge).
+    pub max_event_streams_per_user: usize,
 }
 
 impl ServerSettings {
@@ -100,6 +113,11 @@ impl Default for ServerSettings {
             tls_cert: None,
             tls_key: None,
             tls_client_ca: None,
+            max_connections: 4096,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(120),
+            max_event_streams: 1024,
+            max_event_streams_per_user: 16,
         }
     }
 }
@@ -144,10 +162,25 @@ pub struct AuthSettings {
     /// HS256 signing secret (base64, at least 32 bytes). Empty: one is generated on first
     /// start and kept in the store, so every node of the cluster shares it.
     pub jwt_secret: String,
+    /// Lifetime of the tokens that login gives.
     #[serde(deserialize_with = "duration")]
     pub token_ttl: Duration,
+    /// Longest lifetime of any user token, from login or `edgeplane token --ttl`.
+    #[serde(deserialize_with = "duration")]
+    pub max_token_ttl: Duration,
+    /// Lifetime of edge agent tokens; renewed by rotation (`POST /edge-locations/{id}/token`).
+    #[serde(deserialize_with = "duration")]
+    pub edge_token_ttl: Duration,
     pub issuer: String,
     pub audience: String,
+    /// Password hashes (Argon2id, 19 MiB each) computed at once; logins beyond wait.
+    pub max_concurrent_hashes: usize,
+    /// How long a login waits for a hashing slot before it is answered 429.
+    #[serde(deserialize_with = "duration")]
+    pub hash_queue_timeout: Duration,
+    /// Logins per username per hour from all addresses together (`limits.login_attempts_per_minute`
+    /// is per username and address).
+    pub login_attempts_per_user_per_hour: u32,
 }
 
 impl Default for AuthSettings {
@@ -155,8 +188,14 @@ impl Default for AuthSettings {
         Self {
             jwt_secret: String::new(),
             token_ttl: Duration::from_secs(3600),
+            max_token_ttl: Duration::from_secs(30 * 24 * 3600),
+            edge_token_ttl: Duration::from_secs(365 * 24 * 3600),
             issuer: "edgeplane".into(),
             audience: "edgeplane-api".into(),
+            max_concurrent_hashes: 2,
+            hash_queue_timeout: Duration::from_secs(5),
+            login_attempts_per_user_per_hour:
+                crate::auth::ratelimit::DEFAULT_LOGIN_ATTEMPTS_PER_USER_PER_HOUR,
         }
     }
 }
@@ -423,6 +462,46 @@ impl Settings {
                 return Err(ConfigError::Invalid(format!(
                     "log.otlp_endpoint: '{endpoint}' is not an http(s) URL"
                 )));
+            }
+        }
+        let auth = &self.auth;
+        if auth.token_ttl.is_zero() || auth.token_ttl > auth.max_token_ttl {
+            return Err(ConfigError::Invalid(format!(
+                "auth.token_ttl: must be more than 0 and at most auth.max_token_ttl ({})",
+                humantime::format_duration(auth.max_token_ttl)
+            )));
+        }
+        if auth.edge_token_ttl < Duration::from_secs(24 * 3600) {
+            return Err(ConfigError::Invalid(
+                "auth.edge_token_ttl: must be at least 1d".into(),
+            ));
+        }
+        for (key, value) in [
+            ("auth.max_concurrent_hashes", auth.max_concurrent_hashes),
+            (
+                "auth.login_attempts_per_user_per_hour",
+                auth.login_attempts_per_user_per_hour as usize,
+            ),
+            ("server.max_connections", self.server.max_connections),
+            ("server.max_event_streams", self.server.max_event_streams),
+            (
+                "server.max_event_streams_per_user",
+                self.server.max_event_streams_per_user,
+            ),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Invalid(format!("{key}: must be at least 1")));
+            }
+        }
+        for (key, value) in [
+            (
+                "server.header_read_timeout",
+                self.server.header_read_timeout,
+            ),
+            ("server.idle_timeout", self.server.idle_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::Invalid(format!("{key}: must be more than 0")));
             }
         }
         if self.server.max_body_bytes < 1024 {

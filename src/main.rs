@@ -200,7 +200,7 @@ fn read_password() -> Result<String, Failure> {
         Failure::Usage(format!("cannot read the password from standard input: {e}"))
     })?;
     let password = text.trim_end_matches(['\n', '\r']).to_string();
-    edgeplane::auth::check_password(&password).map_err(Failure::Usage)?;
+    edgeplane::auth::check_password(&password, &[]).map_err(Failure::Usage)?;
     Ok(password)
 }
 
@@ -391,6 +391,12 @@ fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Token { user, ttl, store } => {
             let settings = settings(&store, None)?;
+            if ttl > settings.auth.max_token_ttl {
+                return Err(Failure::Usage(format!(
+                    "--ttl: at most auth.max_token_ttl ({})",
+                    humantime::format_duration(settings.auth.max_token_ttl)
+                )));
+            }
             println!("{}", edgeplane::cli::users::token(&settings, &user, ttl)?);
             Ok(())
         }

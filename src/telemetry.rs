@@ -383,6 +383,12 @@ fn register_at_zero() {
     }
     // The store's own gauges (writable, free bytes, file size) are set when it opens.
     metrics::counter!("edgeplane_samples_dropped_total", "reason" => "disk_reserve").absolute(0);
+    metrics::gauge!("edgeplane_connections_open").set(0.0);
+    metrics::counter!("edgeplane_connections_refused_total").absolute(0);
+    metrics::counter!("edgeplane_accept_errors_total").absolute(0);
+    metrics::gauge!("edgeplane_event_streams_open").set(0.0);
+    metrics::gauge!("edgeplane_password_hashes_running").set(0.0);
+    metrics::gauge!("edgeplane_edge_tokens_expiring").set(0.0);
 }
 
 #[cfg(test)]

@@ -496,7 +496,19 @@ async fn bad_tokens_are_401_with_the_error_shape() {
     let good = issuer("edgeplane", "edgeplane-api");
     let now = Timestamp::now();
 
-    let (minted, _) = good
+    let stored = {
+        let name = viewer_name.clone();
+        app.state
+            .store()
+            .read(move |r| r.user(&name))
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    let (minted, _) = good.issue_session(&stored, now, 600).unwrap();
+    // Signed with the right key but without the session stamp that ties it to the user's
+    // current password and role.
+    let (unstamped, _) = good
         .issue(&viewer_name, Role::Viewer, None, now, 600)
         .unwrap();
     let (expired, _) = good
@@ -551,6 +563,25 @@ async fn bad_tokens_are_401_with_the_error_shape() {
                 response.2
             );
             assert_error(&response, StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
+            // The library's parse errors never reach the client.
+            let message = response.2["error"]["message"].as_str().unwrap().to_string();
+            let expected: &[&str] = match what {
+                "missing" | "not bearer" => &[],
+                "expired" => &["token expired"],
+                "unknown user" | "unstamped" | "deleted user" | "deleted user, minted" => {
+                    &["token revoked"]
+                }
+                _ => &["invalid token"],
+            };
+            for expected in expected {
+                assert!(message.starts_with(expected), "{what}: {message}");
+            }
+            assert!(
+                !message.contains("Error")
+                    && !message.contains("Base64")
+                    && !message.contains("Json"),
+                "{what}: {message}"
+            );
         }
     };
     check("missing", None).await;
@@ -564,6 +595,7 @@ async fn bad_tokens_are_401_with_the_error_shape() {
     check("wrong issuer", Some(format!("Bearer {wrong_issuer}"))).await;
     check("other secret", Some(format!("Bearer {other_secret}"))).await;
     check("unknown user", Some(format!("Bearer {ghost}"))).await;
+    check("unstamped", Some(format!("Bearer {unstamped}"))).await;
 
     // A deleted user's token stops working at once.
     let (status, _, _) = app
@@ -793,7 +825,10 @@ async fn users_are_managed_by_admins() {
         )
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    app.login(&name, new_password).await;
+    // The change ended the token it was made with: a new login gives a fresh one.
+    let stale = app.get(users, &token).await;
+    assert_error(&stale, StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
+    let token = app.login(&name, new_password).await;
     let someone_else = app
         .request(
             Method::PUT,

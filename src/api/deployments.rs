@@ -316,6 +316,8 @@ pub async fn edge_locations(
 }
 
 /// Server-Sent Events: the timeline so far, then live events until the deployment ends.
+/// At most `server.max_event_streams_per_user` streams per caller (429 beyond) and
+/// `server.max_event_streams` in all (503 beyond) are open at once.
 /// Each event is named by its kind and carries the timeline entry with the deployment's
 /// status as JSON.
 #[utoipa::path(
@@ -335,6 +337,8 @@ pub async fn events(
     Path(id): Path<String>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
     principal.require(Role::Viewer)?;
+    // Held by the stream's task: given back when the client leaves or the stream ends.
+    let slot = state.event_streams().open(&principal.subject)?;
     // Subscribe before reading the history so nothing falls between the two.
     let mut live = state.engine().subscribe();
     let deployment = load(&state, id.clone()).await?;
@@ -342,6 +346,7 @@ pub async fn events(
     let mut status = deployment.status;
     let store = state.store().clone();
     let stream = async_stream(move |sender| async move {
+        let _slot = slot;
         for (index, event) in history.iter().enumerate() {
             if sender.send(sse_event(index, event, status)).await.is_err() {
                 return;
@@ -349,7 +354,13 @@ pub async fn events(
         }
         let mut next_index = history.len();
         while !status.is_terminal() {
-            match live.recv().await {
+            // A client that left is noticed at once, not at the deployment's next event:
+            // its task, subscription and slot go with it.
+            let received = tokio::select! {
+                received = live.recv() => received,
+                () = sender.closed() => return,
+            };
+            match received {
                 Ok(published) if published.deployment_id == id => {
                     if published.index < next_index {
                         continue;

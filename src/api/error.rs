@@ -290,6 +290,12 @@ impl From<UserError> for ApiError {
             UserError::BadCredentials => {
                 ApiError::Unauthorized("invalid username or password".into())
             }
+            UserError::Busy {
+                retry_after_seconds,
+            } => ApiError::RateLimited {
+                message: error.to_string(),
+                retry_after: retry_after_seconds,
+            },
             UserError::Auth(error) => error.into(),
             UserError::Store(error) => error.into(),
             UserError::Internal(message) => ApiError::Internal(message),

@@ -14,7 +14,7 @@ use tracing::Instrument;
 use super::error::{ApiError, ShapedError, error_response};
 use super::extract::{AuthFailure, Principal};
 use super::state::ApiState;
-use crate::auth::{AuthError, LimitClass};
+use crate::auth::{AuthError, LimitClass, session_stamp};
 use crate::model::Role;
 
 tokio::task_local! {
@@ -137,11 +137,12 @@ async fn authenticate(
         .ok_or_else(|| AuthError::Invalid("expected 'Authorization: Bearer <token>'".into()))?
         .trim();
     let claims = state.tokens().verify(token)?;
-    // A token is only as good as what it speaks for today: a deleted user, a changed role,
-    // a deleted edge or a rotated edge token end it at once.
+    // A token is only as good as what it speaks for today: a deleted user, a new password, a
+    // changed role (the session stamp), a deleted edge or a rotated edge token end it at once.
     let subject = claims.sub.clone();
     let jti = claims.jti.clone();
     let location = claims.loc.clone();
+    let stamp = claims.stm.clone();
     let role = claims.role;
     let current_role = state
         .store()
@@ -155,7 +156,10 @@ async fn authenticate(
                     .filter(|edge| edge.token_id == jti)
                     .map(|_| Role::Edge))
             } else {
-                Ok(reader.user(&subject)?.map(|user| user.role))
+                Ok(reader
+                    .user(&subject)?
+                    .filter(|user| stamp.as_deref() == Some(session_stamp(user).as_str()))
+                    .map(|user| user.role))
             }
         })
         .await
@@ -167,7 +171,7 @@ async fn authenticate(
             location: claims.loc,
         })),
         None => Err(AuthError::Invalid(
-            "the token's subject no longer exists".into(),
+            "token revoked (its user or edge was removed, or the password, role or edge token changed); log in again".into(),
         )),
     }
 }

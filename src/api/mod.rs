@@ -4,6 +4,7 @@
 
 pub mod backup;
 pub mod configurations;
+mod connections;
 pub mod deployments;
 pub mod edges;
 pub mod error;
@@ -12,8 +13,8 @@ pub mod metrics;
 pub mod middleware;
 pub mod openapi;
 pub mod state;
+pub mod streams;
 pub mod system;
-mod tls;
 pub mod users;
 pub mod views;
 
@@ -103,17 +104,21 @@ pub fn routes() -> OpenApiRouter<ApiState> {
 }
 
 /// Serves the API (with the console) on `listener` until `shutdown` resolves, then lets the
-/// requests in flight finish. Each request sees its client's address.
+/// requests in flight finish. Each request sees its client's address. Connections are
+/// capped and timed out by `[server]` (see `connections`).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: ApiState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(
+    let limits = connections::Limits::of(&state.settings().server);
+    connections::serve(
         listener,
-        router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        router(state),
+        connections::Transport::Plain,
+        limits,
+        shutdown,
     )
-    .with_graceful_shutdown(shutdown)
     .await
 }
 
@@ -133,20 +138,14 @@ pub async fn serve_tls(
     state: ApiState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let local = listener.local_addr()?;
-    let required_for_edges = acceptor.verifies_clients();
-    let listener = tls::TlsListener {
-        incoming: acceptor.incoming(listener),
-        local,
-    };
-    axum::serve(
+    let limits = connections::Limits::of(&state.settings().server);
+    connections::serve(
         listener,
-        tls::PerConnection {
-            router: router(state),
-            required_for_edges,
-        },
+        router(state),
+        connections::Transport::Tls(acceptor),
+        limits,
+        shutdown,
     )
-    .with_graceful_shutdown(shutdown)
     .await
 }
 

@@ -47,15 +47,21 @@ pub struct ApiState {
 struct Inner {
     parts: ApiParts,
     ready: AtomicBool,
+    event_streams: super::streams::EventStreams,
 }
 
 impl ApiState {
     /// A state that is not ready yet (`/ready` answers 503 until [`ApiState::set_ready`]).
     pub fn new(parts: ApiParts) -> Self {
+        let event_streams = super::streams::EventStreams::new(
+            parts.settings.server.max_event_streams,
+            parts.settings.server.max_event_streams_per_user,
+        );
         Self {
             inner: Arc::new(Inner {
                 parts,
                 ready: AtomicBool::new(false),
+                event_streams,
             }),
         }
     }
@@ -103,6 +109,10 @@ impl ApiState {
     }
     pub fn users(&self) -> &Users {
         &self.inner.parts.users
+    }
+    /// The open event streams and their caps.
+    pub fn event_streams(&self) -> &super::streams::EventStreams {
+        &self.inner.event_streams
     }
     /// The server-wide default RollbackConfig.
     pub async fn thresholds(&self) -> Result<RollbackConfig, StoreError> {

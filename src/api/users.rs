@@ -30,7 +30,9 @@ fn caller(principal: &Principal) -> Caller {
     Caller::new(principal.subject.clone(), current_trace_id())
 }
 
-/// Log in and receive a JWT.
+/// Log in and receive a JWT. Attempts are limited per (username, address), per address and
+/// per username (429), and so are password checks running at once (429 after
+/// `auth.hash_queue_timeout`).
 #[utoipa::path(
     post,
     path = "/authentication/login",
@@ -55,6 +57,7 @@ pub async fn login(
     let address = address
         .map(|a| a.0.0.clone())
         .unwrap_or_else(|| "local".into());
+    // Spent before the password is hashed: a refused attempt costs no hashing.
     let budget = state.limits().login_attempt(&username, &address);
     if !budget.allowed {
         tracing::warn!(%username, %address, "login attempts rate limited");
@@ -119,7 +122,7 @@ pub async fn create(
     let username = body.username.unwrap_or_default();
     check_username(&username).map_err(|e| ApiError::invalid_field("username", e))?;
     let password = body.password.unwrap_or_default();
-    check_password(&password).map_err(|e| ApiError::invalid_field("password", e))?;
+    check_password(&password, &[&username]).map_err(|e| ApiError::invalid_field("password", e))?;
     let role: Role = body
         .role
         .as_deref()
@@ -177,7 +180,8 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// A new password; users other than Admins changing their own give the current one too.
+/// A new password; anyone changing their own gives the current one too. Every token issued
+/// to the user before the change stops working.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 #[schema(as = PasswordChange)]
@@ -189,7 +193,8 @@ pub struct PasswordBody {
     current_password: Option<String>,
 }
 
-/// Change a password (Admin, or a user their own).
+/// Change a password (Admin, or a user their own with the current one); the user's earlier
+/// tokens stop working.
 #[utoipa::path(
     put,
     path = "/users/{username}/password",
@@ -208,16 +213,15 @@ pub async fn set_password(
     Path(username): Path<String>,
     Json(body): Json<PasswordBody>,
 ) -> Result<StatusCode, ApiError> {
-    let own = principal.subject == username && principal.role != Role::Edge;
+    let own = principal.subject.eq_ignore_ascii_case(&username) && principal.role != Role::Edge;
     if !own {
         principal.require(Role::Admin)?;
     }
     let password = body.password.unwrap_or_default();
-    check_password(&password).map_err(|e| ApiError::invalid_field("password", e))?;
-    // Changing one's own password needs the current one, so a stolen token alone cannot
-    // take over the account.
-    let current_password =
-        (own && principal.role != Role::Admin).then(|| body.current_password.unwrap_or_default());
+    check_password(&password, &[&username]).map_err(|e| ApiError::invalid_field("password", e))?;
+    // Changing one's own password needs the current one, Admins included, so a stolen
+    // token alone cannot take over the account.
+    let current_password = own.then(|| body.current_password.unwrap_or_default());
     state
         .users()
         .set_password(&caller(&principal), username, password, current_password)

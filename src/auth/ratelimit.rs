@@ -1,5 +1,11 @@
-//! Request budgets per token subject and class (SPEC §5), and failed-login budgets per
-//! username and per client address.
+//! Request budgets per token subject and class (SPEC §5), and login budgets.
+//!
+//! Logins draw from three budgets, all spent before the password is hashed: one per
+//! (username, client address), one per client address, and a slower, larger one per
+//! username across all addresses. Guessing one account from one address is slow, spraying
+//! many accounts from one address is slow, and guessing from many addresses at once is
+//! bounded by the per-username budget; while one address guesses, the owner logging in from
+//! another still gets in, since one address alone cannot spend the per-username budget.
 
 use std::num::NonZeroU32;
 use std::time::Duration;
@@ -96,9 +102,13 @@ pub struct RateLimits {
     metrics_read: Limiter,
     heartbeat: Limiter,
     public: Limiter,
-    login_user: Limiter,
+    login_user_address: Limiter,
     login_address: Limiter,
+    login_user: Limiter,
 }
+
+/// Logins per username per hour from all addresses together, unless configured.
+pub const DEFAULT_LOGIN_ATTEMPTS_PER_USER_PER_HOUR: u32 = 1_000;
 
 impl RateLimits {
     pub fn new(settings: &LimitSettings) -> Self {
@@ -111,9 +121,22 @@ impl RateLimits {
             metrics_read: Limiter::new(settings.metrics_reads_per_minute, minute),
             heartbeat: Limiter::new(settings.heartbeats_per_second, Duration::from_secs(1)),
             public: Limiter::new(settings.public_per_minute, minute),
-            login_user: Limiter::new(settings.login_attempts_per_minute, minute),
-            login_address: Limiter::new(settings.login_attempts_per_minute * 4, minute),
+            login_user_address: Limiter::new(settings.login_attempts_per_minute, minute),
+            login_address: Limiter::new(
+                settings.login_attempts_per_minute.saturating_mul(4),
+                minute,
+            ),
+            login_user: Limiter::new(
+                DEFAULT_LOGIN_ATTEMPTS_PER_USER_PER_HOUR,
+                Duration::from_secs(3600),
+            ),
         }
+    }
+
+    /// Sets the per-username login budget (all addresses together) to `per_hour`.
+    pub fn with_login_attempts_per_user_per_hour(mut self, per_hour: u32) -> Self {
+        self.login_user = Limiter::new(per_hour, Duration::from_secs(3600));
+        self
     }
 
     /// Spends one request of `class` for `key` (a token subject, or a client address).
@@ -129,16 +152,24 @@ impl RateLimits {
         }
     }
 
-    /// Spends one login attempt for the username and for the client address; refused when
-    /// either budget is spent, so guessing is slow both per account and per source.
+    /// Spends one login attempt of `username` (compared without case) from `address`;
+    /// refused, with the budget that refused it, when any of the three is spent. The
+    /// narrowest budget is asked first so that a refused attempt spends nothing of the wider
+    /// ones: an address that keeps guessing after its limit does not eat into the owner's
+    /// per-username budget.
     pub fn login_attempt(&self, username: &str, address: &str) -> Budget {
-        let by_user = self.login_user.check(&username.to_ascii_lowercase());
-        let by_address = self.login_address.check(address);
-        if !by_user.allowed {
-            by_user
-        } else {
-            by_address
+        let username = crate::auth::normalise_username(username);
+        let pair = self
+            .login_user_address
+            .check(&format!("{username}\u{0}{address}"));
+        if !pair.allowed {
+            return pair;
         }
+        let by_address = self.login_address.check(address);
+        if !by_address.allowed {
+            return by_address;
+        }
+        self.login_user.check(&username)
     }
 
     /// Drops the state of keys that have been idle for a full period.
@@ -151,8 +182,9 @@ impl RateLimits {
             &self.metrics_read,
             &self.heartbeat,
             &self.public,
-            &self.login_user,
+            &self.login_user_address,
             &self.login_address,
+            &self.login_user,
         ] {
             limiter.forget_idle();
         }
@@ -190,16 +222,33 @@ mod tests {
     }
 
     #[test]
-    fn login_attempts_are_limited_per_user_and_per_address() {
+    fn login_attempts_are_limited_per_user_and_address_per_address_and_per_user() {
         let limits = RateLimits::new(&LimitSettings {
             login_attempts_per_minute: 2,
             ..LimitSettings::default()
-        });
+        })
+        .with_login_attempts_per_user_per_hour(5);
         assert!(limits.login_attempt("admin", "10.0.0.1").allowed);
-        assert!(limits.login_attempt("ADMIN", "10.0.0.2").allowed);
+        assert!(limits.login_attempt("ADMIN", "10.0.0.1").allowed);
         assert!(
-            !limits.login_attempt("admin", "10.0.0.3").allowed,
-            "per username"
+            !limits.login_attempt("admin", "10.0.0.1").allowed,
+            "per username and address, without case"
+        );
+        for _ in 0..5 {
+            assert!(
+                !limits.login_attempt("admin", "10.0.0.1").allowed,
+                "refused attempts spend nothing of the username's budget"
+            );
+        }
+        assert!(
+            limits.login_attempt("admin", "10.0.0.2").allowed,
+            "another address still gets in"
+        );
+        assert!(limits.login_attempt("admin", "10.0.0.3").allowed);
+        assert!(limits.login_attempt("admin", "10.0.0.4").allowed);
+        assert!(
+            !limits.login_attempt("admin", "10.0.0.5").allowed,
+            "per username across addresses"
         );
         for n in 0..8 {
             assert!(

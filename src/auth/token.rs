@@ -1,11 +1,33 @@
 //! JSON Web Tokens: HS256 with a server secret, with `exp`, `iat`, `iss`, `aud` and the
-//! algorithm pinned on every check.
+//! algorithm pinned on every check, and the session stamp that ends a user's tokens when
+//! their password or role changes.
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, encode};
 use serde::{Deserialize, Serialize};
 
+use sha2::{Digest, Sha256};
+
 use super::AuthError;
-use crate::model::{Role, Timestamp};
+use crate::model::{Role, Timestamp, User};
+
+/// What a user's tokens must match to be accepted: a digest of the user's name, role and
+/// password hash. Setting a password (a fresh salt every time), changing the role, or
+/// deleting the user and creating one of the same name all change it, so every token issued
+/// before stops working, with nothing more to store or to clean up. It says nothing of the
+/// password: the hash it digests has a random salt the token holder never sees.
+pub fn session_stamp(user: &User) -> String {
+    let mut digest = Sha256::new();
+    for part in [
+        "edgeplane-session-v1",
+        user.username.as_str(),
+        user.role.as_str(),
+        user.password_hash.as_str(),
+    ] {
+        digest.update(part.as_bytes());
+        digest.update([0u8]);
+    }
+    hex::encode(&digest.finalize()[..16])
+}
 
 /// The claims of every edgeplane token.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -20,6 +42,9 @@ pub struct Claims {
     /// For `Edge` tokens: the one location they speak for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub loc: Option<String>,
+    /// For user tokens: the user's [`session_stamp`] when it was issued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stm: Option<String>,
 }
 
 /// Issues and checks tokens. Cheap to clone behind an `Arc`.
@@ -74,19 +99,41 @@ impl TokenIssuer {
             exp: iat + ttl_seconds,
             jti: uuid::Uuid::new_v4().to_string(),
             loc: location.map(str::to_string),
+            stm: None,
         };
+        self.sign(claims)
+    }
+
+    /// Mints a session token for `user`, stamped so that it ends when the user's password or
+    /// role changes.
+    pub fn issue_session(
+        &self,
+        user: &User,
+        now: Timestamp,
+        ttl_seconds: i64,
+    ) -> Result<(String, Claims), AuthError> {
+        let (_, mut claims) = self.issue(&user.username, user.role, None, now, ttl_seconds)?;
+        claims.stm = Some(session_stamp(user));
+        self.sign(claims)
+    }
+
+    fn sign(&self, claims: Claims) -> Result<(String, Claims), AuthError> {
         let token = encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(|e| AuthError::Unavailable(format!("cannot sign token: {e}")))?;
         Ok((token, claims))
     }
 
-    /// Verifies signature, algorithm, issuer, audience and expiry.
+    /// Verifies signature, algorithm, issuer, audience and expiry. The caller learns only
+    /// "invalid token" or "token expired"; what exactly was wrong goes to the debug log.
     pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
         decode::<Claims>(token, &self.decoding, &self.validation)
             .map(|data| data.claims)
             .map_err(|e| match e.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
-                kind => AuthError::Invalid(format!("{kind:?}")),
+                kind => {
+                    tracing::debug!(reason = ?kind, "token refused");
+                    AuthError::Invalid("invalid token".into())
+                }
             })
     }
 }
@@ -159,10 +206,45 @@ mod tests {
             Err(AuthError::Invalid(_))
         ));
 
-        assert!(matches!(
+        assert_eq!(
             issuer().verify("garbage"),
-            Err(AuthError::Invalid(_))
-        ));
+            Err(AuthError::Invalid("invalid token".into()))
+        );
+        assert_eq!(
+            issuer().verify("a.b.c").unwrap_err().to_string(),
+            "invalid token"
+        );
+        assert_eq!(
+            issuer().verify(&expired).unwrap_err().to_string(),
+            "token expired"
+        );
+    }
+
+    #[test]
+    fn session_tokens_carry_the_stamp_that_a_new_password_or_role_changes() {
+        let user = User {
+            username: "alice".into(),
+            role: Role::Operator,
+            password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+            created_at: Timestamp::from_millis(0),
+            updated_at: Timestamp::from_millis(0),
+        };
+        let (token, claims) = issuer()
+            .issue_session(&user, Timestamp::now(), 600)
+            .unwrap();
+        let verified = issuer().verify(&token).unwrap();
+        assert_eq!(verified, claims);
+        assert_eq!(verified.stm, Some(session_stamp(&user)));
+        let new_password = User {
+            password_hash: "$argon2id$v=19$m=19456,t=2,p=1$b3RoZXI$aGFzaA".into(),
+            ..user.clone()
+        };
+        let new_role = User {
+            role: Role::Viewer,
+            ..user.clone()
+        };
+        assert_ne!(session_stamp(&new_password), session_stamp(&user));
+        assert_ne!(session_stamp(&new_role), session_stamp(&user));
     }
 
     #[test]

@@ -3,12 +3,13 @@
 
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::{Context, anyhow, bail};
 
-use crate::auth::hash_password;
+use crate::auth::{check_password, hash_password, normalise_username};
 use crate::config::Settings;
 use crate::model::{Role, Timestamp, User};
 use crate::service::open::{Opened, open};
+use crate::service::users::find_user;
 use crate::store::{Command, CommandEnvelope};
 
 const CLI_ACTOR: &str = "cli";
@@ -22,7 +23,16 @@ fn opened(settings: &Settings) -> anyhow::Result<Opened> {
     })
 }
 
+/// The stored user `name` names, under any spelling.
+fn find(opened: &Opened, name: &str) -> anyhow::Result<User> {
+    match find_user(&opened.store.reader()?, name)? {
+        Some(user) => Ok(user),
+        None => bail!("no user named '{name}'"),
+    }
+}
+
 pub fn add(settings: &Settings, name: &str, role: Role, password: &str) -> anyhow::Result<()> {
+    check_password(password, &[name]).map_err(|e| anyhow!("password: {e}"))?;
     let store = opened(settings)?.store;
     let now = Timestamp::now();
     store.apply_blocking(CommandEnvelope::new(
@@ -30,7 +40,7 @@ pub fn add(settings: &Settings, name: &str, role: Role, password: &str) -> anyho
         "",
         Command::CreateUser {
             user: User {
-                username: name.into(),
+                username: normalise_username(name),
                 role,
                 password_hash: hash_password(password)?,
                 created_at: now,
@@ -42,12 +52,14 @@ pub fn add(settings: &Settings, name: &str, role: Role, password: &str) -> anyho
 }
 
 pub fn set_password(settings: &Settings, name: &str, password: &str) -> anyhow::Result<()> {
-    let store = opened(settings)?.store;
-    store.apply_blocking(CommandEnvelope::new(
+    check_password(password, &[name]).map_err(|e| anyhow!("password: {e}"))?;
+    let opened = opened(settings)?;
+    let user = find(&opened, name)?;
+    opened.store.apply_blocking(CommandEnvelope::new(
         CLI_ACTOR,
         "",
         Command::SetPassword {
-            username: name.into(),
+            username: user.username,
             password_hash: hash_password(password)?,
             at: Timestamp::now(),
         },
@@ -66,29 +78,32 @@ pub fn list(settings: &Settings) -> anyhow::Result<Vec<(String, Role)>> {
 }
 
 pub fn remove(settings: &Settings, name: &str) -> anyhow::Result<()> {
-    let store = opened(settings)?.store;
-    store.apply_blocking(CommandEnvelope::new(
+    let opened = opened(settings)?;
+    let user = find(&opened, name)?;
+    opened.store.apply_blocking(CommandEnvelope::new(
         CLI_ACTOR,
         "",
         Command::DeleteUser {
-            username: name.into(),
+            username: user.username,
         },
     ))?;
     Ok(())
 }
 
-/// Mints a token for an existing user, valid for `ttl`.
+/// Mints a token for an existing user, valid for `ttl` (at most `auth.max_token_ttl`). Like
+/// a login's, it stops working when the user's password or role changes.
 pub fn token(settings: &Settings, name: &str, ttl: Duration) -> anyhow::Result<String> {
+    let max = settings.auth.max_token_ttl;
+    if ttl.is_zero() || ttl > max {
+        bail!(
+            "--ttl must be more than 0 and at most auth.max_token_ttl ({})",
+            humantime::format_duration(max)
+        );
+    }
     let opened = opened(settings)?;
-    let Some(user) = opened.store.reader()?.user(name)? else {
-        bail!("no user named '{name}'");
-    };
-    let (token, _) = opened.tokens.issue(
-        &user.username,
-        user.role,
-        None,
-        Timestamp::now(),
-        ttl.as_secs() as i64,
-    )?;
+    let user = find(&opened, name)?;
+    let (token, _) = opened
+        .tokens
+        .issue_session(&user, Timestamp::now(), ttl.as_secs() as i64)?;
     Ok(token)
 }

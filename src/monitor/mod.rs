@@ -9,4 +9,5 @@ pub mod aggregate;
 pub mod alerts;
 pub mod analysis;
 pub mod certificates;
+pub mod edge_tokens;
 pub mod judge;

@@ -5,6 +5,7 @@
 //! The control plane's side (`fleet/`) and the edge's side (`edge/`) import this module and
 //! never each other, so neither can change the contract without the other seeing it.
 
+pub mod accept;
 mod checksum;
 mod client;
 mod messages;

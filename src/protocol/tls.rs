@@ -1,6 +1,7 @@
 //! TLS for both sides of the wire (SPEC §1 "Transport security"): loading the PEM files a
 //! listener is configured with, a server config that is rebuilt on SIGHUP and used per
-//! accepted connection, and the accept loop that hands finished handshakes to the server.
+//! accepted connection, the handshake of one connection, and the agent's accept loop that
+//! hands finished handshakes to its server.
 //!
 //! Client certificates: with a client CA the server asks every client for a certificate,
 //! verifies one when presented and lets a connection without one through; what needs a
@@ -176,37 +177,48 @@ impl Acceptor {
     ) -> mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)> {
         let (sender, receiver) = mpsc::channel(64);
         tokio::spawn(async move {
+            let mut accepting = crate::protocol::accept::AcceptLoop::default();
             loop {
-                let accepted = tokio::select! {
-                    accepted = listener.accept() => accepted,
+                let (stream, peer) = tokio::select! {
+                    accepted = accepting.accept(&listener) => accepted,
                     _ = sender.closed() => return,
                 };
-                let (stream, peer) = match accepted {
-                    Ok(accepted) => accepted,
-                    Err(error) => {
-                        // Out of descriptors and the like: back off instead of spinning.
-                        tracing::warn!(%error, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let acceptor = tokio_rustls::TlsAcceptor::from(self.config());
+                let handshake = self.handshake(stream, peer, HANDSHAKE_TIMEOUT);
                 let sender = sender.clone();
                 tokio::spawn(async move {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => {
-                            let _ = sender.send((tls, peer)).await;
-                        }
-                        Ok(Err(error)) => {
-                            tracing::debug!(%peer, %error, "TLS handshake failed")
-                        }
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    if let Some(tls) = handshake.await {
+                        let _ = sender.send((tls, peer)).await;
                     }
                 });
             }
         });
         receiver
+    }
+
+    /// The TLS handshake of one accepted connection with the config current now; None when
+    /// it failed (plain HTTP on the TLS port, an untrusted client certificate) or did not
+    /// finish within `timeout`, so a silent client holds no slot.
+    pub fn handshake(
+        &self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        timeout: Duration,
+    ) -> impl std::future::Future<Output = Option<TlsStream<TcpStream>>> + Send + 'static {
+        let _ = stream.set_nodelay(true);
+        let acceptor = tokio_rustls::TlsAcceptor::from(self.config());
+        async move {
+            match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => Some(tls),
+                Ok(Err(error)) => {
+                    tracing::debug!(%peer, %error, "TLS handshake failed");
+                    None
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    None
+                }
+            }
+        }
     }
 }
 

@@ -14,8 +14,9 @@ use crate::rollout::engine::Engine;
 use crate::secrets::SecretBox;
 use crate::store::{Applied, Command, EdgeChanges, EdgeRecord, HeartbeatRecord, Store, StoreError};
 
-/// Agent tokens are long-lived: an edge is re-keyed by rotation, not by expiry.
-const AGENT_TOKEN_TTL_SECONDS: i64 = 10 * 365 * 24 * 3600;
+/// Agent tokens live long (`auth.edge_token_ttl`) and are renewed by rotation before they
+/// expire; `edgeplane_edge_tokens_expiring` counts those due within 30 days.
+const DEFAULT_AGENT_TOKEN_TTL_SECONDS: i64 = 365 * 24 * 3600;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EdgeError {
@@ -40,6 +41,7 @@ pub struct Edges {
     secrets: SecretBox,
     engine: Engine,
     heartbeats: HeartbeatIntake,
+    agent_token_ttl_seconds: i64,
 }
 
 fn edge_of(applied: Applied) -> Result<EdgeLocation, EdgeError> {
@@ -65,7 +67,14 @@ impl Edges {
             secrets,
             engine,
             heartbeats,
+            agent_token_ttl_seconds: DEFAULT_AGENT_TOKEN_TTL_SECONDS,
         }
+    }
+
+    /// Agent tokens minted from now on live `ttl`.
+    pub fn with_agent_token_ttl(mut self, ttl: std::time::Duration) -> Self {
+        self.agent_token_ttl_seconds = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX / 2);
+        self
     }
 
     /// A fresh agent token for an edge: (token id, token, token sealed for the store).
@@ -75,7 +84,7 @@ impl Edges {
             Role::Edge,
             Some(location_id),
             Timestamp::now(),
-            AGENT_TOKEN_TTL_SECONDS,
+            self.agent_token_ttl_seconds,
         )?;
         let sealed = self.secrets.seal(&token);
         Ok((claims.jti, token, sealed))

@@ -122,7 +122,7 @@ pub fn bootstrap_admin(
     }
     let (password, generated) = match password_from_env.filter(|p| !p.is_empty()) {
         Some(password) => {
-            crate::auth::check_password(&password).map_err(|e| {
+            crate::auth::check_password(&password, &["admin"]).map_err(|e| {
                 OpenError::Invalid(format!("EDGEPLANE_BOOTSTRAP_ADMIN_PASSWORD: {e}"))
             })?;
             (password, false)

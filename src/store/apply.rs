@@ -216,7 +216,12 @@ fn apply_in(txn: &WriteTransaction, envelope: &CommandEnvelope) -> Result<Applie
         }
         Command::CreateUser { user } => {
             let mut users = txn.open_table(USERS)?;
-            if users.get(user.username.as_str())?.is_some() {
+            // Usernames are unique without case: `Alice` taken means `alice` is too.
+            let mut taken = users.get(user.username.as_str())?.is_some();
+            for entry in users.iter()? {
+                taken |= entry?.0.value().eq_ignore_ascii_case(&user.username);
+            }
+            if taken {
                 return Err(StoreError::Conflict(format!(
                     "user '{}' already exists",
                     user.username
