@@ -10,6 +10,7 @@
 
 mod cache;
 mod conflicts;
+mod controls;
 pub mod diff;
 mod response;
 mod routing;
@@ -235,6 +236,10 @@ impl Validator {
             report.error("content", "Content must be a JSON object");
             return report;
         }
+        // A control character is the whole story of the value that holds it: other layers'
+        // findings about that value would restate it in their own words, so they are dropped.
+        let mut control_report = ValidationReport::default();
+        let flagged = controls::check(config_type, content, &mut control_report);
         self.check_schema(config_type, content, &mut report);
         self.check_unknown_fields(config_type, content, &mut report);
         // The safety rules read values defensively (a field of the wrong type is skipped,
@@ -248,7 +253,11 @@ impl Validator {
             ConfigType::ResponseModification => response::check(content, &mut report),
         }
         report.merge(conflicts::check(None, config_type, content, others));
-        report.finish()
+        report
+            .errors
+            .retain(|finding| !flagged.contains(&finding.field));
+        control_report.merge(report);
+        control_report.finish()
     }
 
     /// The conflict layer alone, skipping `configuration_id` itself among `others`.
