@@ -6,7 +6,7 @@
 //! What every operation shares is added here by rule, mirroring the middleware and the
 //! extractors: the bearer requirement (with its 401, and 403 for a role or an edge token that
 //! may not act), 400 where a parameter or body is parsed, 413 where a body is read, 429 from
-//! the rate budget, 408 from the request timeout and 503 where the store is consulted.
+//! the rate budget, 408 from the request timeout, 414 from the URI limit and 503 where the store is consulted.
 
 use std::sync::OnceLock;
 
@@ -65,6 +65,8 @@ error_responses! {
     NotFound => "No such object (NOT_FOUND)",
     /// 408: the request took longer than the server's request timeout.
     RequestTimeout => "The request took too long (REQUEST_TIMEOUT)",
+    /// 414: the request target (path and query) is over the server's limit.
+    UriTooLong => "The request URI is longer than the server accepts (URI_TOO_LONG)",
     /// 409: the change conflicts with the current state.
     Conflict => "The change conflicts with the current state (CONFLICT, or FROZEN while rollouts are frozen)",
     /// 413: the body is over the server's limit.
@@ -90,6 +92,7 @@ error_responses! {
             Forbidden,
             NotFound,
             RequestTimeout,
+            UriTooLong,
             Conflict,
             PayloadTooLarge,
             RateLimited,
@@ -157,7 +160,11 @@ fn operations(item: &mut utoipa::openapi::PathItem) -> Vec<&mut Operation> {
 fn add_shared_responses(operation: &mut Operation) {
     let id = operation.operation_id.clone().unwrap_or_default();
     let public = PUBLIC_OPERATIONS.contains(&id.as_str());
-    let mut shared: Vec<(&str, &str)> = vec![("408", "RequestTimeout"), ("429", "RateLimited")];
+    let mut shared: Vec<(&str, &str)> = vec![
+        ("408", "RequestTimeout"),
+        ("414", "UriTooLong"),
+        ("429", "RateLimited"),
+    ];
     if public {
         operation.security = Some(vec![SecurityRequirement::default()]);
     } else {
