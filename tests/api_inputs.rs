@@ -1,6 +1,6 @@
 //! Inputs that could inject or overwhelm: control characters in content, duplicate JSON keys,
-//! origins at the edge's own or metadata addresses, impossible heartbeat values, and the size
-//! of the version list.
+//! origins at the edge's own or metadata addresses, impossible heartbeat values, the size of
+//! the version list, and `/metrics` closed with a token.
 
 mod common;
 
@@ -463,4 +463,38 @@ async fn get_raw(app: &TestApp, path: &str) -> bytes::Bytes {
     let response = app.router.clone().oneshot(request).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     response.into_body().collect().await.unwrap().to_bytes()
+}
+
+#[tokio::test]
+async fn metrics_answer_only_the_configured_token_when_one_is_set() {
+    let token = "metrics-token-for-tests-0123456789";
+    let app = TestApp::with_settings(|s| s.server.metrics_token = Some(token.into())).await;
+    let scrape = |authorization: Option<String>| {
+        let mut builder = Request::builder().uri("/metrics");
+        if let Some(value) = authorization {
+            builder = builder.header(header::AUTHORIZATION, value);
+        }
+        builder.body(Body::empty()).unwrap()
+    };
+    for (what, authorization) in [
+        ("no token", None),
+        ("another token", Some("Bearer not-the-token".to_string())),
+        ("a user's token", Some(format!("Bearer {}", app.admin))),
+        ("the token without Bearer", Some(token.to_string())),
+    ] {
+        let response = app.send(scrape(authorization)).await;
+        assert_eq!(response.0, StatusCode::UNAUTHORIZED, "{what}");
+        assert_error(&response, StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
+    }
+    let (status, _, body) = app.send(scrape(Some(format!("Bearer {token}")))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        body.as_str()
+            .is_some_and(|text| text.contains("edgeplane_")),
+        "{body}"
+    );
+    // Without a token configured, Prometheus scrapes as before.
+    let open = TestApp::new().await;
+    let (status, _, _) = open.send(scrape(None)).await;
+    assert_eq!(status, StatusCode::OK);
 }
