@@ -84,6 +84,18 @@ async fn control_characters_in_content_are_refused_naming_the_field() {
         assert_eq!(status, StatusCode::OK, "{report}");
         assert_eq!(report["isValid"], false, "{report}");
     }
+    // Metadata travels with every push too.
+    let body = json!({"name": unique("inject"), "type": "CacheRule",
+        "content": cache_rule(&unique("/meta")), "metadata": {"note": "a\r\nX-Injected: 1"}});
+    let response = app
+        .request(Method::POST, CONFIGS, Some(&app.admin), Some(body))
+        .await;
+    assert_field(
+        &response,
+        "VALIDATION_ERROR",
+        "metadata.note",
+        "must not contain control characters",
+    );
     let (_, _, list) = app.get(CONFIGS, &app.admin).await;
     assert_eq!(list["total"], 0, "nothing was stored: {list}");
 }

@@ -89,6 +89,13 @@ pub(super) fn check_metadata(
                 "metadata keys are 1–128 bytes and values at most 4096 bytes",
             ));
         }
+        // Metadata travels with every push to the edges, like content.
+        if key.chars().chain(value.chars()).any(validate::is_control) {
+            return Err(ApiError::invalid_field(
+                format!("metadata.{key}"),
+                "metadata keys and values must not contain control characters",
+            ));
+        }
     }
     Ok(metadata)
 }

@@ -19,7 +19,7 @@ use crate::model::ConfigType;
 const PEM_FIELDS: &[&str] = &["certificate", "privateKey", "certificateChain"];
 
 /// Whether `c` is a C0 or C1 control character or DEL.
-pub(crate) fn is_control(c: char) -> bool {
+pub fn is_control(c: char) -> bool {
     matches!(c, '\u{0}'..='\u{1f}' | '\u{7f}'..='\u{9f}')
 }
 
