@@ -414,8 +414,10 @@ pub struct HeartbeatBody {
 /// The largest count one heartbeat may report for its interval: beyond any edge's traffic, and
 /// small enough that a month of samples added up stays far within 64 bits.
 const MAX_COUNT: u64 = 1 << 48;
-/// The longest interval a metrics sample may cover (0 means the default interval).
-const MAX_INTERVAL_SECONDS: u32 = 86_400;
+/// The longest interval a metrics sample may cover (0 means the default interval): the
+/// longest the series keep, so that an agent that carried its counts through a long outage
+/// of the control plane still delivers them.
+const MAX_INTERVAL_SECONDS: u32 = 31 * 86_400;
 
 impl HeartbeatBody {
     /// Refuses values no edge can report, each named by its field: percentages outside
