@@ -1,10 +1,14 @@
-//! Store benchmarks: a durable command commit (fsync included) and a configuration read.
+//! Store benchmarks: a durable command commit (fsync included), a configuration read, and a
+//! validated create (conflict candidates from the pattern index, validation, durable commit)
+//! with 10 and with 10,000 configurations already stored: the catalogue must not slow a
+//! create down (issue #12, goal 3: within 2x).
 
 use std::collections::BTreeMap;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use edgeplane::model::{ConfigStatus, ConfigType, Configuration, ConfigurationVersion, Timestamp};
 use edgeplane::store::{Command, CommandEnvelope, Store};
+use edgeplane::validate::{OtherConfiguration, Validator};
 use serde_json::json;
 
 fn create_command(n: u64) -> CommandEnvelope {
@@ -78,9 +82,61 @@ fn store_benches(c: &mut Criterion) {
     });
 }
 
+/// What the create use case does: candidates through the index, validation against them,
+/// the durable command.
+fn validated_create(store: &Store, validator: &Validator, n: u64) {
+    let command = create_command(n);
+    let Command::CreateConfiguration { configuration, .. } = &command.command else {
+        unreachable!()
+    };
+    let candidates = store
+        .reader()
+        .expect("reader")
+        .pattern_candidates(configuration.config_type, &configuration.content)
+        .expect("candidates");
+    let others: Vec<OtherConfiguration<'_>> = candidates
+        .iter()
+        .map(|c| OtherConfiguration {
+            configuration_id: &c.configuration_id,
+            name: &c.name,
+            config_type: c.config_type,
+            content: &c.content,
+        })
+        .collect();
+    let report = validator.validate(
+        configuration.config_type,
+        &configuration.content,
+        &others,
+        Timestamp::now(),
+    );
+    assert!(report.is_valid(), "{report:?}");
+    store.apply_blocking(command).expect("apply");
+}
+
+fn catalogue_benches(c: &mut Criterion) {
+    let validator = Validator::new();
+    let mut group = c.benchmark_group("store/validated_create");
+    for stored in [10u64, 10_000] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open store");
+        let catalogue: Vec<CommandEnvelope> = (0..stored).map(create_command).collect();
+        for result in store.apply_batch_blocking(&catalogue) {
+            result.expect("stored");
+        }
+        let mut n = stored;
+        group.bench_function(format!("{stored}-stored"), |b| {
+            b.iter(|| {
+                n += 1;
+                validated_create(&store, &validator, n)
+            })
+        });
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(50);
-    targets = store_benches
+    targets = store_benches, catalogue_benches
 }
 criterion_main!(benches);

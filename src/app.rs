@@ -131,6 +131,13 @@ pub fn build_with(
         ..PushOptions::default()
     })
     .map_err(|e| StartError::Config(format!("edges: {e}")))?;
+    push_client.set_term(
+        opened
+            .store
+            .reader()
+            .and_then(|r| r.current_term())
+            .map_err(OpenError::from)?,
+    );
     let notifier = start_notifier(&settings)?;
     let engine = Engine::start(
         opened.store.clone(),

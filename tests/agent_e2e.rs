@@ -478,3 +478,93 @@ fn a_bad_config_file_exits_2_naming_the_key() {
     assert_eq!(output.status.code(), Some(2), "{output:?}");
     assert!(String::from_utf8_lossy(&output.stderr).contains("agent.heartbeat_interval"));
 }
+
+#[tokio::test]
+async fn the_agent_refuses_a_lower_term_and_remembers_the_highest_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "http://127.0.0.1:9", "1h");
+    let client = push_client();
+    let agent = start(&config);
+
+    client.set_term(5);
+    assert_eq!(
+        acked(
+            client
+                .push(&agent.endpoint, TOKEN, CONFIG_ID, &apply("1.0.0", rule(60)))
+                .await
+        ),
+        "1.0.0"
+    );
+    client.set_term(4);
+    let refused = client
+        .push(
+            &agent.endpoint,
+            TOKEN,
+            CONFIG_ID,
+            &apply("1.1.0", rule(120)),
+        )
+        .await;
+    assert!(
+        matches!(
+            refused,
+            Err(PushError::StaleTerm {
+                ours: 4,
+                seen: 5,
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+
+    // The refusal is an error in the API's shape, naming the term the edge has seen.
+    let http = reqwest::Client::new();
+    let response = http
+        .put(format!(
+            "{}/edge/v1/configurations/{CONFIG_ID}",
+            agent.endpoint
+        ))
+        .bearer_auth(TOKEN)
+        .header("X-Edgeplane-Term", "1")
+        .json(&apply("1.1.0", rule(120)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 409);
+    assert_eq!(response.headers()["x-edgeplane-term"], "5");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "STALE_TERM");
+    assert!(
+        body["error"]["details"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains('5'),
+        "{body}"
+    );
+    assert!(body["error"]["traceId"].is_string() && body["error"]["timestamp"].is_string());
+
+    // A restarted agent still knows term 5.
+    drop(agent);
+    let agent = start(&config);
+    let refused = client
+        .rollback(&agent.endpoint, TOKEN, CONFIG_ID, None)
+        .await;
+    assert!(
+        matches!(refused, Err(PushError::StaleTerm { seen: 5, .. })),
+        "{refused:?}"
+    );
+    assert_eq!(active(&client, &agent).await.versions()[CONFIG_ID], "1.0.0");
+    client.set_term(6);
+    assert_eq!(
+        acked(
+            client
+                .push(
+                    &agent.endpoint,
+                    TOKEN,
+                    CONFIG_ID,
+                    &apply("1.1.0", rule(120))
+                )
+                .await
+        ),
+        "1.1.0"
+    );
+}

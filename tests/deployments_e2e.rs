@@ -671,6 +671,28 @@ async fn a_nack_mid_canary_rolls_back_only_the_touched_edges() {
             assert_eq!(state, "RolledBack", "{detail}");
         }
     }
+    // Read a page at a time, the same rows in the same order.
+    let all = detail["edgeLocations"].as_array().expect("edges").clone();
+    let first = served
+        .get(&format!("/deployments/{id}/edge-locations?limit=4"))
+        .await;
+    let rest = served
+        .get(&format!(
+            "/deployments/{id}/edge-locations?offset=4&limit=100"
+        ))
+        .await;
+    assert_eq!(first["total"], all.len(), "{first}");
+    assert_eq!(detail["total"], all.len(), "{detail}");
+    let mut paged = first["edgeLocations"].as_array().expect("page").clone();
+    assert_eq!(paged.len(), 4);
+    paged.extend(
+        rest["edgeLocations"]
+            .as_array()
+            .expect("page")
+            .iter()
+            .cloned(),
+    );
+    assert_eq!(paged, all);
     served.stop().await;
 }
 

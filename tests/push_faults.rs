@@ -55,6 +55,8 @@ enum Behaviour {
     Unavailable,
     /// Answer 422 nacked.
     Nack,
+    /// Answer 409 STALE_TERM, having seen term 9.
+    StaleTerm,
 }
 
 /// A raw TCP edge with the given behaviour; returns its endpoint, a connection counter and
@@ -101,6 +103,7 @@ async fn edge(behaviour: Behaviour) -> (String, Arc<AtomicUsize>, watch::Sender<
                         "422 Unprocessable Entity",
                         r#"{"status":"nacked","reason":"test command failed"}"#,
                     ),
+                    Behaviour::StaleTerm => "HTTP/1.1 409 Conflict\r\nx-edgeplane-term: 9\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}".to_string(),
                 };
                 let _ = socket.write_all(answer.as_bytes()).await;
                 let _ = socket.shutdown().await;
@@ -218,4 +221,38 @@ async fn a_refused_connection_is_a_connect_error_naming_the_endpoint() {
     let error = result.unwrap_err();
     assert_eq!(error.kind(), "connect", "{error}");
     assert!(error.to_string().contains(&endpoint), "{error}");
+}
+
+#[tokio::test]
+async fn a_stale_term_answer_is_its_own_outcome_and_is_not_retried() {
+    let (endpoint, connections, _gate) = edge(Behaviour::StaleTerm).await;
+    let client = client();
+    client.set_term(4);
+    let mut seen_terms = client.seen_terms();
+    let result = tokio::time::timeout(
+        HANG_GUARD,
+        client.push(&endpoint, "token", "config-1", &request()),
+    )
+    .await
+    .expect("the push ends on its own");
+    assert!(
+        matches!(
+            result,
+            Err(PushError::StaleTerm {
+                ours: 4,
+                seen: 9,
+                ..
+            })
+        ),
+        "{result:?}"
+    );
+    assert_eq!(connections.load(Ordering::SeqCst), 1, "never retried");
+    assert_eq!(*seen_terms.borrow_and_update(), 9);
+
+    let rollback = client.rollback(&endpoint, "token", "config-1", None).await;
+    assert!(
+        matches!(rollback, Err(PushError::StaleTerm { seen: 9, .. })),
+        "{rollback:?}"
+    );
+    assert_eq!(connections.load(Ordering::SeqCst), 2);
 }

@@ -321,3 +321,89 @@ async fn nine_pops_register_heartbeat_degrade_and_go_down() {
 
     fleet.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_simulated_edge_refuses_pushes_and_rollbacks_from_a_lower_term() {
+    let (url, _cp) = control_plane(&[]).await;
+    let fleet = Fleet::start(SimulateOptions {
+        control_plane: url,
+        admin_token: ADMIN.into(),
+        edges: 1,
+        heartbeat_interval: Duration::from_secs(3600),
+        ..SimulateOptions::default()
+    })
+    .await
+    .unwrap();
+    let edge = fleet.endpoints().remove(0);
+    let client = PushClient::new(PushOptions {
+        timeout: Duration::from_secs(2),
+        retries: 2,
+        ..PushOptions::default()
+    })
+    .unwrap();
+    let mut seen_terms = client.seen_terms();
+    let push = |version: &str| {
+        PushRequest::apply(
+            version,
+            ConfigType::CacheRule,
+            json!({"pathPattern": "/", "ttl": 60, "cacheControl": "public"}),
+            BTreeMap::new(),
+        )
+    };
+
+    client.set_term(3);
+    let outcome = client
+        .push(&edge.endpoint, &edge.token, "config-a", &push("1.0.0"))
+        .await;
+    assert!(
+        matches!(outcome, Ok(PushOutcome::Acked { .. })),
+        "{outcome:?}"
+    );
+    assert_eq!(fleet.term_seen(&edge.location_id), Some(3));
+
+    // A deposed primary (term 2) is refused, push and rollback alike, and learns term 3.
+    client.set_term(2);
+    let refused = client
+        .push(&edge.endpoint, &edge.token, "config-a", &push("1.1.0"))
+        .await;
+    assert!(
+        matches!(
+            refused,
+            Err(PushError::StaleTerm {
+                ours: 2,
+                seen: 3,
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(refused.unwrap_err().kind(), "stale_term");
+    assert!(seen_terms.has_changed().unwrap());
+    assert_eq!(*seen_terms.borrow_and_update(), 3);
+    let refused = client
+        .rollback(&edge.endpoint, &edge.token, "config-a", None)
+        .await;
+    assert!(
+        matches!(refused, Err(PushError::StaleTerm { seen: 3, .. })),
+        "{refused:?}"
+    );
+    assert_eq!(
+        fleet
+            .active_version(&edge.location_id, "config-a")
+            .as_deref(),
+        Some("1.0.0"),
+        "nothing of a refused push is applied"
+    );
+
+    // The new primary's higher term goes through.
+    client.set_term(4);
+    let outcome = client
+        .push(&edge.endpoint, &edge.token, "config-a", &push("1.2.0"))
+        .await;
+    assert!(
+        matches!(outcome, Ok(PushOutcome::Acked { .. })),
+        "{outcome:?}"
+    );
+    assert_eq!(fleet.term_seen(&edge.location_id), Some(4));
+    fleet.shutdown().await;
+}

@@ -260,9 +260,9 @@ pub async fn get(
     path = "/deployments/{id}/edge-locations",
     operation_id = "getDeploymentEdges",
     tag = "deployments",
-    params(("id" = String, Path, description = "The deploymentId")),
+    params(("id" = String, Path, description = "The deploymentId"), PageQuery),
     responses(
-        (status = 200, description = "Every targeted edge and every skipped one", body = DeploymentEdges),
+        (status = 200, description = "Every targeted edge and every skipped one; a page of them when `limit` or `offset` is given", body = DeploymentEdges),
         (status = 404, response = NotFound),
     ),
 )]
@@ -270,8 +270,16 @@ pub async fn edge_locations(
     State(state): State<ApiState>,
     principal: Principal,
     Path(id): Path<String>,
+    Query(page): Query<PageQuery>,
 ) -> Result<axum::Json<DeploymentEdges>, ApiError> {
     principal.require(Role::Viewer)?;
+    // Without paging parameters the answer holds every edge, as it always has; a fleet of
+    // thousands of edges is read a page at a time.
+    let page = if page.limit.is_none() && page.offset.is_none() {
+        None
+    } else {
+        Some(page.check()?)
+    };
     let deployment = load(&state, id).await?;
     let edges: Vec<EdgeRow> = deployment
         .edges
@@ -290,9 +298,19 @@ pub async fn edge_locations(
             })
         }))
         .collect();
+    let total = edges.len();
+    let edges = match page {
+        None => edges,
+        Some(page) => edges
+            .into_iter()
+            .skip(page.offset)
+            .take(page.limit)
+            .collect(),
+    };
     Ok(axum::Json(DeploymentEdges {
         deployment_id: deployment.deployment_id,
         status: deployment.status,
+        total,
         edge_locations: edges,
     }))
 }

@@ -409,6 +409,8 @@ pub enum EdgeRow {
 pub struct DeploymentEdges {
     pub deployment_id: String,
     pub status: DeploymentStatus,
+    /// Rows in all (targeted and skipped), whatever the page.
+    pub total: usize,
     pub edge_locations: Vec<EdgeRow>,
 }
 

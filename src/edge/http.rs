@@ -12,6 +12,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use sha2::{Digest, Sha256};
 
+use super::term::{TermGuard, TermRefusal};
+use crate::protocol::term::{STALE_TERM, TERM_HEADER, parse_term};
 use crate::protocol::{ActiveConfigurations, PushReply, PushRequest, RollbackRequest};
 
 /// What an edge does behind the door. The seam the agent (files and commands) and the
@@ -35,6 +37,8 @@ pub(crate) trait EdgeService: Send + Sync + 'static {
         request: RollbackRequest,
     ) -> impl Future<Output = PushReply> + Send;
     fn active(&self) -> impl Future<Output = ActiveConfigurations> + Send;
+    /// The highest cluster term seen; pushes and rollbacks from a lower one are refused.
+    fn terms(&self) -> &TermGuard;
 }
 
 pub(crate) fn router<S: EdgeService>(service: Arc<S>) -> Router {
@@ -86,6 +90,60 @@ fn gate<S: EdgeService>(service: &S, headers: &HeaderMap) -> Option<Response> {
     }
 }
 
+/// An error in the SPEC §5 shape, for answers that are not a push reply.
+fn error_body(status: StatusCode, code: &str, message: String, detail: (&str, String)) -> Response {
+    let body = serde_json::json!({
+        "error": {
+            "code": code,
+            "message": message,
+            "details": [{"field": detail.0, "message": detail.1}],
+            "traceId": uuid::Uuid::new_v4().simple().to_string(),
+            "timestamp": crate::model::Timestamp::now().to_rfc3339(),
+        }
+    });
+    (status, axum::Json(body)).into_response()
+}
+
+/// Admits the request's `X-Edgeplane-Term`, or answers why not: 409 `STALE_TERM` naming the
+/// highest term seen (in the header too) when it is lower. A request without the header
+/// (an operator's own call) is not fenced.
+fn check_term<S: EdgeService>(service: &S, headers: &HeaderMap) -> Option<Response> {
+    let value = headers.get(TERM_HEADER)?;
+    let Some(term) = value.to_str().ok().and_then(parse_term) else {
+        return Some(error_body(
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_ERROR",
+            "X-Edgeplane-Term must be a decimal number".into(),
+            ("X-Edgeplane-Term", "not a decimal number".into()),
+        ));
+    };
+    match service.terms().admit(term) {
+        Ok(()) => None,
+        Err(TermRefusal::Stale { seen }) => {
+            tracing::warn!(term, seen, "refused a request from a stale term");
+            let mut response = error_body(
+                StatusCode::CONFLICT,
+                STALE_TERM,
+                format!("the request carries term {term}, but this edge has seen term {seen}"),
+                ("X-Edgeplane-Term", format!("highest term seen: {seen}")),
+            );
+            response
+                .headers_mut()
+                .insert(TERM_HEADER, axum::http::HeaderValue::from(seen));
+            Some(response)
+        }
+        Err(TermRefusal::Unrecorded(error)) => {
+            tracing::error!(term, %error, "cannot record a new term");
+            Some(error_body(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "SERVICE_UNAVAILABLE",
+                "the edge cannot record the new term".into(),
+                ("X-Edgeplane-Term", error),
+            ))
+        }
+    }
+}
+
 fn reply(reply: PushReply) -> Response {
     let status = match reply {
         PushReply::Acked { .. } => StatusCode::OK,
@@ -113,6 +171,9 @@ async fn push_handler<S: EdgeService>(
     if let Some(refusal) = gate(service.as_ref(), &headers) {
         return refusal;
     }
+    if let Some(refusal) = check_term(service.as_ref(), &headers) {
+        return refusal;
+    }
     match serde_json::from_slice::<PushRequest>(&body) {
         Ok(request) => reply(service.push(configuration_id, request).await),
         Err(error) => malformed(error),
@@ -126,6 +187,9 @@ async fn rollback_handler<S: EdgeService>(
     body: Bytes,
 ) -> Response {
     if let Some(refusal) = gate(service.as_ref(), &headers) {
+        return refusal;
+    }
+    if let Some(refusal) = check_term(service.as_ref(), &headers) {
         return refusal;
     }
     let request = if body.iter().all(u8::is_ascii_whitespace) {

@@ -6,8 +6,10 @@
 //! (authentication, body handling, status codes).
 
 pub mod agent;
+mod fd_limit;
 mod http;
 pub mod simulator;
+mod term;
 
 pub use agent::{AgentConfig, AgentConfigError};
 pub use simulator::{Fleet, SimulateOptions};

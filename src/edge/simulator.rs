@@ -261,6 +261,7 @@ struct SimEdge {
     requests_per_sec: f64,
     started_at: Timestamp,
     heartbeats_sent: AtomicU64,
+    terms: super::term::TermGuard,
 }
 
 impl SimEdge {
@@ -451,6 +452,10 @@ impl EdgeService for SimEdge {
         self.down.load(Ordering::Relaxed)
     }
 
+    fn terms(&self) -> &super::term::TermGuard {
+        &self.terms
+    }
+
     async fn push(&self, configuration_id: String, request: PushRequest) -> PushReply {
         let knobs = self.knobs();
         if !knobs.push_latency.is_zero() {
@@ -596,6 +601,14 @@ impl Fleet {
         if opts.edges == 0 {
             bail!("a fleet needs at least one edge");
         }
+        let budget = super::fd_limit::raise_for(opts.edges)?;
+        if !budget.keep_alive {
+            tracing::info!(
+                edges = opts.edges,
+                open_files = budget.limit,
+                "too few open files to keep a connection per edge: edges close after answering"
+            );
+        }
         let (stop, stop_rx) = watch::channel(false);
         let mut edges = Vec::with_capacity(opts.edges);
         let mut tasks = Vec::with_capacity(opts.edges * 2);
@@ -621,9 +634,14 @@ impl Fleet {
                 requests_per_sec,
                 started_at: Timestamp::now(),
                 heartbeats_sent: AtomicU64::new(0),
+                terms: super::term::TermGuard::in_memory(),
             });
             let mut stop_rx = stop_rx.clone();
-            let app = router(edge.clone());
+            let app = if budget.keep_alive {
+                router(edge.clone())
+            } else {
+                router(edge.clone()).layer(axum::middleware::map_response(close_connection))
+            };
             tasks.push(tokio::spawn(async move {
                 let stopped = async move {
                     let _ = stop_rx.wait_for(|stopped| *stopped).await;
@@ -647,7 +665,11 @@ impl Fleet {
             stop,
             tasks,
         };
-        let client = http_client(Duration::from_secs(10), 2, None).map_err(anyhow::Error::msg)?;
+        // Every edge heartbeats the one control plane: enough idle connections that a busy
+        // second does not open (and leave in TIME_WAIT) a new one per heartbeat.
+        let idle = opts.edges.clamp(2, 64);
+        let client =
+            http_client(Duration::from_secs(10), idle, None).map_err(anyhow::Error::msg)?;
         let base = opts.control_plane.trim_end_matches('/').to_owned();
         let registered: Vec<anyhow::Result<()>> = futures_util::stream::iter(fleet.edges.clone())
             .map(|edge| register(&client, &base, &opts.admin_token, edge))
@@ -740,6 +762,11 @@ impl Fleet {
                     .push_latency = latency
             })
             .is_some()
+    }
+
+    /// The highest cluster term the edge has seen on a push or rollback (0 before any).
+    pub fn term_seen(&self, location_id: &str) -> Option<u64> {
+        Some(self.edge(location_id)?.terms.highest())
     }
 
     /// The version of `configuration_id` the edge runs now.
@@ -958,6 +985,15 @@ async fn heartbeat_loop(
             }
         }
     }
+}
+
+/// Asks the caller to close the connection after this answer (see [`super::fd_limit`]).
+async fn close_connection(mut response: axum::response::Response) -> axum::response::Response {
+    response.headers_mut().insert(
+        axum::http::header::CONNECTION,
+        axum::http::HeaderValue::from_static("close"),
+    );
+    response
 }
 
 /// `edgeplane simulate`: runs a fleet until SIGTERM or ctrl-c.

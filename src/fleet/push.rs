@@ -2,6 +2,11 @@
 //! connection pool, a bound on pushes in flight, a deadline on every attempt, and retries
 //! with exponential backoff and full jitter for failures that may pass (SPEC §6, §7). The
 //! client is the deployment engine's and the reconciler's `EdgeTransport`.
+//!
+//! Every push and rollback carries the node's cluster term (`X-Edgeplane-Term`, SPEC §9). An
+//! edge that has seen a higher one answers 409 `STALE_TERM` with it: that is
+//! [`PushError::StaleTerm`], never retried and never a NACK or a timeout, and the term is
+//! published on [`PushClient::seen_terms`] so the node can step down.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -11,7 +16,9 @@ use futures_util::future::BoxFuture;
 use rand::Rng;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use tokio::sync::Semaphore;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::{Semaphore, watch};
 
 use crate::protocol::{
     ActiveConfigurations, PushMode, PushReply, PushRequest, RollbackRequest, chain, checksum,
@@ -91,6 +98,13 @@ pub enum PushError {
         attempts: u32,
         body: String,
     },
+    /// The edge has seen a higher term than ours: another node is primary now.
+    #[error("edge {endpoint}: refused term {ours}, it has seen term {seen} (STALE_TERM)")]
+    StaleTerm {
+        endpoint: String,
+        ours: u64,
+        seen: u64,
+    },
     #[error("push client setup: {0}")]
     Setup(String),
 }
@@ -104,6 +118,7 @@ impl PushError {
             PushError::Protocol { .. } => "protocol",
             PushError::Unauthorized { .. } => "unauthorized",
             PushError::Status { .. } => "status",
+            PushError::StaleTerm { .. } => "stale_term",
             PushError::Setup(_) => "setup",
         }
     }
@@ -115,6 +130,16 @@ pub struct PushClient {
     http: reqwest::Client,
     in_flight: Arc<Semaphore>,
     options: Arc<PushOptions>,
+    terms: Arc<Terms>,
+}
+
+/// The term pushes carry and the highest one edges answered with.
+#[derive(Debug)]
+struct Terms {
+    /// 0 sends no term header.
+    ours: AtomicU64,
+    /// Highest term an edge named in a `STALE_TERM` refusal.
+    seen: watch::Sender<u64>,
 }
 
 /// One attempt's failure, before the retry policy decides.
@@ -124,6 +149,7 @@ enum AttemptError {
     Protocol(String),
     Unauthorized,
     Status(u16, String),
+    StaleTerm { ours: u64, seen: u64 },
 }
 
 impl AttemptError {
@@ -131,7 +157,9 @@ impl AttemptError {
         match self {
             AttemptError::Timeout | AttemptError::Connect(_) => true,
             AttemptError::Status(status, _) => *status >= 500 || *status == 429 || *status == 408,
-            AttemptError::Protocol(_) | AttemptError::Unauthorized => false,
+            AttemptError::Protocol(_)
+            | AttemptError::Unauthorized
+            | AttemptError::StaleTerm { .. } => false,
         }
     }
 }
@@ -161,11 +189,32 @@ impl PushClient {
             http,
             in_flight: Arc::new(Semaphore::new(options.max_in_flight.max(1))),
             options: Arc::new(options),
+            terms: Arc::new(Terms {
+                ours: AtomicU64::new(0),
+                seen: watch::Sender::new(0),
+            }),
         })
     }
 
     pub fn options(&self) -> &PushOptions {
         &self.options
+    }
+
+    /// Sets the term every push and rollback carries from now on: the store's current term
+    /// (0 sends none). Clones share it.
+    pub fn set_term(&self, term: u64) {
+        self.terms.ours.store(term, Ordering::SeqCst);
+    }
+
+    /// The term pushes carry.
+    pub fn term(&self) -> u64 {
+        self.terms.ours.load(Ordering::SeqCst)
+    }
+
+    /// The highest term any edge answered a push with `STALE_TERM` (0 until one does). When
+    /// it passes the node's own term another node is primary: the hook to step down on.
+    pub fn seen_terms(&self) -> watch::Receiver<u64> {
+        self.terms.seen.subscribe()
     }
 
     /// `PUT {endpoint}/edge/v1/configurations/{configuration_id}`.
@@ -299,6 +348,10 @@ impl PushClient {
         body: Option<&Vec<u8>>,
     ) -> Result<(u16, bytes::Bytes), AttemptError> {
         let mut request = self.http.request(method.clone(), url).bearer_auth(token);
+        let ours = self.term();
+        if ours > 0 {
+            request = request.header(crate::protocol::term::TERM_HEADER, ours);
+        }
         // The edge may join the deployment's trace; it is free to ignore it.
         if let Some(traceparent) = crate::telemetry::traceparent(&tracing::Span::current()) {
             request = request.header("traceparent", traceparent);
@@ -313,6 +366,22 @@ impl PushClient {
             let status = response.status().as_u16();
             if status == 401 || status == 403 {
                 return Err(AttemptError::Unauthorized);
+            }
+            if status == 409
+                && let Some(seen) = response
+                    .headers()
+                    .get(crate::protocol::term::TERM_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(crate::protocol::term::parse_term)
+            {
+                self.terms.seen.send_if_modified(|highest| {
+                    let higher = seen > *highest;
+                    if higher {
+                        *highest = seen;
+                    }
+                    higher
+                });
+                return Err(AttemptError::StaleTerm { ours, seen });
             }
             let reply = response.bytes().await.map_err(classify)?;
             Ok((status, reply))
@@ -352,6 +421,11 @@ impl PushClient {
                 status,
                 attempts,
                 body,
+            },
+            AttemptError::StaleTerm { ours, seen } => PushError::StaleTerm {
+                endpoint,
+                ours,
+                seen,
             },
         }
     }
@@ -401,6 +475,7 @@ fn answer(result: Result<PushOutcome, PushError>) -> EdgeAnswer {
             latency_ms: latency.as_millis() as u64,
         },
         Ok(PushOutcome::Nacked { reason }) => EdgeAnswer::Nacked { reason },
+        Err(PushError::StaleTerm { seen, .. }) => EdgeAnswer::StaleTerm { seen },
         Err(error) => EdgeAnswer::Failed {
             error: error.to_string(),
         },

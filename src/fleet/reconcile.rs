@@ -228,6 +228,11 @@ pub async fn reconcile_once(
                     .increment(1);
                 fail(&mut report, push, error);
             }
+            EdgeAnswer::StaleTerm { seen } => {
+                metrics::counter!("edgeplane_reconcile_pushes_total", "result" => "stale_term")
+                    .increment(1);
+                fail(&mut report, push, format!("the edge has seen term {seen}"));
+            }
         }
     }
     report.pushed.sort();

@@ -589,6 +589,106 @@ pub struct Deployment {
     pub engine: EngineCursor,
 }
 
+impl Deployment {
+    /// The record without the parts that grow with the fleet (per-edge states, the timeline,
+    /// the waves' location lists and the location lists derived from the edges): what the
+    /// store keeps as the deployment's own row, the rest having rows of their own.
+    pub fn header(&self) -> Deployment {
+        Deployment {
+            deployment_id: self.deployment_id.clone(),
+            configuration_id: self.configuration_id.clone(),
+            configuration_version: self.configuration_version.clone(),
+            strategy: self.strategy,
+            target_regions: self.target_regions.clone(),
+            target_locations: self.target_locations.clone(),
+            status: self.status,
+            canary_config: self.canary_config.clone(),
+            rollback_config: self.rollback_config.clone(),
+            test_duration: self.test_duration,
+            region_delay: self.region_delay,
+            require_approval: self.require_approval,
+            continue_on_failure: self.continue_on_failure,
+            deployment_time: self.deployment_time.clone(),
+            days: self.days.clone(),
+            monitor_duration: self.monitor_duration,
+            failure_action: self.failure_action,
+            acknowledge_warnings: self.acknowledge_warnings,
+            deployed_by: self.deployed_by.clone(),
+            created_at: self.created_at,
+            started_at: self.started_at,
+            completed_at: self.completed_at,
+            duration_seconds: self.duration_seconds,
+            progress_percentage: self.progress_percentage,
+            current_step: self.current_step,
+            successful_locations: Vec::new(),
+            failed_locations: Vec::new(),
+            skipped_locations: Vec::new(),
+            skipped: self.skipped.clone(),
+            errors: self.errors.clone(),
+            pre_deployment_metrics: self.pre_deployment_metrics.clone(),
+            post_deployment_metrics: self.post_deployment_metrics.clone(),
+            events: Vec::new(),
+            metadata: self.metadata.clone(),
+            edges: BTreeMap::new(),
+            engine: self.engine.clone_without_waves(),
+        }
+    }
+
+    /// Recomputes `successfulLocations` (edges running the new version), `failedLocations`
+    /// (NACKed, given up on, rollback not confirmed) and `skippedLocations` from the edges.
+    pub fn derive_location_lists(&mut self) {
+        self.successful_locations = self
+            .edges
+            .iter()
+            .filter(|(_, e)| e.runs_new_version())
+            .map(|(l, _)| l.clone())
+            .collect();
+        self.failed_locations = self
+            .edges
+            .iter()
+            .filter(|(_, e)| {
+                matches!(
+                    e.state,
+                    EdgeState::Nacked | EdgeState::TimedOut | EdgeState::RollbackFailed
+                )
+            })
+            .map(|(l, _)| l.clone())
+            .collect();
+        self.skipped_locations = self.skipped.iter().map(|s| s.location_id.clone()).collect();
+    }
+}
+
+impl EdgeDeploymentState {
+    /// The edge's active version is the deployment's new one.
+    pub fn runs_new_version(&self) -> bool {
+        self.state == EdgeState::Acked && self.touched
+    }
+}
+
+impl EngineCursor {
+    /// A copy of the cursor with no waves, without copying them first.
+    fn clone_without_waves(&self) -> EngineCursor {
+        EngineCursor {
+            waves: Vec::new(),
+            wave: self.wave,
+            phase: self.phase,
+            phase_until: self.phase_until,
+            watch_started: self.watch_started,
+            last_analyze_at: self.last_analyze_at,
+            extension_used: self.extension_used,
+            paused_from: self.paused_from,
+            paused_status: self.paused_status,
+            frozen: self.frozen,
+            paused_by_freeze: self.paused_by_freeze,
+            accepted_failures_wave: self.accepted_failures_wave,
+            phase_since: self.phase_since,
+            stuck_alerted: self.stuck_alerted,
+            rollback_reason: self.rollback_reason.clone(),
+            expected_finish: self.expected_finish,
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Create request
 

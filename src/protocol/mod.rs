@@ -9,6 +9,7 @@ mod checksum;
 mod client;
 mod messages;
 pub mod path_pattern;
+pub mod term;
 pub mod tls;
 
 pub use checksum::{canonical_json, checksum};

@@ -23,7 +23,7 @@ use tracing::field::Empty;
 
 use super::machine::{
     Action, AlertKind, AnalysisOutcome, Event, OperatorAction, PushMode, StepContext, StepError,
-    resume_actions, step,
+    resume_actions, step, step_answers,
 };
 use super::plan::plan;
 use crate::model::{
@@ -31,7 +31,9 @@ use crate::model::{
     RollbackConfig, SYSTEM_ACTOR, Timestamp,
 };
 use crate::secrets::SecretBox;
-use crate::store::{Applied, Command, CommandEnvelope, Store, StoreError};
+use crate::store::{
+    Applied, Command, CommandEnvelope, DeploymentChanges, EdgeRecord, Store, StoreError,
+};
 
 /// The source of time for the engine: the seam through which tests drive time themselves.
 pub trait Clock: Send + Sync + 'static {
@@ -71,9 +73,20 @@ pub struct PushContent {
 /// An edge's answer to a push or rollback.
 #[derive(Clone, Debug, PartialEq)]
 pub enum EdgeAnswer {
-    Acked { latency_ms: u64 },
-    Nacked { reason: String },
-    Failed { error: String },
+    Acked {
+        latency_ms: u64,
+    },
+    Nacked {
+        reason: String,
+    },
+    Failed {
+        error: String,
+    },
+    /// The edge has seen a higher cluster term: this node is no longer primary. Not an
+    /// answer about the edge, so the edge is left without a decision for the primary to take.
+    StaleTerm {
+        seen: u64,
+    },
 }
 
 /// Why a version's push content could not be made.
@@ -247,9 +260,86 @@ enum Message {
     Tick,
 }
 
-/// What a turn changed in one deployment: its event count before the turn, and the edge
-/// versions the turn's acks made active.
-type Touched = (usize, Vec<(String, Option<String>)>);
+/// What turns changed in one deployment and the store does not have yet.
+#[derive(Debug)]
+struct Touched {
+    /// Timeline length when the store last had it: later events are new.
+    events_before: usize,
+    /// The edge versions the acks made active.
+    edge_versions: Vec<(String, Option<String>)>,
+    /// Edges named by the answers stepped.
+    edges: BTreeSet<String>,
+    /// Every edge may have changed (a start, an operator's action, a new wave, a rollback).
+    all_edges: bool,
+    /// The waves were planned.
+    waves: bool,
+}
+
+impl Touched {
+    fn new(events_before: usize) -> Self {
+        Self {
+            events_before,
+            edge_versions: Vec::new(),
+            edges: BTreeSet::new(),
+            all_edges: false,
+            waves: false,
+        }
+    }
+
+    /// Adds what an earlier, unsaved turn changed.
+    fn merge(&mut self, earlier: Touched) {
+        self.events_before = self.events_before.min(earlier.events_before);
+        let mut edge_versions = earlier.edge_versions;
+        edge_versions.append(&mut self.edge_versions);
+        self.edge_versions = edge_versions;
+        self.edges.extend(earlier.edges);
+        self.all_edges |= earlier.all_edges;
+        self.waves |= earlier.waves;
+    }
+
+    /// The changed parts of `deployment` to save. The machine changes an edge other than the
+    /// one an answer names only in a step that also puts a deployment-level event (a wave, a
+    /// rollback, the end) on the timeline, so such an event means every edge is saved.
+    fn changes(&self, deployment: &Deployment) -> DeploymentChanges {
+        let first_event = self.events_before.min(deployment.events.len());
+        let new_events = &deployment.events[first_event..];
+        let all_edges = self.all_edges || new_events.iter().any(|e| e.location_id.is_none());
+        let edges = if all_edges {
+            deployment
+                .edges
+                .iter()
+                .map(|(location, edge)| (location.clone(), edge.clone()))
+                .collect()
+        } else {
+            self.edges
+                .iter()
+                .filter_map(|location| {
+                    let edge = deployment.edges.get(location)?;
+                    Some((location.clone(), edge.clone()))
+                })
+                .collect()
+        };
+        DeploymentChanges {
+            header: Box::new(deployment.header()),
+            waves: self.waves.then(|| deployment.engine.waves.clone()),
+            edges,
+            first_event: first_event as u64,
+            events: new_events.to_vec(),
+        }
+    }
+}
+
+/// The edge an answer is about.
+fn answered_edge(event: &Event) -> Option<&str> {
+    match event {
+        Event::EdgeAcked { location, .. }
+        | Event::EdgeNacked { location, .. }
+        | Event::EdgeFailed { location, .. }
+        | Event::EdgeRolledBack { location }
+        | Event::EdgeRollbackFailed { location, .. } => Some(location),
+        _ => None,
+    }
+}
 
 /// A timeline event of one deployment, as SSE streams forward it.
 #[derive(Clone, Debug)]
@@ -286,8 +376,13 @@ struct Loop {
     clock: Arc<dyn Clock>,
     settings: EngineSettings,
     deployments: HashMap<String, Deployment>,
+    /// Changes whose save failed, carried by the next save of their deployment.
+    unsaved: HashMap<String, Touched>,
+    /// Unhealthy edges and when they were read: answers alone do not need a fresh read.
+    unhealthy: Option<(Timestamp, BTreeSet<String>)>,
     contents: HashMap<(String, String), PushContent>,
-    targets: HashMap<String, EdgeTarget>,
+    /// Each edge's target, with the sealed token it was opened from.
+    targets: HashMap<String, (String, EdgeTarget)>,
     queue: mpsc::UnboundedSender<Message>,
     published: broadcast::Sender<Published>,
     running: Arc<Mutex<BTreeMap<String, RunningSummary>>>,
@@ -317,6 +412,8 @@ impl Engine {
             clock,
             settings,
             deployments: HashMap::new(),
+            unsaved: HashMap::new(),
+            unhealthy: None,
             contents: HashMap::new(),
             targets: HashMap::new(),
             queue: queue.clone(),
@@ -354,7 +451,7 @@ impl Engine {
                 .insert(deployment.deployment_id.clone(), deployment);
         }
         tokio::spawn(async move {
-            engine_loop.refresh_targets().await;
+            let _ = engine_loop.refresh_targets().await;
             for (id, actions) in resumed {
                 engine_loop.execute(&id, actions).await;
             }
@@ -453,7 +550,12 @@ impl Loop {
         let mut replies = Vec::new();
         let mut ticked = false;
         let mut context = self.settings.step.clone();
-        context.unhealthy = self.unhealthy_edges(now).await;
+        // Answers alone never start a wave on their own health check worth a fresh read: a
+        // read at most a second old serves them; anything else reads the edges again.
+        let answers_only = batch.iter().all(|m| matches!(m, Message::Answer { .. }));
+        context.unhealthy = self.unhealthy_edges(now, answers_only).await;
+        // Answers wait here, by deployment and in order, and are stepped together.
+        let mut answers: BTreeMap<String, Vec<Event>> = BTreeMap::new();
 
         for message in batch {
             match message {
@@ -463,7 +565,9 @@ impl Loop {
                     let admitted = (*deployment).clone();
                     match self.begin(*deployment, now, &context).await {
                         Ok(new_actions) => {
-                            touched.entry(id.clone()).or_insert((0, Vec::new()));
+                            let entry = touched.entry(id.clone()).or_insert(Touched::new(0));
+                            entry.all_edges = true;
+                            entry.waves = true;
                             actions.entry(id.clone()).or_default().extend(new_actions);
                             replies.push((reply, id));
                         }
@@ -479,6 +583,7 @@ impl Loop {
                     actor,
                     reply,
                 } => {
+                    self.step_answers(&deployment_id, &mut answers, &mut actions, now, &context);
                     let Some(deployment) = self.deployments.get_mut(&deployment_id) else {
                         let answer = match self
                             .store
@@ -500,7 +605,8 @@ impl Loop {
                         Ok(new_actions) => {
                             touched
                                 .entry(deployment_id.clone())
-                                .or_insert((before, Vec::new()));
+                                .or_insert(Touched::new(before))
+                                .all_edges = true;
                             actions
                                 .entry(deployment_id.clone())
                                 .or_default()
@@ -517,7 +623,7 @@ impl Loop {
                     event,
                     edge_version,
                 } => {
-                    let Some(deployment) = self.deployments.get_mut(&deployment_id) else {
+                    let Some(deployment) = self.deployments.get(&deployment_id) else {
                         continue;
                     };
                     if let Event::EdgeNacked { location, .. } = &event {
@@ -540,26 +646,22 @@ impl Loop {
                             );
                         }
                     }
-                    let before = deployment.events.len();
-                    match step(deployment, event, now, &context) {
-                        Ok(new_actions) => {
-                            let entry = touched
-                                .entry(deployment_id.clone())
-                                .or_insert((before, Vec::new()));
-                            if let Some(change) = edge_version {
-                                entry.1.push(change);
-                            }
-                            actions
-                                .entry(deployment_id)
-                                .or_default()
-                                .extend(new_actions);
-                        }
-                        Err(error) => {
-                            tracing::debug!(%deployment_id, %error, "edge answer ignored");
-                        }
+                    let entry = touched
+                        .entry(deployment_id.clone())
+                        .or_insert(Touched::new(deployment.events.len()));
+                    if let Some(location) = answered_edge(&event) {
+                        entry.edges.insert(location.to_string());
                     }
+                    if let Some(change) = edge_version {
+                        entry.edge_versions.push(change);
+                    }
+                    answers.entry(deployment_id).or_default().push(event);
                 }
                 Message::Freeze(frozen) => {
+                    let waiting: Vec<String> = answers.keys().cloned().collect();
+                    for id in waiting {
+                        self.step_answers(&id, &mut answers, &mut actions, now, &context);
+                    }
                     for (id, deployment) in self.deployments.iter_mut() {
                         let before = deployment.events.len();
                         let event = if frozen {
@@ -568,12 +670,19 @@ impl Loop {
                             Event::Unfreeze
                         };
                         if let Ok(new_actions) = step(deployment, event, now, &context) {
-                            touched.entry(id.clone()).or_insert((before, Vec::new()));
+                            touched
+                                .entry(id.clone())
+                                .or_insert(Touched::new(before))
+                                .all_edges = true;
                             actions.entry(id.clone()).or_default().extend(new_actions);
                         }
                     }
                 }
             }
+        }
+        let waiting: Vec<String> = answers.keys().cloned().collect();
+        for id in waiting {
+            self.step_answers(&id, &mut answers, &mut actions, now, &context);
         }
         if ticked {
             for (id, deployment) in self.deployments.iter_mut() {
@@ -593,7 +702,7 @@ impl Loop {
                                 deployment.engine.wave,
                             );
                     if changed {
-                        touched.entry(id.clone()).or_insert((before, Vec::new()));
+                        touched.entry(id.clone()).or_insert(Touched::new(before));
                         actions.entry(id.clone()).or_default().extend(new_actions);
                     }
                 }
@@ -620,9 +729,23 @@ impl Loop {
             }
         }
 
-        // Persist before anything leaves this loop.
-        for (id, (events_before, edge_versions)) in &touched {
-            let Some(deployment) = self.deployments.get(id) else {
+        // Changes an earlier turn could not save go with this turn's.
+        let unsaved: Vec<String> = self.unsaved.keys().cloned().collect();
+        for id in unsaved {
+            if let Some(earlier) = self.unsaved.remove(&id) {
+                match touched.get_mut(&id) {
+                    Some(entry) => entry.merge(earlier),
+                    None => {
+                        touched.insert(id, earlier);
+                    }
+                }
+            }
+        }
+
+        // Persist before anything leaves this loop: only what changed, so a turn's cost
+        // follows its answers, not the size of the fleet.
+        for (id, changed) in touched {
+            let Some(deployment) = self.deployments.get(&id) else {
                 continue;
             };
             let saved = self
@@ -634,9 +757,9 @@ impl Loop {
                         .map(|e| e.actor.clone())
                         .unwrap_or_else(|| SYSTEM_ACTOR.to_string()),
                     "",
-                    Command::SaveDeployment {
-                        deployment: Box::new(deployment.clone()),
-                        edge_versions: edge_versions.clone(),
+                    Command::SaveDeploymentChanges {
+                        changes: changed.changes(deployment),
+                        edge_versions: changed.edge_versions.clone(),
                     },
                 ))
                 .await;
@@ -644,10 +767,16 @@ impl Loop {
                 // The step is not durable: do not act on it. The in-memory record is ahead of
                 // the store; the next successful save carries it.
                 tracing::error!(deployment_id = %id, %error, "cannot persist deployment step");
-                actions.remove(id);
+                actions.remove(&id);
+                self.unsaved.insert(id, changed);
                 continue;
             }
-            for (index, event) in deployment.events.iter().enumerate().skip(*events_before) {
+            for (index, event) in deployment
+                .events
+                .iter()
+                .enumerate()
+                .skip(changed.events_before)
+            {
                 log_event(deployment, event);
                 let _ = self.published.send(Published {
                     deployment_id: id.clone(),
@@ -674,7 +803,7 @@ impl Loop {
         let finished: Vec<String> = self
             .deployments
             .iter()
-            .filter(|(_, d)| d.status.is_terminal())
+            .filter(|(id, d)| d.status.is_terminal() && !self.unsaved.contains_key(*id))
             .map(|(id, _)| id.clone())
             .collect();
         for id in finished {
@@ -684,6 +813,30 @@ impl Loop {
             }
         }
         metrics::gauge!("edgeplane_deployments_in_progress").set(self.deployments.len() as f64);
+    }
+
+    /// Steps the answers waiting for one deployment, all at once ([`step_answers`]).
+    fn step_answers(
+        &mut self,
+        deployment_id: &str,
+        answers: &mut BTreeMap<String, Vec<Event>>,
+        actions: &mut BTreeMap<String, Vec<Action>>,
+        now: Timestamp,
+        context: &StepContext,
+    ) {
+        let Some(events) = answers.remove(deployment_id) else {
+            return;
+        };
+        let Some(deployment) = self.deployments.get_mut(deployment_id) else {
+            return;
+        };
+        let new_actions = step_answers(deployment, events, now, context);
+        if !new_actions.is_empty() {
+            actions
+                .entry(deployment_id.to_string())
+                .or_default()
+                .extend(new_actions);
+        }
     }
 
     fn track(&self, deployment: &Deployment) {
@@ -710,10 +863,8 @@ impl Loop {
             &deployment.configuration_version,
         )
         .await?;
-        self.refresh_targets().await;
         let edges: Vec<_> = self
-            .store
-            .read(|r| r.edges())
+            .refresh_targets()
             .await?
             .into_iter()
             .map(|r| r.location)
@@ -792,43 +943,63 @@ impl Loop {
         Ok(())
     }
 
-    /// Reloads every edge's endpoint and (opened) agent token.
-    async fn refresh_targets(&mut self) {
+    /// Reloads every edge's endpoint and agent token, and returns the edges read. A token is
+    /// opened again only when its sealed form changed: a deployment to thousands of edges
+    /// should not start with thousands of decryptions.
+    async fn refresh_targets(&mut self) -> Result<Vec<EdgeRecord>, StoreError> {
         let records = match self.store.read(|r| r.edges()).await {
             Ok(records) => records,
             Err(error) => {
                 tracing::error!(%error, "cannot read edges");
-                return;
+                return Err(error);
             }
         };
-        self.targets.clear();
-        for record in records {
-            match self.secrets.open(&record.token_sealed) {
-                Ok(token) => {
-                    self.targets.insert(
-                        record.location.location_id.clone(),
-                        EdgeTarget {
-                            location_id: record.location.location_id,
-                            endpoint: record.location.endpoint,
-                            token,
-                        },
-                    );
-                }
-                Err(error) => tracing::error!(
-                    location_id = %record.location.location_id,
-                    %error,
-                    "cannot open the edge's token"
+        let mut previous = std::mem::take(&mut self.targets);
+        for record in &records {
+            let location_id = &record.location.location_id;
+            let known = previous
+                .remove(location_id)
+                .filter(|(sealed, _)| *sealed == record.token_sealed);
+            let token = match known {
+                Some((_, target)) => target.token,
+                None => match self.secrets.open(&record.token_sealed) {
+                    Ok(token) => token,
+                    Err(error) => {
+                        tracing::error!(%location_id, %error, "cannot open the edge's token");
+                        continue;
+                    }
+                },
+            };
+            self.targets.insert(
+                location_id.clone(),
+                (
+                    record.token_sealed.clone(),
+                    EdgeTarget {
+                        location_id: location_id.clone(),
+                        endpoint: record.location.endpoint.clone(),
+                        token,
+                    },
                 ),
-            }
+            );
         }
+        Ok(records)
     }
 
-    async fn unhealthy_edges(&self, now: Timestamp) -> BTreeSet<String> {
+    /// Target edges that are not healthy now. Reading them decodes every edge, so a turn of
+    /// answers only reuses a read less than a second old.
+    async fn unhealthy_edges(&mut self, now: Timestamp, answers_only: bool) -> BTreeSet<String> {
         if self.deployments.is_empty() {
             return BTreeSet::new();
         }
+        if let Some((read_at, unhealthy)) = &self.unhealthy {
+            let fresh = now.millis_since(*read_at) < 1000 && now >= *read_at;
+            if answers_only && fresh {
+                return unhealthy.clone();
+            }
+        }
         let within = self.settings.healthy_within_ms;
-        self.store
+        let unhealthy: BTreeSet<String> = self
+            .store
             .read(move |r| {
                 Ok(r.edges()?
                     .into_iter()
@@ -837,12 +1008,16 @@ impl Loop {
                     .collect())
             })
             .await
-            .unwrap_or_default()
+            .unwrap_or_default();
+        self.unhealthy = Some((now, unhealthy.clone()));
+        unhealthy
     }
 
     /// Carries out a step's actions as tasks; their answers come back as messages.
     async fn execute(&mut self, deployment_id: &str, actions: Vec<Action>) {
-        let Some(deployment) = self.deployments.get(deployment_id).cloned() else {
+        // Taken out of the map while its actions go out (not copied: it grows with the
+        // fleet), and put back after.
+        let Some(deployment) = self.deployments.remove(deployment_id) else {
             return;
         };
         for action in actions {
@@ -871,7 +1046,7 @@ impl Loop {
                         continue;
                     };
                     content.mode = mode;
-                    let Some(target) = self.targets.get(&location).cloned() else {
+                    let Some((_, target)) = self.targets.get(&location).cloned() else {
                         self.answer(
                             deployment_id,
                             Event::EdgeFailed {
@@ -897,6 +1072,13 @@ impl Loop {
                     let work = async move {
                         let answer = transport.push(target, content).await;
                         let (event, edge_version) = match answer {
+                            EdgeAnswer::StaleTerm { seen } => {
+                                tracing::warn!(
+                                    seen,
+                                    "push refused: the edge has seen a higher term"
+                                );
+                                return;
+                            }
                             EdgeAnswer::Acked { latency_ms } => (
                                 Event::EdgeAcked {
                                     location: location.clone(),
@@ -986,6 +1168,8 @@ impl Loop {
                 }
             }
         }
+        self.deployments
+            .insert(deployment_id.to_string(), deployment);
     }
 
     fn roll_back(
@@ -995,7 +1179,7 @@ impl Loop {
         location: String,
         to_version: Option<String>,
     ) {
-        let Some(target) = self.targets.get(&location).cloned() else {
+        let Some((_, target)) = self.targets.get(&location).cloned() else {
             self.answer(
                 deployment_id,
                 Event::EdgeRollbackFailed {
@@ -1028,6 +1212,10 @@ impl Loop {
                 .rollback(target, configuration_id, to_version.clone())
                 .await;
             let (event, edge_version) = match answer {
+                EdgeAnswer::StaleTerm { seen } => {
+                    tracing::warn!(seen, "rollback refused: the edge has seen a higher term");
+                    return;
+                }
                 EdgeAnswer::Acked { .. } => (
                     Event::EdgeRolledBack {
                         location: location.clone(),

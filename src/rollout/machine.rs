@@ -276,6 +276,62 @@ pub fn step(
     Ok(out)
 }
 
+/// Applies edge answers and verdicts that arrived together, in order, as [`step`] would one
+/// by one, except that a run of acks checks whether its wave is done and recomputes the
+/// derived fields once, not once per ack: a batch of a thousand acks costs one pass over the
+/// wave. Edge answers are never refused, so there is no error to return.
+pub fn step_answers(
+    d: &mut Deployment,
+    events: Vec<Event>,
+    now: Timestamp,
+    ctx: &StepContext,
+) -> Vec<Action> {
+    let mut out = Vec::new();
+    let mut check_due = false;
+    for event in events {
+        if d.status.is_terminal() {
+            break;
+        }
+        match event {
+            Event::EdgeAcked {
+                location,
+                version,
+                latency_ms,
+            } => {
+                let mut run = Run {
+                    d: &mut *d,
+                    now,
+                    ctx,
+                    out: Vec::new(),
+                };
+                check_due |= run.record_ack(&location, &version, latency_ms);
+            }
+            other => {
+                if std::mem::take(&mut check_due) {
+                    out.extend(check_acked_wave(d, now, ctx));
+                }
+                out.extend(step(d, other, now, ctx).unwrap_or_default());
+            }
+        }
+    }
+    if check_due {
+        out.extend(check_acked_wave(d, now, ctx));
+    }
+    refresh(d);
+    out
+}
+
+fn check_acked_wave(d: &mut Deployment, now: Timestamp, ctx: &StepContext) -> Vec<Action> {
+    let mut run = Run {
+        d,
+        now,
+        ctx,
+        out: Vec::new(),
+    };
+    run.check_wave();
+    std::mem::take(&mut run.out)
+}
+
 /// What to (re)issue after a restart: pushes and rollbacks that were sent (or about to be)
 /// without an answer recorded, and the analysis of a running watch. Paused deployments get
 /// their in-flight work re-sent too, so no edge is left without a decision (SPEC §10).
@@ -345,7 +401,7 @@ fn nearest_rank(sorted: &[u64], percent: usize) -> Option<u64> {
 
 /// An edge whose active version is the new one.
 fn runs_new_version(edge: &EdgeDeploymentState) -> bool {
-    edge.state == EdgeState::Acked && edge.touched
+    edge.runs_new_version()
 }
 
 fn push_mode(d: &Deployment) -> PushMode {
@@ -392,24 +448,7 @@ fn analyze_action(d: &Deployment, since: Timestamp) -> Action {
 
 /// Recomputes the derived fields so they are true after every step.
 fn refresh(d: &mut Deployment) {
-    d.successful_locations = d
-        .edges
-        .iter()
-        .filter(|(_, e)| runs_new_version(e))
-        .map(|(l, _)| l.clone())
-        .collect();
-    d.failed_locations = d
-        .edges
-        .iter()
-        .filter(|(_, e)| {
-            matches!(
-                e.state,
-                EdgeState::Nacked | EdgeState::TimedOut | EdgeState::RollbackFailed
-            )
-        })
-        .map(|(l, _)| l.clone())
-        .collect();
-    d.skipped_locations = d.skipped.iter().map(|s| s.location_id.clone()).collect();
+    d.derive_location_lists();
     let targets = d
         .edges
         .values()
@@ -656,8 +695,11 @@ impl Run<'_> {
         }
         let mut acked = 0usize;
         let mut failures = Vec::new();
-        for location in self.wave_locations() {
-            let Some(edge) = self.d.edges.get(&location) else {
+        let Some(wave) = self.d.engine.waves.get(self.wave_index()) else {
+            return;
+        };
+        for location in &wave.locations {
+            let Some(edge) = self.d.edges.get(location) else {
                 continue;
             };
             match edge.state {
@@ -1044,19 +1086,26 @@ impl Run<'_> {
     }
 
     fn edge_acked(&mut self, location: &str, version: &str, latency_ms: u64) {
+        if self.record_ack(location, version, latency_ms) {
+            self.check_wave();
+        }
+    }
+
+    /// The edge's part of an ack; true when it changed the edge, so the wave may be done.
+    fn record_ack(&mut self, location: &str, version: &str, latency_ms: u64) -> bool {
         if version != self.d.configuration_version {
-            return;
+            return false;
         }
         let now = self.now;
         let Some(edge) = self.d.edges.get_mut(location) else {
-            return;
+            return false;
         };
         // Late acks of pushes given up on still count: the edge has the version now.
         if !matches!(
             edge.state,
             EdgeState::Pushed | EdgeState::Pending | EdgeState::TimedOut
         ) {
-            return;
+            return false;
         }
         edge.state = EdgeState::Acked;
         edge.acked_at = Some(now);
@@ -1068,7 +1117,7 @@ impl Run<'_> {
             format!("acked in {latency_ms} ms"),
             Some(location),
         );
-        self.check_wave();
+        true
     }
 
     fn edge_nacked(&mut self, location: &str, reason: &str) {
@@ -1450,9 +1499,45 @@ mod tests {
         }
 
         fn send(&mut self, event: Event) -> Result<(), StepError> {
-            let actions = step(&mut self.d, event, self.now, &self.ctx)?;
+            let actions = self.step_checked(event)?;
             self.handle(actions);
             Ok(())
+        }
+
+        /// Steps, and checks the promise the engine's saves rely on: a step changes an edge
+        /// other than the one an answer names only when it also puts a deployment-level event
+        /// on the timeline.
+        fn step_checked(&mut self, event: Event) -> Result<Vec<Action>, StepError> {
+            let sweeping = matches!(
+                event,
+                Event::Start { .. } | Event::Operator { .. } | Event::Freeze | Event::Unfreeze
+            );
+            let named = match &event {
+                Event::EdgeAcked { location, .. }
+                | Event::EdgeNacked { location, .. }
+                | Event::EdgeFailed { location, .. }
+                | Event::EdgeRolledBack { location }
+                | Event::EdgeRollbackFailed { location, .. } => Some(location.clone()),
+                _ => None,
+            };
+            let edges_before = self.d.edges.clone();
+            let events_before = self.d.events.len();
+            let actions = step(&mut self.d, event, self.now, &self.ctx)?;
+            let deployment_level = self.d.events[events_before..]
+                .iter()
+                .any(|e| e.location_id.is_none());
+            if !sweeping && !deployment_level {
+                for (location, edge) in &self.d.edges {
+                    if Some(location) != named.as_ref() {
+                        assert_eq!(
+                            edges_before.get(location),
+                            Some(edge),
+                            "{location} changed without a deployment-level event"
+                        );
+                    }
+                }
+            }
+            Ok(actions)
         }
 
         fn apply(&mut self, event: Event) {
@@ -1535,7 +1620,7 @@ mod tests {
                         continue;
                     }
                 };
-                let more = step(&mut self.d, reply, self.now, &self.ctx).expect("answer applies");
+                let more = self.step_checked(reply).expect("answer applies");
                 queue.extend(more);
             }
         }
@@ -1630,6 +1715,60 @@ mod tests {
                 };
                 assert_eq!(sim.pushes.len(), expected_pushes, "{strategy:?}");
                 assert_eq!(sim.kinds().last(), Some(&EventKind::Completed));
+            }
+        }
+    }
+
+    #[test]
+    fn answers_stepped_together_end_where_one_by_one_does() {
+        for (strategy, nack) in [
+            (Strategy::DirectDeployment, false),
+            (Strategy::RegionalCanary, true),
+        ] {
+            let mut sim = Sim::new(strategy, serde_json::json!({}), fleet(40));
+            sim.hold = true;
+            let sim = sim.start();
+            let mut answers: Vec<Event> = sim
+                .held
+                .iter()
+                .filter_map(|action| match action {
+                    Action::Push {
+                        location, version, ..
+                    } => Some(Event::EdgeAcked {
+                        location: location.clone(),
+                        version: version.clone(),
+                        latency_ms: 12,
+                    }),
+                    _ => None,
+                })
+                .collect();
+            assert!(answers.len() >= 4, "{strategy:?}");
+            if nack {
+                let Event::EdgeAcked { location, .. } = answers[1].clone() else {
+                    unreachable!()
+                };
+                answers[1] = Event::EdgeNacked {
+                    location,
+                    reason: "nginx -t failed".into(),
+                };
+            }
+            let mut one_by_one = sim.d.clone();
+            let mut expected = Vec::new();
+            for event in answers.clone() {
+                expected.extend(step(&mut one_by_one, event, sim.now, &sim.ctx).unwrap());
+            }
+            let mut together = sim.d.clone();
+            let actions = step_answers(&mut together, answers, sim.now, &sim.ctx);
+            assert_eq!(together, one_by_one, "{strategy:?}");
+            assert_eq!(actions, expected, "{strategy:?}");
+            let wanted = if nack {
+                DeploymentStatus::InProgress
+            } else {
+                DeploymentStatus::Completed
+            };
+            assert_eq!(together.status, wanted, "{strategy:?}");
+            if nack {
+                assert_eq!(together.engine.phase, Phase::RollingBack);
             }
         }
     }

@@ -5,6 +5,7 @@ use redb::{Database, ReadableTable, ReadableTableMetadata, WriteTransaction};
 use serde::Serialize;
 
 use super::command::{Applied, AuditRecord, Command, CommandEnvelope, EdgeRecord, Freeze};
+use super::deployments::DeploymentChanges;
 use super::patterns::{self, CONFIG_PATTERNS, IndexKey};
 use super::{
     AUDIT, CONFIG_NAMES, CONFIGS, DEPLOYMENTS, DESIRED, EDGES, LOG, META, RUNNING, StoreError,
@@ -606,10 +607,7 @@ fn apply_in(txn: &WriteTransaction, envelope: &CommandEnvelope) -> Result<Applie
             deployment,
             edge_versions,
         } => {
-            txn.open_table(DEPLOYMENTS)?.insert(
-                deployment.deployment_id.as_str(),
-                codec::encode(deployment.as_ref())?.as_slice(),
-            )?;
+            super::deployments::write(txn, &DeploymentChanges::whole(deployment))?;
             track_running(txn, deployment)?;
             if !edge_versions.is_empty() {
                 record_edge_versions(txn, &deployment.configuration_id, edge_versions)?;
@@ -621,12 +619,20 @@ fn apply_in(txn: &WriteTransaction, envelope: &CommandEnvelope) -> Result<Applie
             max_concurrent,
         } => {
             admit(txn, deployment, *max_concurrent)?;
-            txn.open_table(DEPLOYMENTS)?.insert(
-                deployment.deployment_id.as_str(),
-                codec::encode(deployment.as_ref())?.as_slice(),
-            )?;
+            super::deployments::write(txn, &DeploymentChanges::whole(deployment))?;
             track_running(txn, deployment)?;
             Ok(Applied::Deployment(deployment.clone()))
+        }
+        Command::SaveDeploymentChanges {
+            changes,
+            edge_versions,
+        } => {
+            super::deployments::write(txn, changes)?;
+            track_running(txn, &changes.header)?;
+            if !edge_versions.is_empty() {
+                record_edge_versions(txn, &changes.header.configuration_id, edge_versions)?;
+            }
+            Ok(Applied::Nothing)
         }
         Command::SetThresholds { thresholds } => {
             txn.open_table(META)?

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::deployments::DeploymentChanges;
 use crate::model::{
     BreachState, Bump, Configuration, ConfigurationVersion, Deployment, EdgeHealth, EdgeLocation,
     MetricsSample, RollbackConfig, Timestamp, User,
@@ -156,6 +157,13 @@ pub enum Command {
         deployment: Box<Deployment>,
         max_concurrent: u64,
     },
+    /// What one turn of the engine changed in a running deployment (its header, the edges
+    /// that changed, the events appended), with the edge versions its acks made active, as in
+    /// `SaveDeployment`.
+    SaveDeploymentChanges {
+        changes: DeploymentChanges,
+        edge_versions: Vec<(String, Option<String>)>,
+    },
 }
 
 /// A global stop of rollouts (SPEC §7).
@@ -217,6 +225,17 @@ impl Command {
                 }
                 ("deployment", "deployment", deployment.deployment_id.clone())
             }
+            SaveDeploymentChanges { changes, .. } => {
+                let n_events = changes.first_event + changes.events.len() as u64;
+                if n_events > 1 && !changes.header.status.is_terminal() {
+                    return None;
+                }
+                (
+                    "deployment",
+                    "deployment",
+                    changes.header.deployment_id.clone(),
+                )
+            }
             SetThresholds { .. } => ("set-thresholds", "thresholds", "thresholds".into()),
             CreateDeployment { deployment, .. } => {
                 ("create", "deployment", deployment.deployment_id.clone())
@@ -273,6 +292,13 @@ impl Command {
                 deployment.configuration_id,
                 deployment.configuration_version,
                 deployment.status
+            ),
+            SaveDeploymentChanges { changes, .. } => format!(
+                "{:?} of {} version {}: {:?}",
+                changes.header.strategy,
+                changes.header.configuration_id,
+                changes.header.configuration_version,
+                changes.header.status
             ),
             SetFreeze { freeze } => freeze
                 .as_ref()

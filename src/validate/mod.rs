@@ -27,6 +27,7 @@ use crate::secrets::{SecretBox, SecretError};
 pub use conflicts::{contradicts, literal_prefix, path_pattern, same_pattern};
 pub use controls::is_control;
 pub use diff::{Change, ChangeType, DiffError, DiffResult, Summary, apply, diff};
+pub(crate) use rules::is_header_name;
 pub use security::is_country_code;
 pub use ssl::expires_at as certificate_expires_at;
 

@@ -8,9 +8,11 @@
 //!   versions that were active before (for rollback), and each kept version's checksum,
 //!   type and metadata;
 //! - `agent.addr`: the address a running agent listens on, so that `edgeplane agent rollback`
-//!   goes through the running agent (which owns the state) instead of beside it.
+//!   goes through the running agent (which owns the state) instead of beside it;
+//! - `term`: the highest cluster term a push or rollback carried; one from a lower term is
+//!   refused with 409 `STALE_TERM` (SPEC §9), across restarts.
 //!
-//! Both are written atomically (temp file in the same directory, fsync, rename, fsync of the
+//! The files are written atomically (temp file in the same directory, fsync, rename, fsync of the
 //! directory), so a crash leaves either the old or the new file, never a torn one.
 //!
 //! Order of a push: the version file is written first, then `test_command` and
@@ -24,11 +26,16 @@
 //! one `MetricsSample` JSON per interval; the agent sends it with the next heartbeat if the
 //! file changed since the previous heartbeat, and `null` otherwise.
 //!
+//! With `adapter = "nginx"` (`nginx/`) the proxy is nginx: the test and reload commands run
+//! on one file rendered from every active configuration, and metrics come from nginx's
+//! access log instead of `metrics_file`.
+//!
 //! This file holds what a push, an activation and a rollback do; the rooms around it are the
 //! `[agent]` settings (`settings.rs`), the local version store (`versions.rs`), the proxy's
 //! commands (`proxy.rs`), the service and heartbeats (`service.rs`) and the machine's
 //! figures (`system.rs`).
 
+mod nginx;
 mod proxy;
 mod service;
 mod settings;
@@ -55,6 +62,9 @@ pub(crate) struct Agent {
     /// Serialises writers of `state.json` so the last write carries the latest state.
     state_writer: tokio::sync::Mutex<()>,
     started_at: Timestamp,
+    terms: crate::edge::term::TermGuard,
+    /// The nginx adapter, when `adapter = "nginx"`.
+    nginx: Option<nginx::Nginx>,
 }
 
 impl Agent {
@@ -144,6 +154,7 @@ impl Agent {
             .test_and_reload(
                 configuration_id,
                 &request.version,
+                request.config_type,
                 current.active.as_deref(),
             )
             .await
@@ -173,15 +184,29 @@ impl Agent {
         let was_new = self
             .write_pushed(configuration_id, &current, &request)
             .await?;
-        if let Err(reason) = self
-            .run_hook(
-                "test",
-                self.config.test_command.as_ref(),
-                configuration_id,
-                &request.version,
-            )
-            .await
-        {
+        // nginx takes a staged version when it is activated; until then it is only checked.
+        let checked = match &self.nginx {
+            Some(nginx) => {
+                self.nginx_check(
+                    nginx,
+                    configuration_id,
+                    &request.version,
+                    request.config_type,
+                    &request.content,
+                )
+                .await
+            }
+            None => {
+                self.run_hook(
+                    "test",
+                    self.config.test_command.as_ref(),
+                    configuration_id,
+                    &request.version,
+                )
+                .await
+            }
+        };
+        if let Err(reason) = checked {
             self.forget_unkept(configuration_id, &request.version, was_new);
             return Err(reason);
         }
@@ -225,8 +250,17 @@ impl Agent {
         {
             return Err("checksum does not match the staged version".into());
         }
-        self.test_and_reload(configuration_id, &staged, current.active.as_deref())
-            .await?;
+        let config_type = current
+            .versions
+            .get(&staged)
+            .map_or(request.config_type, |kept| kept.config_type);
+        self.test_and_reload(
+            configuration_id,
+            &staged,
+            config_type,
+            current.active.as_deref(),
+        )
+        .await?;
         let mut next = current;
         make_active(&mut next, &staged);
         next.staged = None;
@@ -263,8 +297,16 @@ impl Agent {
         if current.active.as_deref() == Some(target.as_str()) {
             return PushReply::Acked { version: target };
         }
+        let Some(config_type) = current.versions.get(&target).map(|kept| kept.config_type) else {
+            return nack(&format!("version {target} is not kept on this edge"));
+        };
         if let Err(reason) = self
-            .test_and_reload(configuration_id, &target, current.active.as_deref())
+            .test_and_reload(
+                configuration_id,
+                &target,
+                config_type,
+                current.active.as_deref(),
+            )
             .await
         {
             return nack(&reason);
@@ -292,15 +334,19 @@ impl Agent {
                 version: String::new(),
             };
         };
-        if let Err(reason) = self
-            .run_hook(
-                "reload",
-                self.config.reload_command.as_ref(),
-                configuration_id,
-                "",
-            )
-            .await
-        {
+        let reloaded = match &self.nginx {
+            Some(nginx) => self.nginx_switch(nginx, configuration_id, None).await,
+            None => {
+                self.run_hook(
+                    "reload",
+                    self.config.reload_command.as_ref(),
+                    configuration_id,
+                    "",
+                )
+                .await
+            }
+        };
+        if let Err(reason) = reloaded {
             return nack(&format!("{reason}; {active} stays active"));
         }
         let mut next = current;

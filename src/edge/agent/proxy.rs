@@ -1,7 +1,9 @@
 //! The proxy's commands: `test_command` and `reload_command` run through `sh -c` with the
 //! version file in `EDGEPLANE_CONFIG_FILE`, under a deadline, their output quoted in a NACK.
+//! With the nginx adapter they run on the rendered file instead (`nginx/`).
 
 use super::Agent;
+use crate::model::ConfigType;
 
 /// Longest command output quoted in a NACK reason.
 const OUTPUT_LIMIT: usize = 2048;
@@ -60,8 +62,14 @@ impl Agent {
         &self,
         configuration_id: &str,
         version: &str,
+        config_type: ConfigType,
         restore: Option<&str>,
     ) -> Result<(), String> {
+        if let Some(nginx) = &self.nginx {
+            return self
+                .nginx_switch(nginx, configuration_id, Some((version, config_type)))
+                .await;
+        }
         self.run_hook(
             "test",
             self.config.test_command.as_ref(),

@@ -38,6 +38,10 @@ impl EdgeService for Agent {
     async fn active(&self) -> ActiveConfigurations {
         self.active_list()
     }
+
+    fn terms(&self) -> &crate::edge::term::TermGuard {
+        &self.terms
+    }
 }
 
 /// Runs the agent until SIGTERM or ctrl-c: the edge protocol on `listen` and the heartbeat
@@ -46,6 +50,9 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let config = AgentConfig::load(config_path)?;
     let listen = config.listen;
     let agent = Arc::new(Agent::open(config)?);
+    if let Some(nginx) = &agent.nginx {
+        agent.nginx_start(nginx).await;
+    }
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
@@ -206,9 +213,15 @@ async fn heartbeat_loop(agent: Arc<Agent>, mut stop: watch::Receiver<bool>) {
             _ = stop.changed() => return,
         }
         wait = interval;
-        let metrics = read_metrics(agent.config.metrics_file.as_deref(), last_sent).await;
+        let metrics = match &agent.nginx {
+            Some(nginx) => {
+                let seconds = u32::try_from(interval.as_secs()).unwrap_or(u32::MAX);
+                nginx.sample(seconds).await
+            }
+            None => read_metrics(agent.config.metrics_file.as_deref(), last_sent).await,
+        };
         last_sent = SystemTime::now();
-        let heartbeat = Heartbeat {
+        let mut heartbeat = Heartbeat {
             health: health(&agent.config.state_dir, &mut cpu).await,
             active_configurations: agent.active_list().versions(),
             metrics,
@@ -221,6 +234,17 @@ async fn heartbeat_loop(agent: Arc<Agent>, mut stop: watch::Receiver<bool>) {
             .json(&heartbeat)
             .send()
             .await;
+        // A heartbeat the control plane surely did not store hands nginx's counts back to the
+        // next one; one that may have been stored (a timeout, a 500) does not, so nothing is
+        // counted twice.
+        let not_stored = match &sent {
+            Ok(response) => matches!(response.status().as_u16(), 429 | 503),
+            Err(error) => error.is_connect(),
+        };
+        if not_stored && let (Some(nginx), Some(sample)) = (&agent.nginx, heartbeat.metrics.take())
+        {
+            nginx.put_back(sample);
+        }
         match sent {
             Ok(response) if response.status().is_success() => {}
             Ok(response) if response.status().as_u16() == 429 => {

@@ -29,6 +29,35 @@ pub struct AgentConfig {
     /// `tls_cert`, `tls_key`, `tls_client_ca`: the agent's listener over HTTPS; with a
     /// client CA, only clients with a certificate it signed complete the handshake.
     pub tls: Option<ListenerTls>,
+    /// `adapter = "nginx"`: the agent renders the active configurations for nginx and reads
+    /// its access log for metrics. None: the `files` adapter (JSON files and the commands).
+    pub nginx: Option<NginxSettings>,
+}
+
+/// The nginx adapter's keys (SPEC §6.1).
+#[derive(Clone, Debug, PartialEq)]
+pub struct NginxSettings {
+    /// Where `edgeplane.conf` (and `tls/`) is written; default `{state_dir}/nginx`.
+    pub render_dir: PathBuf,
+    /// `nginx_listen`: the address nginx serves on (`0.0.0.0:80` by default).
+    pub listen: String,
+    /// `nginx_tls_listen`: the address of the TLS server of SSLCertificate configurations;
+    /// by default the host of `nginx_listen` on port 443.
+    pub tls_listen: String,
+    /// `nginx_cache_dir`, default `{render_dir}/cache`.
+    pub cache_dir: PathBuf,
+    /// `nginx_cache_size`: nginx's `max_size` (`512m`, `10g`), default `1g`.
+    pub cache_size: String,
+    /// `nginx_access_log`: the JSON access log nginx writes and the agent reads, default
+    /// `{render_dir}/access.log`.
+    pub access_log: PathBuf,
+    /// `nginx_geoip_variable`: the variable holding the client's country code (from a GeoIP
+    /// module), without `$`. Without it, geo blocking is not enforced (a warning).
+    pub geoip_variable: Option<String>,
+    /// `nginx_binary`, default `nginx`.
+    pub binary: String,
+    /// `nginx_conf`: the operator's main nginx.conf, default `/etc/nginx/nginx.conf`.
+    pub conf: PathBuf,
 }
 
 /// Why an agent configuration file was refused; every variant names the key.
@@ -50,7 +79,7 @@ pub enum AgentConfigError {
     Tls(String),
 }
 
-const KEYS: [&str; 15] = [
+const KEYS: [&str; 25] = [
     "location_id",
     "listen",
     "control_plane",
@@ -66,6 +95,16 @@ const KEYS: [&str; 15] = [
     "tls_cert",
     "tls_key",
     "tls_client_ca",
+    "adapter",
+    "render_dir",
+    "nginx_listen",
+    "nginx_tls_listen",
+    "nginx_cache_dir",
+    "nginx_cache_size",
+    "nginx_access_log",
+    "nginx_geoip_variable",
+    "nginx_binary",
+    "nginx_conf",
 ];
 
 impl AgentConfig {
@@ -139,22 +178,172 @@ impl AgentConfig {
             }
             (None, None) => None,
         };
+        let nginx = match optional_string(table, "adapter")?.as_deref() {
+            None | Some("files") => {
+                if let Some(key) = NGINX_KEYS.iter().find(|k| table.contains_key(**k)) {
+                    return Err(invalid(
+                        &format!("agent.{key}"),
+                        "only with adapter = \"nginx\"",
+                    ));
+                }
+                None
+            }
+            Some("nginx") => {
+                if table.contains_key("metrics_file") {
+                    return Err(invalid(
+                        "agent.metrics_file",
+                        "not with adapter = \"nginx\": metrics come from nginx_access_log",
+                    ));
+                }
+                Some(nginx_settings(table, &state_dir)?)
+            }
+            Some(_) => return Err(invalid("agent.adapter", "\"files\" or \"nginx\"")),
+        };
+        let mut test_command = optional_string(table, "test_command")?;
+        let mut reload_command = optional_string(table, "reload_command")?;
+        if let Some(nginx) = &nginx {
+            let binary = shell_quote(&nginx.binary);
+            let conf = shell_quote(&nginx.conf.to_string_lossy());
+            test_command.get_or_insert_with(|| format!("{binary} -t -c {conf}"));
+            reload_command.get_or_insert_with(|| format!("{binary} -s reload -c {conf}"));
+        }
         Ok(Self {
             location_id,
             listen,
             control_plane: control_plane.trim_end_matches('/').to_owned(),
             token,
             state_dir,
-            test_command: optional_string(table, "test_command")?,
-            reload_command: optional_string(table, "reload_command")?,
+            test_command,
+            reload_command,
             heartbeat_interval: duration(table, "heartbeat_interval", Duration::from_secs(10))?,
             keep_versions,
             command_timeout: duration(table, "command_timeout", Duration::from_secs(30))?,
             metrics_file: optional_string(table, "metrics_file")?.map(PathBuf::from),
             ca_file: optional_string(table, "ca_file")?.map(PathBuf::from),
             tls,
+            nginx,
         })
     }
+}
+
+const NGINX_KEYS: [&str; 9] = [
+    "render_dir",
+    "nginx_listen",
+    "nginx_tls_listen",
+    "nginx_cache_dir",
+    "nginx_cache_size",
+    "nginx_access_log",
+    "nginx_geoip_variable",
+    "nginx_binary",
+    "nginx_conf",
+];
+
+/// An nginx `listen` address: `host:port` or a bare port.
+fn nginx_address(
+    table: &toml::Table,
+    key: &str,
+    default: &str,
+) -> Result<String, AgentConfigError> {
+    let text = optional_string(table, key)?.unwrap_or_else(|| default.to_owned());
+    if let Ok(port) = text.parse::<u16>()
+        && port > 0
+    {
+        return Ok(port.to_string());
+    }
+    match text.parse::<SocketAddr>() {
+        Ok(address) if address.port() > 0 => Ok(address.to_string()),
+        _ => Err(invalid(
+            &format!("agent.{key}"),
+            "host:port (an IP address) or a port",
+        )),
+    }
+}
+
+/// A path nginx reads from the rendered file: UTF-8, absolute, no `$` (nginx would read a
+/// variable) and no control characters.
+fn nginx_path(
+    table: &toml::Table,
+    key: &str,
+    default: PathBuf,
+) -> Result<PathBuf, AgentConfigError> {
+    let path = optional_string(table, key)?.map_or(default, PathBuf::from);
+    let text = path.to_string_lossy();
+    if !path.is_absolute() || text.contains('$') || text.chars().any(char::is_control) {
+        return Err(invalid(
+            &format!("agent.{key}"),
+            "an absolute path without '$' or control characters",
+        ));
+    }
+    Ok(path)
+}
+
+fn nginx_settings(
+    table: &toml::Table,
+    state_dir: &Path,
+) -> Result<NginxSettings, AgentConfigError> {
+    let state_dir = if state_dir.is_absolute() {
+        state_dir.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map_err(|e| invalid("agent.state_dir", &e.to_string()))?
+            .join(state_dir)
+    };
+    let render_dir = nginx_path(table, "render_dir", state_dir.join("nginx"))?;
+    let listen = nginx_address(table, "nginx_listen", "0.0.0.0:80")?;
+    let tls_default = match listen.parse::<SocketAddr>() {
+        Ok(address) => SocketAddr::new(address.ip(), 443).to_string(),
+        Err(_) => "443".to_owned(),
+    };
+    let tls_listen = nginx_address(table, "nginx_tls_listen", &tls_default)?;
+    let cache_dir = nginx_path(table, "nginx_cache_dir", render_dir.join("cache"))?;
+    let access_log = nginx_path(table, "nginx_access_log", render_dir.join("access.log"))?;
+    let cache_size = optional_string(table, "nginx_cache_size")?.unwrap_or_else(|| "1g".into());
+    let digits = cache_size.trim_end_matches(['k', 'K', 'm', 'M', 'g', 'G']);
+    if digits.is_empty()
+        || cache_size.len() - digits.len() > 1
+        || !digits.bytes().all(|b| b.is_ascii_digit())
+    {
+        return Err(invalid(
+            "agent.nginx_cache_size",
+            "a size such as 512m or 10g",
+        ));
+    }
+    let geoip_variable = match optional_string(table, "nginx_geoip_variable")? {
+        None => None,
+        Some(name) => {
+            let name = name.strip_prefix('$').unwrap_or(&name).to_owned();
+            let valid = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            if !valid {
+                return Err(invalid(
+                    "agent.nginx_geoip_variable",
+                    "an nginx variable name",
+                ));
+            }
+            Some(name)
+        }
+    };
+    let binary = optional_string(table, "nginx_binary")?.unwrap_or_else(|| "nginx".into());
+    if binary.trim().is_empty() {
+        return Err(invalid("agent.nginx_binary", "must not be empty"));
+    }
+    let conf = nginx_path(table, "nginx_conf", PathBuf::from("/etc/nginx/nginx.conf"))?;
+    Ok(NginxSettings {
+        render_dir,
+        listen,
+        tls_listen,
+        cache_dir,
+        cache_size,
+        access_log,
+        geoip_variable,
+        binary,
+        conf,
+    })
+}
+
+/// `text` as one `sh` word.
+fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "'\\''"))
 }
 
 fn invalid(key: &str, reason: &str) -> AgentConfigError {
@@ -243,6 +432,94 @@ state_dir = "/tmp/edge"
         check_error(
             "tls_cert = \"/nonexistent/cert.pem\"\ntls_key = \"/nonexistent/key.pem\"\n",
             "agent.tls_cert: cannot read",
+        );
+    }
+
+    #[test]
+    fn the_nginx_adapter_has_defaults_and_names_its_keys() {
+        let files = AgentConfig::from_toml(MINIMAL).unwrap();
+        assert_eq!(files.nginx, None);
+        let config = AgentConfig::from_toml(&format!("{MINIMAL}adapter = \"nginx\"\n")).unwrap();
+        let nginx = config.nginx.unwrap();
+        assert_eq!(nginx.render_dir, PathBuf::from("/tmp/edge/nginx"));
+        assert_eq!(nginx.listen, "0.0.0.0:80");
+        assert_eq!(nginx.tls_listen, "0.0.0.0:443");
+        assert_eq!(nginx.cache_dir, PathBuf::from("/tmp/edge/nginx/cache"));
+        assert_eq!(
+            nginx.access_log,
+            PathBuf::from("/tmp/edge/nginx/access.log")
+        );
+        assert_eq!(nginx.cache_size, "1g");
+        assert_eq!(nginx.geoip_variable, None);
+        assert_eq!(
+            config.test_command.as_deref(),
+            Some("'nginx' -t -c '/etc/nginx/nginx.conf'")
+        );
+        assert_eq!(
+            config.reload_command.as_deref(),
+            Some("'nginx' -s reload -c '/etc/nginx/nginx.conf'")
+        );
+
+        let config = AgentConfig::from_toml(&format!(
+            "{MINIMAL}adapter = \"nginx\"\nnginx_listen = \"127.0.0.1:8081\"\nnginx_binary = \"/opt/it's/nginx\"\nnginx_geoip_variable = \"$geoip2_country\"\ntest_command = \"true\"\n"
+        ))
+        .unwrap();
+        let nginx = config.nginx.unwrap();
+        assert_eq!(nginx.listen, "127.0.0.1:8081");
+        assert_eq!(nginx.tls_listen, "127.0.0.1:443");
+        assert_eq!(nginx.geoip_variable.as_deref(), Some("geoip2_country"));
+        assert_eq!(config.test_command.as_deref(), Some("true"));
+        assert_eq!(
+            config.reload_command.as_deref(),
+            Some("'/opt/it'\\''s/nginx' -s reload -c '/etc/nginx/nginx.conf'")
+        );
+
+        let nginx = |extra: &str| format!("adapter = \"nginx\"\n{extra}");
+        check_error("adapter = \"apache\"\n", "agent.adapter");
+        check_error("nginx_listen = \"127.0.0.1:80\"\n", "agent.nginx_listen");
+        check_error(
+            &nginx("nginx_listen = \"localhost:80\"\n"),
+            "agent.nginx_listen",
+        );
+        check_error(
+            &nginx("nginx_cache_size = \"1 g\"\n"),
+            "agent.nginx_cache_size",
+        );
+        check_error(
+            &nginx("nginx_cache_size = \"10gg\"\n"),
+            "agent.nginx_cache_size",
+        );
+        check_error(
+            &nginx("nginx_access_log = \"/var/log/$host\"\n"),
+            "agent.nginx_access_log",
+        );
+        check_error(&nginx("render_dir = \"relative\"\n"), "agent.render_dir");
+        check_error(
+            &nginx("nginx_geoip_variable = \"a-b\"\n"),
+            "agent.nginx_geoip_variable",
+        );
+        check_error(&nginx("nginx_binary = \" \"\n"), "agent.nginx_binary");
+        check_error(
+            &nginx("metrics_file = \"/tmp/m.json\"\n"),
+            "agent.metrics_file",
+        );
+    }
+
+    #[test]
+    fn the_example_nginx_agent_file_is_valid() {
+        // Its TLS files exist only on an edge; everything else is checked as written.
+        let example: String = include_str!("../../../config/nginx/agent.toml")
+            .lines()
+            .filter(|line| !line.starts_with("tls_"))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        let config = AgentConfig::from_toml(&example).unwrap();
+        let nginx = config.nginx.unwrap();
+        assert_eq!(nginx.listen, "0.0.0.0:80");
+        assert_eq!(nginx.cache_dir, PathBuf::from("/var/cache/nginx/edgeplane"));
+        assert_eq!(
+            config.reload_command.as_deref(),
+            Some("'/usr/sbin/nginx' -s reload -c '/etc/nginx/nginx.conf'")
         );
     }
 }

@@ -68,12 +68,19 @@ impl Agent {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => AgentState::default(),
             Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
         };
+        let terms = open_terms(&config.state_dir)?;
+        let nginx = config
+            .nginx
+            .clone()
+            .map(|settings| super::nginx::Nginx::open(settings, &config, &state));
         Ok(Self {
+            nginx,
             config,
             state: Mutex::new(state),
             config_locks: Mutex::new(HashMap::new()),
             state_writer: tokio::sync::Mutex::new(()),
             started_at: Timestamp::now(),
+            terms,
         })
     }
 
@@ -88,11 +95,20 @@ impl Agent {
     }
 
     pub(super) fn version_path(&self, configuration_id: &str, version: &str) -> PathBuf {
-        self.config
-            .state_dir
-            .join("configs")
-            .join(configuration_id)
-            .join(format!("{version}.json"))
+        version_file(&self.config.state_dir, configuration_id, version)
+    }
+
+    /// The content of a kept version.
+    pub(super) async fn read_version(
+        &self,
+        configuration_id: &str,
+        version: &str,
+    ) -> Result<Value, String> {
+        let path = self.version_path(configuration_id, version);
+        let bytes = tokio::fs::read(&path)
+            .await
+            .map_err(|e| format!("could not read version {version}: {e}"))?;
+        serde_json::from_slice(&bytes).map_err(|e| format!("version {version} is unreadable: {e}"))
     }
 
     /// Replaces one configuration's state, prunes old versions and writes `state.json`.
@@ -167,6 +183,14 @@ impl Agent {
     }
 }
 
+/// Where the content of a kept version lives under `state_dir`.
+pub(super) fn version_file(state_dir: &Path, configuration_id: &str, version: &str) -> PathBuf {
+    state_dir
+        .join("configs")
+        .join(configuration_id)
+        .join(format!("{version}.json"))
+}
+
 pub(super) fn make_active(next: &mut ConfigState, version: &str) {
     if let Some(previous) = next.active.take()
         && previous != version
@@ -200,9 +224,38 @@ pub(super) fn prune(state: &mut ConfigState, keep: usize) -> Vec<String> {
     pruned
 }
 
+/// The term guard of the agent, from `state_dir/term` (0 when no term was seen yet).
+fn open_terms(state_dir: &Path) -> anyhow::Result<crate::edge::term::TermGuard> {
+    let path = state_dir.join(TERM_FILE);
+    let highest = match std::fs::read_to_string(&path) {
+        Ok(text) => crate::protocol::term::parse_term(&text)
+            .with_context(|| format!("{} does not hold a term", path.display()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    Ok(crate::edge::term::TermGuard::persistent(
+        highest,
+        Box::new(move |term| write_atomic(&path, format!("{term}\n").as_bytes())),
+    ))
+}
+
+/// File in the state dir holding the highest term seen.
+const TERM_FILE: &str = "term";
+
 /// Writes `bytes` to `path` so that readers see the old file or the new one, never a mix,
 /// and the new one survives a power cut once this returns.
 pub(super) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_atomic_with(path, bytes, None)
+}
+
+/// [`write_atomic`] with the file's permission bits set to `mode` before it takes the name,
+/// so a private key is never readable by others, not even for a moment.
+pub(super) fn write_atomic_mode(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    write_atomic_with(path, bytes, Some(mode))
+}
+
+fn write_atomic_with(path: &Path, bytes: &[u8], mode: Option<u32>) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let dir = path
         .parent()
         .ok_or_else(|| std::io::Error::other("path has no directory"))?;
@@ -214,10 +267,16 @@ pub(super) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .unwrap_or_default();
     let temp = dir.join(format!(".{name}.{}.tmp", rand::random::<u64>()));
     let result = (|| {
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&temp)?;
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        if let Some(mode) = mode {
+            options.mode(mode);
+        }
+        let mut file = options.open(&temp)?;
+        if let Some(mode) = mode {
+            // The creation mode is narrowed by the umask; the file gets exactly `mode`.
+            file.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        }
         file.write_all(bytes)?;
         file.sync_all()?;
         std::fs::rename(&temp, path)?;
