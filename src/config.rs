@@ -51,6 +51,9 @@ pub struct ServerSettings {
     pub allow_self_approval: bool,
     /// Largest accepted request body; a configuration's content is at most 1 MiB.
     pub max_body_bytes: usize,
+    /// When set, `/metrics` answers only `Authorization: Bearer <this>` (Prometheus'
+    /// `authorization` setting); unset, it is open like `/health`.
+    pub metrics_token: Option<String>,
     #[serde(deserialize_with = "duration")]
     pub request_timeout: Duration,
     #[serde(deserialize_with = "duration")]
@@ -108,6 +111,7 @@ impl Default for ServerSettings {
             data_dir: PathBuf::from("./edgeplane-data"),
             allow_self_approval: false,
             max_body_bytes: 2 * 1024 * 1024,
+            metrics_token: None,
             request_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(20),
             tls_cert: None,

@@ -703,6 +703,10 @@ async fn the_private_key_is_never_returned_and_is_sealed_at_rest() {
         ("get", format!("{CONFIGS}/{id}")),
         ("list", CONFIGS.to_string()),
         ("versions", format!("{CONFIGS}/{id}/versions")),
+        (
+            "versions with content",
+            format!("{CONFIGS}/{id}/versions?includeContent=true"),
+        ),
         ("version", format!("{CONFIGS}/{id}/versions/1.0.0")),
         ("diff", format!("{CONFIGS}/{id}/diff")),
     ] {

@@ -204,8 +204,9 @@ fn cache_rule(path: &str, ttl: u64) -> Value {
     json!({"pathPattern": path, "ttl": ttl, "cacheControl": "public"})
 }
 
-/// What the writers were told: name → highest acknowledged version.
-type Acked = Arc<Mutex<BTreeMap<String, semver::Version>>>;
+/// What the writers were told: name → every acknowledged version → the TTL it was written
+/// with.
+type Acked = Arc<Mutex<BTreeMap<String, BTreeMap<semver::Version, u64>>>>;
 
 /// Creates configurations and updates each twice, recording every acknowledgement, until
 /// the server goes away.
@@ -238,7 +239,9 @@ async fn write_until_killed(
         acked
             .lock()
             .unwrap()
-            .insert(name.clone(), semver::Version::new(1, 0, 0));
+            .entry(name.clone())
+            .or_default()
+            .insert(semver::Version::new(1, 0, 0), 60);
         let _ = acks.send(());
         let id = body["configurationId"].as_str().unwrap().to_string();
         for ttl in [120, 180] {
@@ -258,16 +261,22 @@ async fn write_until_killed(
                 return;
             };
             let version = semver::Version::parse(body["version"].as_str().unwrap()).unwrap();
-            acked.lock().unwrap().insert(name.clone(), version);
+            acked
+                .lock()
+                .unwrap()
+                .entry(name.clone())
+                .or_default()
+                .insert(version, ttl);
             let _ = acks.send(());
         }
     }
 }
 
 /// The store a killed server left behind: the command log numbered 1, 2, 3, … without a gap,
-/// and no configuration half-written (its versions, the commands logged for it and its
-/// current version and content agree).
-fn check_store_left_behind(data_dir: &Path, round: usize) {
+/// no configuration half-written (its versions, the commands logged for it and its current
+/// version and content agree), each history in increasing version order, and every
+/// acknowledged write in it: that version, with the content it was written with.
+fn check_store_left_behind(data_dir: &Path, round: usize, acked: &Acked) {
     let store = Store::open(data_dir).expect("open the store left behind");
     let reader = store.reader().unwrap();
     let log = reader.log_entries(1, usize::MAX).unwrap();
@@ -308,6 +317,36 @@ fn check_store_left_behind(data_dir: &Path, round: usize) {
         let last = versions.last().unwrap();
         assert_eq!(last.version, configuration.version, "round {round}: {id}");
         assert_eq!(last.content, configuration.content, "round {round}: {id}");
+        let numbers: Vec<semver::Version> = versions
+            .iter()
+            .map(|v| semver::Version::parse(&v.version).unwrap())
+            .collect();
+        assert!(
+            numbers.windows(2).all(|pair| pair[0] < pair[1]),
+            "round {round}: {id} versions out of order: {numbers:?}"
+        );
+    }
+    let by_name: BTreeMap<String, String> = reader
+        .configurations()
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.name, c.configuration_id))
+        .collect();
+    for (name, writes) in acked.lock().unwrap().iter() {
+        let id = by_name
+            .get(name)
+            .unwrap_or_else(|| panic!("round {round}: acknowledged {name} is lost"));
+        let versions = reader.versions(id).unwrap();
+        for (version, ttl) in writes {
+            let stored = versions
+                .iter()
+                .find(|v| semver::Version::parse(&v.version).unwrap() == *version)
+                .unwrap_or_else(|| panic!("round {round}: acknowledged {name} {version} is lost"));
+            assert_eq!(
+                stored.content["ttl"], *ttl,
+                "round {round}: {name} {version} holds other content"
+            );
+        }
     }
 }
 
@@ -322,17 +361,24 @@ async fn acknowledged_writes_survive_sigkill() {
         .ok()
         .and_then(|seed| seed.parse().ok())
         .unwrap_or_else(rand::random::<u64>);
-    eprintln!("acknowledged_writes_survive_sigkill: EDGEPLANE_CRASH_SEED={seed}");
+    // 20 rounds in the test suite; tests/ops/crash_loop.sh runs longer loops.
+    let rounds: usize = std::env::var("EDGEPLANE_CRASH_ROUNDS")
+        .ok()
+        .and_then(|rounds| rounds.parse().ok())
+        .unwrap_or(20);
+    eprintln!(
+        "acknowledged_writes_survive_sigkill: EDGEPLANE_CRASH_SEED={seed} EDGEPLANE_CRASH_ROUNDS={rounds}"
+    );
     let mut rng = StdRng::seed_from_u64(seed);
-    const ROUNDS: usize = 20;
-    for round in 0..ROUNDS {
+    for round in 0..rounds {
         let server = serve(dir.path(), Some(ADMIN_PASSWORD));
         let token = login(&client, &server.base, "admin", ADMIN_PASSWORD).await;
 
         // Everything acknowledged before the last kill is there, at least at that version
         // (an update in flight at the kill may or may not have landed).
         let found = stored(&client, &server.base, &token).await;
-        for (name, version) in acked.lock().unwrap().iter() {
+        for (name, writes) in acked.lock().unwrap().iter() {
+            let version = writes.keys().next_back().unwrap();
             let (_, stored_version) = found
                 .get(name)
                 .unwrap_or_else(|| panic!("round {round}: acknowledged {name} is lost"));
@@ -372,7 +418,7 @@ async fn acknowledged_writes_survive_sigkill() {
         for writer in writers {
             writer.await.unwrap();
         }
-        check_store_left_behind(dir.path(), round);
+        check_store_left_behind(dir.path(), round, &acked);
     }
     // Every round's first acknowledgement is of a configuration created in that round.
     let rounds_acked: BTreeSet<String> = acked
@@ -383,7 +429,7 @@ async fn acknowledged_writes_survive_sigkill() {
         .collect();
     assert_eq!(
         rounds_acked.len(),
-        ROUNDS,
+        rounds,
         "rounds with an acknowledged create: {rounds_acked:?}"
     );
     // A last start checks the writes of the final round.

@@ -209,8 +209,13 @@ async fn every_operation_has_an_id_its_security_and_the_error_shape() {
         assert!(!codes.contains("default"), "{what}");
         if public.contains(&(method.as_str(), path.as_str())) {
             assert_eq!(operation["security"], serde_json::json!([{}]), "{what}");
-            // Only login can refuse credentials; no public operation checks a role.
-            assert_eq!(codes.contains("401"), id == "login", "{what}");
+            // Only login (and Prometheus, with `server.metrics_token`) can refuse
+            // credentials; no public operation checks a role.
+            assert_eq!(
+                codes.contains("401"),
+                id == "login" || id == "prometheus",
+                "{what}"
+            );
             assert!(!codes.contains("403"), "{what}");
         } else {
             assert_eq!(

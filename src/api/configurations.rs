@@ -15,7 +15,9 @@ use super::extract::{Json, OptionalJson, PageQuery, Path, Principal, Query};
 use super::middleware::current_trace_id;
 use super::openapi::{Conflict, NotFound};
 use super::state::ApiState;
-use super::views::{ConfigurationList, ConflictsAnswer, DiffAnswer, ValidationAnswer, VersionList};
+use super::views::{
+    ConfigurationList, ConflictsAnswer, DiffAnswer, ValidationAnswer, VersionList, VersionSummary,
+};
 use crate::model::{
     Bump, ConfigStatus, ConfigType, Configuration, ConfigurationVersion, Role, Timestamp,
 };
@@ -85,6 +87,13 @@ pub(super) fn check_metadata(
             return Err(ApiError::invalid_field(
                 format!("metadata.{key}"),
                 "metadata keys are 1–128 bytes and values at most 4096 bytes",
+            ));
+        }
+        // Metadata travels with every push to the edges, like content.
+        if key.chars().chain(value.chars()).any(validate::is_control) {
+            return Err(ApiError::invalid_field(
+                format!("metadata.{key}"),
+                "metadata keys and values must not contain control characters",
             ));
         }
     }
@@ -572,13 +581,27 @@ pub async fn approve(
     Ok(axum::Json(view(configuration)))
 }
 
-/// List versions, newest first.
+/// What the version list includes beyond the versions' metadata.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(rename_all = "camelCase")]
+pub struct VersionListQuery {
+    /// `true` to include each version's content (default `false`).
+    #[param(value_type = Option<bool>)]
+    include_content: Option<String>,
+}
+
+/// List versions, newest first, without their content unless `includeContent=true`.
 #[utoipa::path(
     get,
     path = "/configurations/{id}/versions",
     operation_id = "listVersions",
     tag = "configurations",
-    params(("id" = String, Path, description = "The configurationId"), PageQuery),
+    params(
+        ("id" = String, Path, description = "The configurationId"),
+        PageQuery,
+        VersionListQuery,
+    ),
     responses(
         (status = 200, description = "A page of versions", body = VersionList),
         (status = 404, response = NotFound),
@@ -589,17 +612,31 @@ pub async fn versions(
     principal: Principal,
     Path(id): Path<String>,
     Query(page): Query<PageQuery>,
+    Query(options): Query<VersionListQuery>,
 ) -> Result<axum::Json<VersionList>, ApiError> {
     principal.require(Role::Viewer)?;
     let page = page.check()?;
+    let include_content = match options.include_content.as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(_) => {
+            return Err(ApiError::invalid_field(
+                "includeContent",
+                "includeContent must be true or false",
+            ));
+        }
+    };
     let configuration = load(&state, id.clone()).await?;
     let mut versions = state.store().read(move |r| r.versions(&id)).await?;
     versions.reverse();
-    let views: Vec<ConfigurationVersion> = versions
+    let total = versions.len();
+    let views: Vec<VersionSummary> = versions
         .into_iter()
-        .map(|v| version_view(configuration.config_type, v))
+        .skip(page.offset)
+        .take(page.limit)
+        .map(|v| VersionSummary::of(version_view(configuration.config_type, v), include_content))
         .collect();
-    Ok(axum::Json(VersionList::page(views, page)))
+    Ok(axum::Json(VersionList::of(views, total, page)))
 }
 
 async fn load_version(

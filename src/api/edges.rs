@@ -8,12 +8,13 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
-use super::error::ApiError;
+use super::error::{ApiError, Detail};
 use super::extract::{Json, PageQuery, Path, Principal, Query};
 use super::middleware::current_trace_id;
 use super::openapi::{Conflict, NotFound};
 use super::state::ApiState;
 use super::views::{AgentToken, CreatedEdgeLocation, EdgeLocationList, HeartbeatAnswer};
+use crate::model::metrics::LATENCY_BUCKETS_MS;
 use crate::model::{Capacity, EdgeHealth, EdgeLocation, EdgeType, MetricsSample, Role, Timestamp};
 use crate::service::Caller;
 use crate::store::{EdgeChanges, EdgeRecord, HeartbeatRecord};
@@ -410,6 +411,90 @@ pub struct HeartbeatBody {
     started_at: Option<Timestamp>,
 }
 
+/// The largest count one heartbeat may report for its interval: beyond any edge's traffic, and
+/// small enough that a month of samples added up stays far within 64 bits.
+const MAX_COUNT: u64 = 1 << 48;
+/// The longest interval a metrics sample may cover (0 means the default interval): the
+/// longest the series keep, so that an agent that carried its counts through a long outage
+/// of the control plane still delivers them.
+const MAX_INTERVAL_SECONDS: u32 = 31 * 86_400;
+
+impl HeartbeatBody {
+    /// Refuses values no edge can report, each named by its field: percentages outside
+    /// 0–100, counts beyond [`MAX_COUNT`], a latency histogram without the fixed buckets.
+    /// Negative counts and non-numbers are refused by parsing already.
+    fn check(&self) -> Result<(), ApiError> {
+        let mut details = Vec::new();
+        let health = &self.health;
+        for (field, value) in [
+            ("health.cpuUsage", health.cpu_usage),
+            ("health.memoryUsage", health.memory_usage),
+            ("health.diskUsage", health.disk_usage),
+            ("health.bandwidthUtilization", health.bandwidth_utilization),
+        ] {
+            if !(value.is_finite() && (0.0..=100.0).contains(&value)) {
+                details.push(Detail::new(
+                    field,
+                    format!("must be a percentage from 0 to 100 (got {value})"),
+                ));
+            }
+        }
+        let mut count = |field: &str, value: u64| {
+            if value > MAX_COUNT {
+                details.push(Detail::new(
+                    field,
+                    format!("must be at most {MAX_COUNT} (got {value})"),
+                ));
+            }
+        };
+        count("health.activeConnections", health.active_connections);
+        if let Some(sample) = &self.metrics {
+            for (field, value) in [
+                ("metrics.requests", sample.requests),
+                ("metrics.cacheHits", sample.cache_hits),
+                ("metrics.cacheMisses", sample.cache_misses),
+                ("metrics.errors4xx", sample.errors4xx),
+                ("metrics.errors5xx", sample.errors5xx),
+                ("metrics.bytesSent", sample.bytes_sent),
+                ("metrics.bytesReceived", sample.bytes_received),
+            ] {
+                count(field, value);
+            }
+            for (slot, value) in sample.latency.counts.iter().enumerate() {
+                count(&format!("metrics.latency.counts.{slot}"), *value);
+            }
+            if sample.interval_seconds > MAX_INTERVAL_SECONDS {
+                details.push(Detail::new(
+                    "metrics.intervalSeconds",
+                    format!("must be at most {MAX_INTERVAL_SECONDS}"),
+                ));
+            }
+            let buckets = LATENCY_BUCKETS_MS.len();
+            if sample.latency.counts.len() != buckets + 1 {
+                details.push(Detail::new(
+                    "metrics.latency.counts",
+                    format!("must have {} counts, one per fixed bucket", buckets + 1),
+                ));
+            }
+            if !sample.latency.bounds_ms.is_empty()
+                && sample.latency.bounds_ms.as_slice() != LATENCY_BUCKETS_MS.as_slice()
+            {
+                details.push(Detail::new(
+                    "metrics.latency.boundsMs",
+                    format!("must be the fixed bucket bounds {LATENCY_BUCKETS_MS:?}"),
+                ));
+            }
+        }
+        match details.first() {
+            None => Ok(()),
+            Some(first) => Err(ApiError::Validation {
+                message: format!("impossible heartbeat value at {}", first.field),
+                details,
+            }),
+        }
+    }
+}
+
 /// Post a heartbeat (an edge for itself, or an Admin).
 #[utoipa::path(
     post,
@@ -449,6 +534,7 @@ pub async fn heartbeat(
             "this token may not post heartbeats for '{id}'"
         )));
     }
+    body.check()?;
     if body.active_configurations.len() > 10_000 {
         return Err(ApiError::invalid_field(
             "activeConfigurations",

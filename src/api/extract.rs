@@ -123,18 +123,184 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJ
     }
 }
 
-/// Parses a JSON body with an error that says where it went wrong.
+/// Parses a JSON body with an error that says where it went wrong: the field (a dotted path
+/// such as `content.origins.0.weight`, or `body` for the body as a whole) is in the details.
+///
+/// An object that names a key twice is refused, wherever it is: serde_json keeps the last
+/// value, so a reviewer reading the first one and an edge running the second one would see two
+/// different configurations.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if std::str::from_utf8(bytes).is_err() {
         return Err(ApiError::validation("the request body is not valid UTF-8"));
     }
-    serde_json::from_slice(bytes).map_err(|e| {
-        let message = match e.classify() {
-            serde_json::error::Category::Data => format!("invalid request body: {e}"),
-            _ => format!("malformed JSON: {e}"),
+    let found = std::cell::RefCell::new(Found::default());
+    let mut checker = serde_json::Deserializer::from_slice(bytes);
+    let checked = serde::de::DeserializeSeed::deserialize(
+        UniqueKeys {
+            path: String::new(),
+            found: &found,
+        },
+        &mut checker,
+    )
+    .and_then(|()| checker.end());
+    let found = found.into_inner();
+    if let Some((field, key)) = found.duplicate {
+        return Err(ApiError::invalid_field(
+            field,
+            format!(
+                "duplicate key '{}' in the request body",
+                key.escape_debug().take(80).collect::<String>()
+            ),
+        ));
+    }
+    if let Err(e) = checked {
+        let message = format!("malformed JSON: {e}");
+        return Err(match found.error_at.filter(|field| !field.is_empty()) {
+            Some(field) => ApiError::invalid_field(field, message),
+            None => ApiError::validation(message),
+        });
+    }
+    // Every body of the API is an object; serde would also read a struct from an array.
+    if bytes.trim_ascii_start().first() != Some(&b'{') {
+        return Err(ApiError::invalid_field(
+            "body",
+            "the request body must be a JSON object",
+        ));
+    }
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let parsed: Result<T, _> = serde_path_to_error::deserialize(&mut deserializer);
+    match parsed {
+        // The checker above read the same bytes to their end.
+        Ok(value) => Ok(value),
+        Err(error) => {
+            let field = dotted(error.path());
+            let inner = error.into_inner();
+            let message = match inner.classify() {
+                serde_json::error::Category::Data => format!("invalid request body: {inner}"),
+                _ => format!("malformed JSON: {inner}"),
+            };
+            Err(ApiError::invalid_field(field, message))
+        }
+    }
+}
+
+/// A serde path as the API names fields: `content.origins.0.weight`, `body` when empty.
+fn dotted(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let segments: Vec<String> = path
+        .iter()
+        .filter_map(|segment| match segment {
+            Segment::Seq { index } => Some(index.to_string()),
+            Segment::Map { key } => Some(key.clone()),
+            Segment::Enum { variant } => Some(variant.clone()),
+            Segment::Unknown => None,
+        })
+        .collect();
+    if segments.is_empty() {
+        "body".to_owned()
+    } else {
+        segments.join(".")
+    }
+}
+
+/// What [`UniqueKeys`] found where it stopped.
+#[derive(Default)]
+struct Found {
+    /// The dotted path of a key named twice, and the key.
+    duplicate: Option<(String, String)>,
+    /// The dotted path of the innermost value that could not be read (a number out of range,
+    /// a truncated string), "" for the document as a whole.
+    error_at: Option<String>,
+}
+
+/// Walks a JSON document and stops at the first object that names a key twice or the first
+/// value that cannot be read, recording where.
+struct UniqueKeys<'a> {
+    path: String,
+    found: &'a std::cell::RefCell<Found>,
+}
+
+impl UniqueKeys<'_> {
+    fn child(&self, segment: &str) -> Self {
+        let path = if self.path.is_empty() {
+            segment.to_owned()
+        } else {
+            format!("{}.{segment}", self.path)
         };
-        ApiError::validation(message)
-    })
+        UniqueKeys {
+            path,
+            found: self.found,
+        }
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for UniqueKeys<'_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        let found = self.found;
+        let path = self.path.clone();
+        deserializer.deserialize_any(self).inspect_err(|_| {
+            // The innermost value fails first; the values around it keep its place.
+            found.borrow_mut().error_at.get_or_insert(path);
+        })
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for UniqueKeys<'_> {
+    type Value = ();
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let mut index = 0usize;
+        while seq
+            .next_element_seed(self.child(&index.to_string()))?
+            .is_some()
+        {
+            index += 1;
+        }
+        Ok(())
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut seen = std::collections::HashSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if seen.contains(&key) {
+                self.found.borrow_mut().duplicate = Some((self.child(&key).path, key));
+                return Err(serde::de::Error::custom("duplicate key"));
+            }
+            map.next_value_seed(self.child(&key))?;
+            seen.insert(key);
+        }
+        Ok(())
+    }
 }
 
 static BODY_LIMIT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();

@@ -97,6 +97,44 @@ pub fn route_label(path: &str) -> String {
         .join("/")
 }
 
+/// The `method` label of the request metrics: the methods the API and console answer, every
+/// other (invented) method `other`, so that callers cannot add series at will.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+/// The route template a request matched (`/api/v1/configurations/{id}`), carried on the
+/// response from inside the router to [`guard`], which runs outside it.
+#[derive(Clone, Debug)]
+struct MatchedRoute(axum::extract::MatchedPath);
+
+/// Inside the router: records the matched route template on the response, for the `route`
+/// label of the request metrics. Requests that match no route never pass here.
+pub async fn record_route(request: Request, next: Next) -> Response {
+    let matched = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .cloned();
+    let mut response = next.run(request).await;
+    if let Some(matched) = matched {
+        response.extensions_mut().insert(MatchedRoute(matched));
+    }
+    response
+}
+
+/// The longest request target (path and query) answered; longer ones get 414 with the error
+/// body. Well below the HTTP layer's own limit (64 KiB), which answers without one.
+const MAX_URI_BYTES: usize = 8 * 1024;
+
 /// Which budget a request draws from (SPEC §5).
 fn limit_class(method: &Method, path: &str) -> LimitClass {
     let api = path.strip_prefix("/api/v1/");
@@ -207,7 +245,14 @@ pub async fn guard(State(state): State<ApiState>, mut request: Request, next: Ne
         .map(|c| c.0.ip().to_string())
         .unwrap_or_else(|| "local".into());
 
+    let uri_bytes = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |target| target.as_str().len());
     let work = async {
+        if uri_bytes > MAX_URI_BYTES {
+            return (None, StatusCode::URI_TOO_LONG.into_response());
+        }
         let mut principal_key = None;
         match authenticate(&state, request.headers()).await {
             Ok(Some(principal)) => {
@@ -249,6 +294,12 @@ pub async fn guard(State(state): State<ApiState>, mut request: Request, next: Ne
     let (budget, response) = TRACE_ID
         .scope(id.clone(), work.instrument(span.clone()))
         .await;
+    // The matched template, not the path: label values stay the routes of the API whatever
+    // paths callers invent.
+    let route_template = response
+        .extensions()
+        .get::<MatchedRoute>()
+        .map_or_else(|| "unmatched".to_owned(), |m| m.0.as_str().to_owned());
     let mut response = TRACE_ID
         .scope(id.clone(), async { shape_error(response).await })
         .await;
@@ -271,8 +322,8 @@ pub async fn guard(State(state): State<ApiState>, mut request: Request, next: Ne
     // An accepted heartbeat is edge traffic, not a change: the INFO log stays readable.
     let routine = route.ends_with("/heartbeat") && response.status().is_success();
     let labels = [
-        ("method", method.to_string()),
-        ("route", route),
+        ("method", method_label(&method).to_owned()),
+        ("route", route_template),
         ("status", status),
     ];
     metrics::counter!("edgeplane_http_requests_total", &labels).increment(1);
@@ -320,6 +371,10 @@ async fn shape_error(response: Response) -> Response {
         StatusCode::UNAUTHORIZED => ("UNAUTHORIZED", text),
         StatusCode::FORBIDDEN => ("FORBIDDEN", text),
         StatusCode::REQUEST_TIMEOUT => ("REQUEST_TIMEOUT", "the request took too long".to_string()),
+        StatusCode::URI_TOO_LONG => (
+            "URI_TOO_LONG",
+            format!("the request URI is longer than {MAX_URI_BYTES} bytes"),
+        ),
         s if s.is_server_error() => {
             tracing::error!(status = s.as_u16(), body = %text, "internal error");
             (

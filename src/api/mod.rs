@@ -156,6 +156,8 @@ pub fn router(state: ApiState) -> Router {
     let (router, _) = routes().split_for_parts();
     router
         .merge(crate::console::router())
+        // Before the fallback, so that only matched routes record their template.
+        .layer(axum::middleware::from_fn(middleware::record_route))
         .fallback(system::not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

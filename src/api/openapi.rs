@@ -6,8 +6,8 @@
 //! What every operation shares is added here by rule, mirroring the middleware and the
 //! extractors: the bearer requirement (with its 401, and 403 for a role or an edge token that
 //! may not act), 400 where a parameter or body is parsed, 413 where a body is read, 429 from
-//! the rate budget, 408 from the request timeout, 503 where the store is consulted and 507
-//! where it is written (a full disk).
+//! the rate budget, 408 from the request timeout, 414 from the URI limit, 503 where the store is
+//! consulted and 507 where it is written (a full disk).
 
 use std::sync::OnceLock;
 
@@ -66,6 +66,8 @@ error_responses! {
     NotFound => "No such object (NOT_FOUND)",
     /// 408: the request took longer than the server's request timeout.
     RequestTimeout => "The request took too long (REQUEST_TIMEOUT)",
+    /// 414: the request target (path and query) is over the server's limit.
+    UriTooLong => "The request URI is longer than the server accepts (URI_TOO_LONG)",
     /// 409: the change conflicts with the current state.
     Conflict => "The change conflicts with the current state (CONFLICT, or FROZEN while rollouts are frozen)",
     /// 413: the body is over the server's limit.
@@ -93,6 +95,7 @@ error_responses! {
             Forbidden,
             NotFound,
             RequestTimeout,
+            UriTooLong,
             Conflict,
             PayloadTooLarge,
             RateLimited,
@@ -164,7 +167,11 @@ fn operations(item: &mut utoipa::openapi::PathItem) -> Vec<&mut Operation> {
 fn add_shared_responses(operation: &mut Operation, writes: bool) {
     let id = operation.operation_id.clone().unwrap_or_default();
     let public = PUBLIC_OPERATIONS.contains(&id.as_str());
-    let mut shared: Vec<(&str, &str)> = vec![("408", "RequestTimeout"), ("429", "RateLimited")];
+    let mut shared: Vec<(&str, &str)> = vec![
+        ("408", "RequestTimeout"),
+        ("414", "UriTooLong"),
+        ("429", "RateLimited"),
+    ];
     if public {
         operation.security = Some(vec![SecurityRequirement::default()]);
     } else {

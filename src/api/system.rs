@@ -66,15 +66,39 @@ pub async fn ready(State(state): State<ApiState>) -> Result<axum::Json<Ready>, A
     }))
 }
 
-/// Prometheus metrics.
+/// Prometheus metrics; with `server.metrics_token` set, only for that bearer token.
 #[utoipa::path(
     get,
     path = "/metrics",
     operation_id = "prometheus",
     tag = "system",
-    responses((status = 200, description = "The text exposition format", content_type = "text/plain", body = String)),
+    responses(
+        (status = 200, description = "The text exposition format", content_type = "text/plain", body = String),
+        (status = 401, response = super::openapi::Unauthorized),
+    ),
 )]
-pub async fn prometheus(State(state): State<ApiState>) -> Response {
+pub async fn prometheus(State(state): State<ApiState>, headers: header::HeaderMap) -> Response {
+    if let Some(expected) = state
+        .settings()
+        .server
+        .metrics_token
+        .as_deref()
+        .filter(|token| !token.is_empty())
+    {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        // Digests compared, so the time taken tells nothing about the token.
+        use sha2::Digest;
+        if sha2::Sha256::digest(given.trim()) != sha2::Sha256::digest(expected) {
+            return ApiError::Unauthorized(
+                "/metrics needs 'Authorization: Bearer <server.metrics_token>'".into(),
+            )
+            .into_response();
+        }
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.prometheus().render(),

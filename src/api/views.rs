@@ -70,10 +70,10 @@ list_answer!(
     Configuration
 );
 list_answer!(
-    /// A page of a configuration's versions, newest first.
+    /// A page of a configuration's versions, newest first, without their content unless asked.
     VersionList,
     versions,
-    ConfigurationVersion
+    VersionSummary
 );
 list_answer!(
     /// A page of API users.
@@ -99,6 +99,55 @@ list_answer!(
     entries,
     AuditRecord
 );
+
+/// A version in the version list: its metadata, and its content only with
+/// `?includeContent=true`. A list of large versions would otherwise be as large as all of them
+/// together; the content of one version comes from `GET …/versions/{version}`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VersionSummary {
+    pub version_id: String,
+    pub configuration_id: String,
+    pub version: String,
+    /// Only with `?includeContent=true` (secrets redacted, as everywhere).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub content: Option<Value>,
+    pub schema_version: String,
+    pub change_description: String,
+    pub created_by: String,
+    pub created_at: Timestamp,
+    pub status: crate::model::ConfigStatus,
+    pub approved_by: Option<String>,
+    pub approved_at: Option<Timestamp>,
+    pub approval_notes: Option<String>,
+    pub is_deployed: bool,
+    pub metadata: BTreeMap<String, String>,
+    pub tags: Vec<String>,
+}
+
+impl VersionSummary {
+    /// The summary of `version`, keeping its content when `include_content`.
+    pub fn of(version: ConfigurationVersion, include_content: bool) -> Self {
+        Self {
+            version_id: version.version_id,
+            configuration_id: version.configuration_id,
+            version: version.version,
+            content: include_content.then_some(version.content),
+            schema_version: version.schema_version,
+            change_description: version.change_description,
+            created_by: version.created_by,
+            created_at: version.created_at,
+            status: version.status,
+            approved_by: version.approved_by,
+            approved_at: version.approved_at,
+            approval_notes: version.approval_notes,
+            is_deployed: version.is_deployed,
+            metadata: version.metadata,
+            tags: version.tags,
+        }
+    }
+}
 
 /// A user as the API shows it: never the hash.
 #[derive(Debug, Serialize, ToSchema)]

@@ -376,11 +376,79 @@ mod tests {
             .prop_map(|map| Value::Object(map.into_iter().collect()))
     }
 
+    /// Objects of objects and scalars: every leaf has one pointer in both documents.
+    fn nested_object() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            (0i64..4).prop_map(Value::from),
+            "[ab]{0,1}".prop_map(Value::from),
+        ];
+        let value = leaf.prop_recursive(3, 24, 4, |inner| {
+            prop::collection::btree_map("[ab~/]{1,2}", inner, 0..4)
+                .prop_map(|map| Value::Object(map.into_iter().collect()))
+        });
+        prop::collection::btree_map("[ab~/]{1,2}", value, 0..5)
+            .prop_map(|map| Value::Object(map.into_iter().collect()))
+    }
+
+    /// The pointers of every leaf (scalar or empty object) of `value`.
+    fn leaves(value: &Value, at: String, out: &mut Vec<String>) {
+        match value {
+            Value::Object(map) if !map.is_empty() => {
+                for (key, item) in map {
+                    let escaped = key.replace('~', "~0").replace('/', "~1");
+                    leaves(item, format!("{at}/{escaped}"), out);
+                }
+            }
+            _ => out.push(at),
+        }
+    }
+
     proptest! {
         #[test]
         fn apply_inverts_diff(a in json_object(), b in json_object()) {
             let result = diff(&a, &b, ConfigType::RoutingRule);
             prop_assert_eq!(apply(&a, &result).unwrap(), b);
+        }
+
+        /// Without arrays (whose changes follow the edit sequence), the changes name exactly
+        /// the leaves that differ: each change's pointer holds its old value in `a` and its
+        /// new value in `b`, and every leaf that differs lies under one of them.
+        #[test]
+        fn changes_name_exactly_the_changed_leaves(a in nested_object(), b in nested_object()) {
+            let result = diff(&a, &b, ConfigType::CacheRule);
+            prop_assert_eq!(result.summary.total_changes, result.changes.len());
+            for change in &result.changes {
+                let (old, new) = (a.pointer(&change.field), b.pointer(&change.field));
+                prop_assert_ne!(old, new, "{} does not change", change.field);
+                prop_assert_eq!(old, change.old_value.as_ref(), "{}", change.field);
+                prop_assert_eq!(new, change.new_value.as_ref(), "{}", change.field);
+                let expected = match (old, new) {
+                    (None, Some(_)) => ChangeType::Added,
+                    (Some(_), None) => ChangeType::Removed,
+                    _ => ChangeType::Modified,
+                };
+                prop_assert_eq!(change.change_type, expected, "{}", change.field);
+            }
+            let mut all = Vec::new();
+            leaves(&a, String::new(), &mut all);
+            leaves(&b, String::new(), &mut all);
+            for leaf in all {
+                if a.pointer(&leaf) != b.pointer(&leaf) {
+                    // An empty object that gained members is changed by changes below it.
+                    let under = |inner: &str, outer: &str| {
+                        inner == outer || inner.starts_with(&format!("{outer}/"))
+                    };
+                    let covered = result.changes.iter().any(|change| {
+                        under(&leaf, &change.field)
+                            || (a.pointer(&leaf).is_some_and(|v| v == &json!({}))
+                                || b.pointer(&leaf).is_some_and(|v| v == &json!({})))
+                                && under(&change.field, &leaf)
+                    });
+                    prop_assert!(covered, "{} changed but no change names it", leaf);
+                }
+            }
         }
     }
 }

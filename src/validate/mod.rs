@@ -10,6 +10,7 @@
 
 mod cache;
 mod conflicts;
+mod controls;
 pub mod diff;
 mod response;
 mod routing;
@@ -24,6 +25,7 @@ use crate::model::{ConfigType, Timestamp};
 use crate::secrets::{SecretBox, SecretError};
 
 pub use conflicts::{contradicts, literal_prefix, path_pattern, same_pattern};
+pub use controls::is_control;
 pub use diff::{Change, ChangeType, DiffError, DiffResult, Summary, apply, diff};
 pub(crate) use rules::is_header_name;
 pub use security::is_country_code;
@@ -236,6 +238,10 @@ impl Validator {
             report.error("content", "Content must be a JSON object");
             return report;
         }
+        // A control character is the whole story of the value that holds it: other layers'
+        // findings about that value would restate it in their own words, so they are dropped.
+        let mut control_report = ValidationReport::default();
+        let flagged = controls::check(config_type, content, &mut control_report);
         self.check_schema(config_type, content, &mut report);
         self.check_unknown_fields(config_type, content, &mut report);
         // The safety rules read values defensively (a field of the wrong type is skipped,
@@ -249,7 +255,11 @@ impl Validator {
             ConfigType::ResponseModification => response::check(content, &mut report),
         }
         report.merge(conflicts::check(None, config_type, content, others));
-        report.finish()
+        report
+            .errors
+            .retain(|finding| !flagged.contains(&finding.field));
+        control_report.merge(report);
+        control_report.finish()
     }
 
     /// The conflict layer alone, skipping `configuration_id` itself among `others`.
@@ -468,6 +478,122 @@ mod tests {
             report.errors.last().unwrap().message,
             "300 more errors not shown"
         );
+    }
+
+    /// Any JSON value, with the strings validators look at most closely: paths, URLs, regexes,
+    /// durations, header text and control characters.
+    fn json_value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let text = prop_oneof![
+            "[ -~]{0,12}",
+            "/[a-z*?/]{0,8}",
+            "https?://[a-z0-9.:\\[\\]]{0,16}/?[a-z]{0,4}",
+            "\\^?/[a-z]{0,3}/?\\(?\\.?\\*?\\)?\\$?",
+            "[0-9]{1,3}(ms|s|m|h)?",
+            "\\PC{0,6}",
+            "[a-z]{0,3}[\\x00-\\x1f\\x7f\\u{80}-\\u{9f}][a-z]{0,3}",
+        ];
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("JSON numbers are finite", |f| f.is_finite())
+                .prop_map(Value::from),
+            text.prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                prop::collection::btree_map("[a-zA-Z-]{0,8}", inner, 0..4)
+                    .prop_map(|map| Value::Object(map.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// Typical content of each type (the certificate left to arbitrary values).
+    fn typical(config_type: ConfigType) -> Value {
+        match config_type {
+            ConfigType::CacheRule => json!({
+                "pathPattern": "/static/*", "ttl": 3600, "cacheControl": "public, max-age=3600",
+                "cacheKey": ["$uri", "$args"], "varyHeaders": ["Accept-Encoding"],
+                "bypassConditions": {"cookies": ["session"], "queryParams": ["nocache"]}
+            }),
+            ConfigType::RoutingRule => json!({
+                "pathPattern": "/api/*",
+                "origins": [
+                    {"name": "a", "endpoint": "https://a.example.com", "weight": 60, "priority": 1, "maxRequestsPerSec": 100},
+                    {"name": "b", "endpoint": "http://10.0.0.2:8080", "weight": 40, "priority": 2}
+                ],
+                "failoverPolicy": {"retryAttempts": 2, "retryDelay": "1s", "failoverThreshold": 3, "circuitBreakerTimeout": "30s"},
+                "pathRewrite": {"from": "^/api/(.*)$", "to": "/v1/$1"},
+                "hostHeader": "a.example.com", "expectedRequestsPerSec": 50
+            }),
+            ConfigType::SecurityRule => json!({
+                "pathPattern": "/*",
+                "waf": {"enabled": true, "rules": ["OWASP-CRS-4.0"], "mode": "block"},
+                "rateLimit": {"enabled": true, "limit": 100, "window": "1m", "key": "ip"},
+                "geoBlocking": {"enabled": true, "mode": "blocklist", "countries": ["KP"]},
+                "ipFiltering": {"allowlist": ["10.0.0.0/8"], "denylist": ["192.0.2.1/32"]}
+            }),
+            ConfigType::SslCertificate => json!({
+                "domains": ["a.example.com"], "certificate": "-----BEGIN CERTIFICATE-----\n",
+                "privateKey": "-----BEGIN PRIVATE KEY-----\n", "renewalDays": 30
+            }),
+            ConfigType::ResponseModification => json!({
+                "pathPattern": "/*", "addHeaders": {"X-Frame-Options": "DENY"},
+                "removeHeaders": ["Server"],
+                "compression": {"enabled": true, "algorithms": ["gzip", "br"], "minSize": 1024},
+                "cors": {"enabled": true, "allowOrigins": ["https://a.example.com"], "allowMethods": ["GET"], "allowHeaders": ["X-A"], "maxAge": 600}
+            }),
+        }
+    }
+
+    /// Every JSON pointer of `value`, the root included.
+    fn pointers(value: &Value, at: String, out: &mut Vec<String>) {
+        match value {
+            Value::Object(map) => {
+                for (key, item) in map {
+                    let escaped = key.replace('~', "~0").replace('/', "~1");
+                    pointers(item, format!("{at}/{escaped}"), out);
+                }
+            }
+            Value::Array(items) => {
+                for (index, item) in items.iter().enumerate() {
+                    pointers(item, format!("{at}/{index}"), out);
+                }
+            }
+            _ => {}
+        }
+        out.push(at);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(300))]
+
+        /// Typical content with one value anywhere in it replaced by anything: validation
+        /// answers (it never panics), and the same content read back from its JSON text gets
+        /// the same verdict.
+        #[test]
+        fn validation_answers_anything_and_its_verdict_is_stable(
+            type_index in 0..ConfigType::ALL.len(),
+            target in proptest::prelude::any::<proptest::sample::Index>(),
+            replacement in json_value(),
+        ) {
+            let config_type = ConfigType::ALL[type_index];
+            let mut content = typical(config_type);
+            let mut all = Vec::new();
+            pointers(&content, String::new(), &mut all);
+            let pointer = target.get(&all).clone();
+            match content.pointer_mut(&pointer) {
+                Some(slot) if !pointer.is_empty() => *slot = replacement,
+                _ => content = replacement,
+            }
+            let report = report_for(config_type, &content);
+            let reread: Value = serde_json::from_str(&content.to_string()).unwrap();
+            proptest::prop_assert_eq!(report_for(config_type, &reread), report);
+        }
     }
 
     #[test]

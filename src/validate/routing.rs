@@ -83,6 +83,14 @@ fn check_origins(content: &Value, origins: &[Value], report: &mut ValidationRepo
         if let Some(endpoint) = origin.get("endpoint").and_then(Value::as_str) {
             if let Err(reason) = rules::check_http_url(endpoint) {
                 report.error(format!("{field}.endpoint"), format!("Endpoint {reason}"));
+            } else if let Some(what) = rules::url_host(endpoint).and_then(|h| internal_host(&h)) {
+                report.warning(
+                    format!("{field}.endpoint"),
+                    format!(
+                        "Endpoint points at {what}: edges would send this traffic to themselves \
+                         or to their cloud's metadata service"
+                    ),
+                );
             }
         }
         let weight = origin.get("weight").and_then(Value::as_i64);
@@ -252,6 +260,50 @@ fn check_rewrite(content: &Value, rewrite: &Value, report: &mut ValidationReport
                 shorten(&after)
             ),
         );
+    }
+}
+
+/// What kind of address `host` is when it is one an origin should never be: the edge host
+/// itself (loopback, unspecified), a link-local network or a cloud metadata service. Hosts
+/// written as numbers the way resolvers read them (`127.1`, `2130706433`, `0x7f.1`) count as
+/// the address they name.
+fn internal_host(host: &str) -> Option<&'static str> {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    const METADATA_V4: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
+    const METADATA_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254);
+
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    if host == "localhost" || host.ends_with(".localhost") {
+        return Some("a loopback host name");
+    }
+    if host == "metadata.google.internal" || host == "metadata" {
+        return Some("a cloud metadata service");
+    }
+    let address = match host.parse::<IpAddr>() {
+        Ok(address) => address,
+        Err(_) => IpAddr::V4(rules::numeric_ipv4(&host)?),
+    };
+    let v4 = match address {
+        IpAddr::V4(v4) => v4,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4,
+            None if v6 == METADATA_V6 => return Some("a cloud metadata service"),
+            None if v6.is_loopback() => return Some("a loopback address"),
+            None if v6.is_unspecified() => return Some("the unspecified address"),
+            None if v6.is_unicast_link_local() => return Some("a link-local address"),
+            None => return None,
+        },
+    };
+    if v4 == METADATA_V4 {
+        Some("a cloud metadata service")
+    } else if v4.is_loopback() {
+        Some("a loopback address")
+    } else if v4.is_unspecified() {
+        Some("the unspecified address")
+    } else if v4.is_link_local() {
+        Some("a link-local address")
+    } else {
+        None
     }
 }
 
@@ -428,6 +480,61 @@ mod tests {
         ];
         for (content, expected) in cases {
             check(ConfigType::RoutingRule, &content, expected);
+        }
+    }
+
+    #[test]
+    fn origins_at_the_edge_itself_or_metadata_services_warn() {
+        let base = valid();
+        let warned = [
+            (
+                "http://169.254.169.254/latest/meta-data/",
+                "a cloud metadata service",
+            ),
+            ("http://[fd00:ec2::254]/", "a cloud metadata service"),
+            (
+                "http://metadata.google.internal/computeMetadata/v1/",
+                "a cloud metadata service",
+            ),
+            (
+                "http://METADATA.google.internal./",
+                "a cloud metadata service",
+            ),
+            ("http://127.0.0.1:8080", "a loopback address"),
+            ("http://127.8.9.10", "a loopback address"),
+            ("http://[::1]:80/", "a loopback address"),
+            ("http://[::ffff:127.0.0.1]/", "a loopback address"),
+            ("http://0.0.0.0/", "the unspecified address"),
+            ("http://[::]/", "the unspecified address"),
+            ("http://169.254.1.1/", "a link-local address"),
+            ("http://[fe80::1]/", "a link-local address"),
+            ("http://localhost:3000", "a loopback host name"),
+            ("https://api.localhost/", "a loopback host name"),
+            ("http://127.1/", "a loopback address"),
+            ("http://2130706433/", "a loopback address"),
+            ("http://0x7f.0.0.1/", "a loopback address"),
+            ("http://0251.0376.0251.0376/", "a cloud metadata service"),
+        ];
+        for (endpoint, what) in warned {
+            check(
+                ConfigType::RoutingRule,
+                &with(&base, "/origins/1/endpoint", json!(endpoint)),
+                Expect::Warning("content.origins.1.endpoint", what),
+            );
+        }
+        for endpoint in [
+            "http://10.0.0.2:8080/base",
+            "http://192.168.1.10/",
+            "https://[2001:db8::1]/",
+            "https://origin.example.com",
+            "https://localhost.example.com",
+            "http://1.2.3.4.5/",
+        ] {
+            check(
+                ConfigType::RoutingRule,
+                &with(&base, "/origins/1/endpoint", json!(endpoint)),
+                Expect::Valid,
+            );
         }
     }
 }

@@ -175,6 +175,60 @@ pub(crate) fn check_http_url(text: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// The host of an `http`/`https` URL that [`check_http_url`] accepts, without brackets or
+/// port; `None` for anything else.
+pub(crate) fn url_host(text: &str) -> Option<String> {
+    check_http_url(text).ok()?;
+    let rest = text.split_once("://")?.1;
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    let host = match authority.strip_prefix('[') {
+        Some(bracketed) => &bracketed[..bracketed.find(']')?],
+        None => authority
+            .rsplit_once(':')
+            .map_or(authority, |(host, _)| host),
+    };
+    Some(host.to_owned())
+}
+
+/// An IPv4 address written the way `inet_aton` (and so most resolvers) reads it: one to four
+/// dot-separated numbers, each decimal, octal (leading `0`) or hex (`0x`), the last filling
+/// the remaining bytes (`127.1` is 127.0.0.1, `2130706433` too).
+pub(crate) fn numeric_ipv4(host: &str) -> Option<std::net::Ipv4Addr> {
+    let parts: Vec<&str> = host.split('.').collect();
+    if parts.is_empty() || parts.len() > 4 {
+        return None;
+    }
+    let mut numbers = Vec::with_capacity(parts.len());
+    for part in &parts {
+        let lower = part.to_ascii_lowercase();
+        let number = if let Some(hex) = lower.strip_prefix("0x") {
+            if hex.is_empty() {
+                0
+            } else {
+                u32::from_str_radix(hex, 16).ok()?
+            }
+        } else if lower.len() > 1 && lower.starts_with('0') {
+            u32::from_str_radix(&lower[1..], 8).ok()?
+        } else {
+            lower.parse::<u32>().ok()?
+        };
+        numbers.push(number);
+    }
+    let (last, leading) = numbers.split_last()?;
+    if leading.iter().any(|&n| n > 255) {
+        return None;
+    }
+    let remaining_bits = 8 * (4 - leading.len() as u32);
+    if remaining_bits < 32 && u64::from(*last) >= 1u64 << remaining_bits {
+        return None;
+    }
+    let mut address: u32 = 0;
+    for (index, &n) in leading.iter().enumerate() {
+        address |= n << (24 - 8 * index as u32);
+    }
+    Some(std::net::Ipv4Addr::from(address | last))
+}
+
 /// `text` cut to a length fit for a message, on a character boundary.
 pub(crate) fn shorten(text: &str) -> String {
     const LIMIT: usize = 80;
@@ -223,6 +277,39 @@ mod tests {
         for (value, expected) in cases {
             assert_eq!(duration_millis(&value), expected, "{value}");
         }
+    }
+
+    #[test]
+    fn numeric_hosts_read_like_resolvers_read_them() {
+        let cases = [
+            ("127.0.0.1", Some([127, 0, 0, 1])),
+            ("127.1", Some([127, 0, 0, 1])),
+            ("10.1.2", Some([10, 1, 0, 2])),
+            ("2130706433", Some([127, 0, 0, 1])),
+            ("0x7f.1", Some([127, 0, 0, 1])),
+            ("0177.0.0.01", Some([127, 0, 0, 1])),
+            ("0", Some([0, 0, 0, 0])),
+            ("256.1", None),
+            ("1.2.3.256", None),
+            ("1.2.65536", None),
+            ("1.2.3.4.5", None),
+            ("08.1.1.1", None),
+            ("example.com", None),
+            ("", None),
+        ];
+        for (host, expected) in cases {
+            assert_eq!(
+                numeric_ipv4(host),
+                expected.map(std::net::Ipv4Addr::from),
+                "{host}"
+            );
+        }
+        assert_eq!(url_host("http://[::1]:80/x").as_deref(), Some("::1"));
+        assert_eq!(
+            url_host("HTTPS://Example.com:8443?q").as_deref(),
+            Some("Example.com")
+        );
+        assert_eq!(url_host("ftp://example.com"), None);
     }
 
     #[test]

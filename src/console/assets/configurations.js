@@ -66,9 +66,12 @@ export async function configurationPage(page, configurationId) {
     const from = document.getElementById("diff-from").value;
     const to = document.getElementById("diff-to").value;
     try {
-      const diff = await get(`${path}/diff?from=${encodeURIComponent(from)}&to=${encodeURIComponent(to)}`);
-      const left = versions.find((v) => v.version === from);
-      const right = versions.find((v) => v.version === to);
+      // The version list carries no content: each side is read on its own.
+      const [diff, left, right] = await Promise.all([
+        get(`${path}/diff?from=${encodeURIComponent(from)}&to=${encodeURIComponent(to)}`),
+        get(`${path}/versions/${encodeURIComponent(from)}`),
+        get(`${path}/versions/${encodeURIComponent(to)}`),
+      ]);
       const rows = diff.changes.map((change) => ({
         attributes: { class: `change-${change.changeType.toLowerCase()}` },
         cells: [h("code", {}, change.field || "/"), change.changeType, show(change.oldValue), show(change.newValue)],
