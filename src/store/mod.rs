@@ -137,6 +137,7 @@ impl Store {
             txn.open_table(LOG)?;
         }
         apply::build_indexes(&txn)?;
+        series::migrate_legacy(&txn)?;
         txn.commit()?;
         let db = Arc::new(db);
         Ok(Self {
