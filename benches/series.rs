@@ -16,7 +16,7 @@ const START: i64 = 1_764_000_000_000 - 1_764_000_000_000 % HOUR;
 
 /// A plausible 10-second report of a busy edge, varied a little per edge and interval.
 fn sample(edge: usize, interval: i64) -> MetricsSample {
-    let requests = 2_000 + (edge as u64 * 7 + interval as u64 * 13) % 1_000;
+    let requests = 2_000 + (edge as i64 * 7 + interval * 13).rem_euclid(1_000) as u64;
     let mut latency = LatencyHistogram::default();
     for (bucket, share) in [
         (2, 5),

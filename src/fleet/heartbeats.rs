@@ -3,6 +3,8 @@
 //! A thousand edges heartbeating every 10 s would otherwise cost a hundred fsyncs a second.
 //! One writer task takes whatever has queued while the previous batch committed and applies
 //! it as a single `RecordHeartbeats`; each caller is answered once its beat is durable.
+//! Then the edges whose samples the batch stored are handed on (to the deployment engine,
+//! which judges a watch as soon as its canary edges report).
 
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
@@ -22,9 +24,12 @@ pub struct HeartbeatIntake {
     queue: mpsc::Sender<(HeartbeatRecord, Reply)>,
 }
 
+/// Told, after each committed batch, which edges' samples it stored.
+pub type SamplesListener = Box<dyn Fn(Vec<String>) + Send + Sync>;
+
 impl HeartbeatIntake {
     /// Starts the writer task; it ends when every handle is dropped.
-    pub fn start(store: Store) -> Self {
+    pub fn start(store: Store, on_samples: SamplesListener) -> Self {
         let (queue, mut receiver) = mpsc::channel::<(HeartbeatRecord, Reply)>(8 * MAX_BATCH);
         tokio::spawn(async move {
             while let Some(first) = receiver.recv().await {
@@ -56,6 +61,16 @@ impl HeartbeatIntake {
                     for (location_id, sample) in &samples {
                         record_traffic(location_id, sample);
                     }
+                }
+                // Told before the edges are answered, so whatever an edge does after its
+                // heartbeat is answered finds its samples already on their way to the engine.
+                if result.is_ok() && !samples.is_empty() {
+                    on_samples(
+                        samples
+                            .into_iter()
+                            .map(|(location_id, _)| location_id)
+                            .collect(),
+                    );
                 }
                 for reply in replies {
                     let _ = reply.send(result.clone());

@@ -23,7 +23,7 @@ use tracing::field::Empty;
 
 use super::machine::{
     Action, AlertKind, AnalysisOutcome, Event, OperatorAction, PushMode, StepContext, StepError,
-    resume_actions, step,
+    resume_actions, step, watches,
 };
 use super::plan::plan;
 use crate::model::{
@@ -245,6 +245,8 @@ enum Message {
     },
     Freeze(bool),
     Tick,
+    /// Edges whose new samples were just stored.
+    Samples(Vec<String>),
 }
 
 /// What a turn changed in one deployment: its event count before the turn, and the edge
@@ -291,6 +293,9 @@ struct Loop {
     queue: mpsc::UnboundedSender<Message>,
     published: broadcast::Sender<Published>,
     running: Arc<Mutex<BTreeMap<String, RunningSummary>>>,
+    /// Deployments owed an analysis of new samples of their canary edges, judged as soon as
+    /// the analysis floor lets them be.
+    evidence_owed: BTreeSet<String>,
 }
 
 impl Engine {
@@ -322,6 +327,7 @@ impl Engine {
             queue: queue.clone(),
             published: published.clone(),
             running: running.clone(),
+            evidence_owed: BTreeSet::new(),
         };
         let unfinished: Vec<Deployment> = store
             .reader()?
@@ -412,6 +418,12 @@ impl Engine {
         let _ = self.queue.send(Message::Tick);
     }
 
+    /// New samples of `locations` are stored: a watch they are evidence for is judged now,
+    /// not at its next analysis interval (the heartbeat intake calls this after each batch).
+    pub fn samples_arrived(&self, locations: Vec<String>) {
+        let _ = self.queue.send(Message::Samples(locations));
+    }
+
     pub fn subscribe(&self) -> broadcast::Receiver<Published> {
         self.published.subscribe()
     }
@@ -458,6 +470,13 @@ impl Loop {
         for message in batch {
             match message {
                 Message::Tick => ticked = true,
+                Message::Samples(locations) => {
+                    for (id, deployment) in &self.deployments {
+                        if locations.iter().any(|l| watches(deployment, l)) {
+                            self.evidence_owed.insert(id.clone());
+                        }
+                    }
+                }
                 Message::Start { deployment, reply } => {
                     let id = deployment.deployment_id.clone();
                     let admitted = (*deployment).clone();
@@ -575,6 +594,30 @@ impl Loop {
                 }
             }
         }
+        // Watches owed a judgement of new samples: asked for now unless the floor holds them
+        // back to a later turn (the loop's own tick brings one).
+        let owed: Vec<String> = self.evidence_owed.iter().cloned().collect();
+        for id in owed {
+            let Some(deployment) = self.deployments.get_mut(&id) else {
+                self.evidence_owed.remove(&id);
+                continue;
+            };
+            let before = deployment.events.len();
+            let new_actions =
+                step(deployment, Event::SamplesArrived, now, &context).unwrap_or_default();
+            if new_actions.is_empty() {
+                if deployment.engine.phase != crate::model::Phase::Watching
+                    || deployment.status.is_terminal()
+                {
+                    self.evidence_owed.remove(&id);
+                }
+                continue;
+            }
+            self.evidence_owed.remove(&id);
+            touched.entry(id.clone()).or_insert((before, Vec::new()));
+            actions.entry(id).or_default().extend(new_actions);
+        }
+
         if ticked {
             for (id, deployment) in self.deployments.iter_mut() {
                 let before = deployment.events.len();

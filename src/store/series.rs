@@ -570,7 +570,9 @@ mod tests {
 
     /// Irregular traffic of two edges over seven hours, with gaps, late and doubled reports
     /// and bursts: what a layout must answer the same way.
-    fn irregular_history() -> Vec<(Vec<(String, Timestamp, MetricsSample)>, Timestamp)> {
+    type Batch = Vec<(String, Timestamp, MetricsSample)>;
+
+    fn irregular_history() -> Vec<(Batch, Timestamp)> {
         let mut seed = 0x2545_f491_4f6c_dd1d_u64;
         let mut next = move |bound: u64| {
             seed ^= seed << 13;
