@@ -119,9 +119,12 @@ fn acked() -> Reply {
     Reply::Answer(EdgeAnswer::Acked { latency_ms: 5 })
 }
 
-/// The alerts the engine raised, by kind.
+/// The alerts the engine raised, by kind, and the edges that alerts about one edge named.
 #[derive(Default)]
-struct Alerts(Mutex<Vec<(AlertKind, String)>>);
+struct Alerts(
+    Mutex<Vec<(AlertKind, String)>>,
+    Mutex<Vec<(AlertKind, String)>>,
+);
 
 impl AlertSink for Alerts {
     fn alert(&self, _: &Deployment, kind: AlertKind, message: &str) {
@@ -129,6 +132,14 @@ impl AlertSink for Alerts {
             .lock()
             .expect("alerts")
             .push((kind, message.to_string()));
+    }
+
+    fn edge_alert(&self, deployment: &Deployment, kind: AlertKind, location: &str, message: &str) {
+        self.1
+            .lock()
+            .expect("alerts")
+            .push((kind, location.to_string()));
+        self.alert(deployment, kind, message);
     }
 }
 
@@ -346,6 +357,11 @@ async fn an_edge_is_quarantined_by_the_nack_that_reaches_quarantine_after() {
         .collect();
     assert_eq!(raised.len(), 1, "{raised:?}");
     assert!(raised[0].1.contains("edge-a"), "{raised:?}");
+    // The alert names the edge, so its notification carries `edgeId`.
+    assert_eq!(
+        *alerts.1.lock().expect("alerts"),
+        [(AlertKind::Quarantined, "edge-a".to_string())]
+    );
 }
 
 #[tokio::test]
@@ -646,7 +662,7 @@ async fn a_breaching_heartbeat_of_a_canary_edge_is_judged_when_it_arrives() {
         },
     )
     .expect("engine starts");
-    let intake = HeartbeatIntake::start(store.clone(), {
+    let intake = HeartbeatIntake::start(store.clone(), false, {
         let engine = engine.clone();
         Box::new(move |locations| engine.samples_arrived(locations))
     });

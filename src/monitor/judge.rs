@@ -315,22 +315,42 @@ fn alert_kind(kind: RolloutAlert, deployment: &Deployment) -> AlertKind {
 
 impl AlertSink for Notifier {
     fn alert(&self, deployment: &Deployment, kind: RolloutAlert, message: &str) {
-        // The latest verdict on the timeline is the evidence behind an automatic action.
-        let verdict = deployment
-            .events
-            .iter()
-            .rev()
-            .find_map(|e| e.data.get(VERDICT_KEY))
-            .and_then(|text| serde_json::from_str::<Verdict>(text).ok());
-        self.notify(Alert {
-            kind: alert_kind(kind, deployment),
-            deployment_id: Some(deployment.deployment_id.clone()),
-            configuration_id: Some(deployment.configuration_id.clone()),
-            edge_id: None,
-            message: message.to_string(),
-            verdict,
-            at: Timestamp::now(),
-        });
+        self.notify(deployment_alert(deployment, kind, None, message));
+    }
+
+    fn edge_alert(
+        &self,
+        deployment: &Deployment,
+        kind: RolloutAlert,
+        location: &str,
+        message: &str,
+    ) {
+        self.notify(deployment_alert(deployment, kind, Some(location), message));
+    }
+}
+
+/// The alert of a deployment's event, with the verdict behind it when there is one.
+fn deployment_alert(
+    deployment: &Deployment,
+    kind: RolloutAlert,
+    location: Option<&str>,
+    message: &str,
+) -> Alert {
+    // The latest verdict on the timeline is the evidence behind an automatic action.
+    let verdict = deployment
+        .events
+        .iter()
+        .rev()
+        .find_map(|e| e.data.get(VERDICT_KEY))
+        .and_then(|text| serde_json::from_str::<Verdict>(text).ok());
+    Alert {
+        kind: alert_kind(kind, deployment),
+        deployment_id: Some(deployment.deployment_id.clone()),
+        configuration_id: Some(deployment.configuration_id.clone()),
+        edge_id: location.map(str::to_string),
+        message: message.to_string(),
+        verdict,
+        at: Timestamp::now(),
     }
 }
 

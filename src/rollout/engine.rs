@@ -171,6 +171,11 @@ pub trait Analysis: Send + Sync + 'static {
 /// Receives the engine's alerts (the monitor's notifier in production).
 pub trait AlertSink: Send + Sync + 'static {
     fn alert(&self, deployment: &Deployment, kind: AlertKind, message: &str);
+    /// An alert about one edge of the deployment (a quarantine), naming it.
+    fn edge_alert(&self, deployment: &Deployment, kind: AlertKind, location: &str, message: &str) {
+        let _ = location;
+        self.alert(deployment, kind, message);
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -548,9 +553,10 @@ impl Loop {
                         )
                         .await;
                         if quarantined {
-                            self.alerts.alert(
+                            self.alerts.edge_alert(
                                 deployment,
                                 AlertKind::Quarantined,
+                                location,
                                 &format!(
                                     "edge {location} NACKed version {} {} times and is quarantined",
                                     deployment.configuration_version,
@@ -725,6 +731,12 @@ impl Loop {
             if let Ok(mut running) = self.running.lock() {
                 running.remove(&id);
             }
+        }
+        // Set every turn, so a running deployment's progress stays exported through a long
+        // watch while a finished one's goes idle and is dropped.
+        for (id, deployment) in &self.deployments {
+            metrics::gauge!("edgeplane_deployment_progress_percent", "deployment" => id.clone())
+                .set(f64::from(deployment.progress_percentage));
         }
         metrics::gauge!("edgeplane_deployments_in_progress").set(self.deployments.len() as f64);
     }
