@@ -36,28 +36,34 @@ pub const VERDICT_KEY: &str = "verdict";
 /// samples.
 type Evidence = Vec<(String, Timestamp, u64)>;
 
-/// Reads per-edge totals of `locations` over `[from, to)`, and the evidence they rest on.
+/// Reads per-edge totals of `locations` over `[from, to)`, the evidence they rest on, and when
+/// the newest heartbeat among them was received.
 fn group(
     store: &Store,
     locations: &[String],
     from: Timestamp,
     to: Timestamp,
     now: Timestamp,
-) -> Result<(GroupSample, Evidence), StoreError> {
+) -> Result<(GroupSample, Evidence, Option<Timestamp>), StoreError> {
     let reader = store.reader()?;
     let mut edges = Vec::with_capacity(locations.len());
     let mut evidence = Vec::new();
+    let mut newest_heartbeat = None;
     for location in locations {
         let samples = reader.series(location, from, to, now)?;
         if let Some((t, newest)) = samples.last() {
             evidence.push((location.clone(), *t, newest.requests));
+            let received = reader
+                .edge(location)?
+                .and_then(|record| record.location.last_heartbeat);
+            newest_heartbeat = newest_heartbeat.max(received);
         }
         edges.push(EdgeWindow {
             edge_id: location.clone(),
             totals: WindowTotals::from_samples(&samples, from, to),
         });
     }
-    Ok((GroupSample { edges }, evidence))
+    Ok((GroupSample { edges }, evidence, newest_heartbeat))
 }
 
 /// Breach persistence of one deployment as this process last counted it.
@@ -89,7 +95,11 @@ impl MetricsAnalysis {
     }
 }
 
-fn answer(verdict: &Verdict) -> AnalysisAnswer {
+/// Key of the verdict's figure: when the newest canary heartbeat it judged was received
+/// (server time), the start of the SPEC §11 rollback figure.
+pub const JUDGED_HEARTBEAT_KEY: &str = "canaryHeartbeatReceivedAt";
+
+fn answer(verdict: &Verdict, newest_heartbeat: Option<Timestamp>) -> AnalysisAnswer {
     let headline = verdict
         .reasons
         .iter()
@@ -143,6 +153,9 @@ fn answer(verdict: &Verdict) -> AnalysisAnswer {
     }
     for (key, value) in figures {
         data.insert(key.to_string(), value);
+    }
+    if let Some(received) = newest_heartbeat {
+        data.insert(JUDGED_HEARTBEAT_KEY.to_string(), received.to_rfc3339());
     }
     let outcome = match verdict.outcome {
         Outcome::Pass => AnalysisOutcome::Pass,
@@ -198,7 +211,7 @@ impl Analysis for MetricsAnalysis {
                 })
                 .await
             };
-            let ((canary, evidence), baseline) = match read {
+            let ((canary, evidence, newest_heartbeat), baseline) = match read {
                 Ok(Ok(groups)) => groups,
                 Ok(Err(error)) => return unavailable(&error.to_string()),
                 Err(error) => return unavailable(&error.to_string()),
@@ -220,7 +233,7 @@ impl Analysis for MetricsAnalysis {
                 tracing::Span::current().record("outcome", tracing::field::debug(&verdict.outcome));
                 metrics::counter!("edgeplane_analysis_verdicts_total", "outcome" => format!("{:?}", verdict.outcome))
                     .increment(1);
-                return answer(&verdict);
+                return answer(&verdict, newest_heartbeat);
             }
             // A deployment this process has not judged yet may have a breach pending from
             // before a restart.
@@ -266,7 +279,7 @@ impl Analysis for MetricsAnalysis {
             );
             metrics::counter!("edgeplane_analysis_verdicts_total", "outcome" => format!("{:?}", verdict.outcome))
                 .increment(1);
-            answer(&verdict)
+            answer(&verdict, newest_heartbeat)
         };
         Box::pin(work.instrument(span))
     }
@@ -280,7 +293,7 @@ impl Analysis for MetricsAnalysis {
         Box::pin(async move {
             let from = Timestamp(now.millis() - SNAPSHOT_WINDOW_MS);
             let totals = tokio::task::spawn_blocking(move || {
-                group(&store, &locations, from, now, now).map(|(g, _)| g.aggregate())
+                group(&store, &locations, from, now, now).map(|(g, ..)| g.aggregate())
             })
             .await
             .ok()?
