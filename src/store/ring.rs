@@ -22,11 +22,13 @@
 //! are encoded against each other ([`Block::encode`]): each slot is predicted from the previous
 //! one scaled to its own request count (traffic keeps its shape from one interval to the next:
 //! the same hit rate, bytes per request and latency distribution), so what is stored is the
-//! small difference. The encoding is exact: queries answer what they answered from the
-//! per-slot layout. A steady edge costs about 17–20 bytes per slot, so a full edge (2,160
-//! 10-second slots and 43,200 minutes) takes under 1 MiB on disk, whatever its age: the size
-//! grows only with the number of edges, and with how erratic their traffic is (fully random
-//! counters cost up to 8 bytes each). `benches/series.rs` prints the figure.
+//! small difference, and the block is then deflated. The encoding is exact: queries answer
+//! what they answered from the per-slot layout. A steady edge's differences take about 16
+//! bytes a slot and deflate to about 4, so a full edge (2,160 10-second slots and 43,200
+//! minutes) takes well under 1 MiB on disk, whatever its age: the size grows only with the
+//! number of edges, and with how erratic their traffic is (counters that change at random
+//! cost what their randomness needs, up to 8 bytes each). `benches/series.rs` prints the
+//! figure.
 //!
 //! Time rules, applied by the writer and the reader with the same `now`:
 //! - A sample's timestamp is the start of the interval it covers, aligned down to the ring's
