@@ -1690,6 +1690,28 @@ mod tests {
     }
 
     #[test]
+    fn new_canary_samples_are_judged_at_once_but_not_within_the_floor() {
+        let mut sim = Sim::nine(Strategy::RegionalCanary, serde_json::json!({})).start();
+        assert_eq!(sim.analyses.len(), 1, "judged when the watch starts");
+        assert!(watches(&sim.d, "ap-east-1"));
+        assert!(!watches(&sim.d, "eu-central-1"), "not on the new version");
+        let floor = sim.ctx.analyze_floor_ms;
+        sim.now = sim.now.plus_millis(floor - 1);
+        sim.apply(Event::SamplesArrived);
+        assert_eq!(sim.analyses.len(), 1, "within the floor");
+        sim.now = sim.now.plus_millis(1);
+        sim.apply(Event::SamplesArrived);
+        assert_eq!(sim.analyses.len(), 2);
+        assert_eq!(sim.d.engine.last_analyze_at, Some(sim.now));
+        // Once the deployment waits for a person, samples ask for nothing.
+        sim.op(OperatorAction::Pause).expect("paused");
+        sim.now = sim.now.plus_millis(2 * floor);
+        assert!(!watches(&sim.d, "ap-east-1"));
+        sim.apply(Event::SamplesArrived);
+        assert_eq!(sim.analyses.len(), 2);
+    }
+
+    #[test]
     fn nack_mid_canary_rolls_back_only_touched_edges() {
         let mut sim = Sim::nine(Strategy::RegionalCanary, serde_json::json!({}));
         sim.nack.insert("eu-central-1".into());
