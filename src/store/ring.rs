@@ -28,7 +28,8 @@
 //! minutes) takes well under 1 MiB on disk, whatever its age: the size grows only with the
 //! number of edges, and with how erratic their traffic is (counters that change at random
 //! cost what their randomness needs, up to 8 bytes each). `benches/series.rs` prints the
-//! figure.
+//! figure: 343,654 bytes per edge on disk with both rings full (446,054 before compaction),
+//! 3.2 GiB at 10,000 edges, where one redb entry per slot took 5.9 MB per edge.
 //!
 //! Time rules, applied by the writer and the reader with the same `now`:
 //! - A sample's timestamp is the start of the interval it covers, aligned down to the ring's
