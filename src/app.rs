@@ -155,7 +155,11 @@ pub fn build_with(
         engine_settings(&settings),
     )?;
     let tokens = Arc::new(opened.tokens);
-    let heartbeats = HeartbeatIntake::start(opened.store.clone());
+    let heartbeats =
+        HeartbeatIntake::start(opened.store.clone(), settings.metrics.per_edge_series, {
+            let engine = engine.clone();
+            Box::new(move |locations| engine.samples_arrived(locations))
+        });
     let validator = Arc::new(Validator::new());
     let configurations = Configurations::new(
         opened.store.clone(),

@@ -37,6 +37,7 @@ pub struct Settings {
     pub rollout: RolloutSettings,
     pub alerts: AlertSettings,
     pub store: StoreSettings,
+    pub metrics: MetricsSettings,
     /// What loading noticed but did not refuse, for the log once it is set up.
     #[serde(skip)]
     pub warnings: Vec<String>,
@@ -389,6 +390,15 @@ fn parse_byte_size(text: &str) -> Option<u64> {
     n.checked_mul(factor)
 }
 
+/// What the Prometheus endpoint exports about edge traffic.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSettings {
+    /// Also export edge traffic per edge (`edgeplane_edge_*{location}`, about 23 series an
+    /// edge). Traffic by region (`edgeplane_region_*`) is always exported.
+    pub per_edge_series: bool,
+}
+
 /// Command-line values that beat the file and the environment.
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
@@ -566,8 +576,8 @@ impl Settings {
 }
 
 /// Known sections, so `EDGEPLANE_<SECTION>_<KEY>` can be split where the key has underscores.
-const SECTIONS: [&str; 9] = [
-    "server", "log", "auth", "secrets", "limits", "edges", "rollout", "alerts", "store",
+const SECTIONS: [&str; 10] = [
+    "server", "log", "auth", "secrets", "limits", "edges", "rollout", "alerts", "store", "metrics",
 ];
 
 /// Variables that configure something other than settings keys: the bootstrap password,
@@ -650,6 +660,7 @@ fn deserialize_named(table: toml::Table) -> Result<Settings, ConfigError> {
             "edges" => EdgeSettings::deserialize(inner.clone()).map(drop),
             "rollout" => RolloutSettings::deserialize(inner.clone()).map(drop),
             "store" => StoreSettings::deserialize(inner.clone()).map(drop),
+            "metrics" => MetricsSettings::deserialize(inner.clone()).map(drop),
             _ => AlertSettings::deserialize(inner.clone()).map(drop),
         };
         if let Err(error) = result {

@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_util::MetricKindMask;
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
@@ -298,6 +299,9 @@ where
     }
 }
 
+/// How long a gauge stays exported without being set.
+const GAUGE_IDLE: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// The process-wide Prometheus recorder, installed on first use.
 pub fn prometheus() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -327,6 +331,10 @@ pub fn prometheus() -> PrometheusHandle {
                         ],
                     )
                 });
+            // A gauge not set for GAUGE_IDLE is dropped from the output: the progress of a
+            // finished deployment and the expiry of a deleted certificate go away. Gauges
+            // that must stay are set again at least that often (engine turns, housekeeping).
+            let builder = builder.map(|b| b.idle_timeout(MetricKindMask::GAUGE, Some(GAUGE_IDLE)));
             let recorder = match builder {
                 Ok(builder) => builder.build_recorder(),
                 Err(_) => PrometheusBuilder::new().build_recorder(),

@@ -1,7 +1,7 @@
 //! The deployment engine on its injected clock, against a scripted transport that records every
 //! push and rollback: quarantine after repeated NACKs, a canary wave whose push times out, an
-//! ack after a timed-out attempt, a restart with pushes in flight, and a step the store
-//! refuses to save.
+//! ack after a timed-out attempt, a restart with pushes in flight, a step the store refuses to
+//! save, and a watch judged as soon as its canary edges' heartbeats arrive.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -9,18 +9,19 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 
-use edgeplane::model::EventKind;
+use edgeplane::fleet::HeartbeatIntake;
 use edgeplane::model::{
     Capacity, CreateDeployment, Deployment, DeploymentStatus, EdgeHealth, EdgeLocation, EdgeState,
-    EdgeType, RollbackConfig, Strategy, Timestamp,
+    EdgeType, EventKind, MetricsSample, Phase, RollbackConfig, Strategy, Timestamp,
 };
 use edgeplane::rollout::engine::{
-    AlertSink, EdgeAnswer, EdgeTarget, EdgeTransport, Engine, EngineError, EngineSettings,
-    PushContent,
+    AlertSink, Analysis, AnalysisAnswer, AnalysisRequest, Clock, EdgeAnswer, EdgeTarget,
+    EdgeTransport, Engine, EngineError, EngineSettings, PushContent,
 };
-use edgeplane::rollout::machine::{AlertKind, OperatorAction};
+use edgeplane::rollout::machine::{AlertKind, StepContext};
+use edgeplane::rollout::{AnalysisOutcome, OperatorAction};
 use edgeplane::secrets::SecretBox;
-use edgeplane::store::{Command, CommandEnvelope, EdgeRecord, Store};
+use edgeplane::store::{Command, CommandEnvelope, EdgeRecord, HeartbeatRecord, Store};
 
 mod common;
 use common::{HealthOnlyAnalysis, ManualClock};
@@ -118,9 +119,12 @@ fn acked() -> Reply {
     Reply::Answer(EdgeAnswer::Acked { latency_ms: 5 })
 }
 
-/// The alerts the engine raised, by kind.
+/// The alerts the engine raised, by kind, and the edges that alerts about one edge named.
 #[derive(Default)]
-struct Alerts(Mutex<Vec<(AlertKind, String)>>);
+struct Alerts(
+    Mutex<Vec<(AlertKind, String)>>,
+    Mutex<Vec<(AlertKind, String)>>,
+);
 
 impl AlertSink for Alerts {
     fn alert(&self, _: &Deployment, kind: AlertKind, message: &str) {
@@ -128,6 +132,14 @@ impl AlertSink for Alerts {
             .lock()
             .expect("alerts")
             .push((kind, message.to_string()));
+    }
+
+    fn edge_alert(&self, deployment: &Deployment, kind: AlertKind, location: &str, message: &str) {
+        self.1
+            .lock()
+            .expect("alerts")
+            .push((kind, location.to_string()));
+        self.alert(deployment, kind, message);
     }
 }
 
@@ -345,6 +357,11 @@ async fn an_edge_is_quarantined_by_the_nack_that_reaches_quarantine_after() {
         .collect();
     assert_eq!(raised.len(), 1, "{raised:?}");
     assert!(raised[0].1.contains("edge-a"), "{raised:?}");
+    // The alert names the edge, so its notification carries `edgeId`.
+    assert_eq!(
+        *alerts.1.lock().expect("alerts"),
+        [(AlertKind::Quarantined, "edge-a".to_string())]
+    );
 }
 
 #[tokio::test]
@@ -652,4 +669,170 @@ async fn a_step_the_store_refuses_pushes_nothing_and_the_deployment_resumes_with
     for location in later {
         assert_eq!(edges.pushes_to(location), 1, "{:?}", edges.calls());
     }
+}
+
+/// Judges a canary by what its edges last reported: `Fail` once one reported a 5xx. Reads the
+/// edge records, not the series, so it works on the manual clock.
+struct ReportedErrors {
+    store: Store,
+}
+
+impl Analysis for ReportedErrors {
+    fn analyze(&self, request: AnalysisRequest) -> BoxFuture<'static, AnalysisAnswer> {
+        let store = self.store.clone();
+        Box::pin(async move {
+            let edges = store.read(|r| r.edges()).await.expect("edges");
+            let breaching: Vec<String> = edges
+                .into_iter()
+                .filter(|e| request.canary.contains(&e.location.location_id))
+                .filter(|e| e.location.metrics.as_ref().is_some_and(|m| m.errors5xx > 0))
+                .map(|e| e.location.location_id)
+                .collect();
+            let outcome = if breaching.is_empty() {
+                AnalysisOutcome::Pass
+            } else {
+                AnalysisOutcome::Fail {
+                    reason: format!("5xx from {}", breaching.join(", ")),
+                }
+            };
+            AnalysisAnswer {
+                outcome,
+                data: BTreeMap::new(),
+            }
+        })
+    }
+}
+
+fn heartbeat(location: &str, at: Timestamp, errors5xx: u64) -> HeartbeatRecord {
+    HeartbeatRecord {
+        location_id: location.to_string(),
+        received_at: at,
+        health: EdgeHealth::default(),
+        active_configurations: BTreeMap::new(),
+        metrics: Some(MetricsSample {
+            interval_seconds: 10,
+            requests: 1_000,
+            errors5xx,
+            ..MetricsSample::default()
+        }),
+        started_at: None,
+    }
+}
+
+/// When the engine last asked for an analysis of the deployment's watch, once every message
+/// sent to it before has been handled (an operator action is answered after its turn).
+async fn last_analysis(engine: &Engine, store: &Store, id: &str) -> Option<Timestamp> {
+    let _ = engine
+        .operator("no-such-deployment", OperatorAction::Pause, "admin")
+        .await;
+    stored(store, id).await.engine.last_analyze_at
+}
+
+#[tokio::test]
+async fn a_breaching_heartbeat_of_a_canary_edge_is_judged_when_it_arrives() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ids: Vec<String> = (0..10).map(|i| format!("edge-{i}")).collect();
+    let targets: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let store = store_with(dir.path(), &targets);
+    let clock = Arc::new(ManualClock::new(START));
+    let step = StepContext::default();
+    let engine = Engine::start(
+        store.clone(),
+        secrets(),
+        ScriptedEdges::new(|_, _| acked()),
+        Arc::new(ReportedErrors {
+            store: store.clone(),
+        }),
+        Arc::new(Alerts::default()),
+        clock.clone(),
+        EngineSettings {
+            step: StepContext {
+                analyze_interval_ms: 60_000,
+                ..step.clone()
+            },
+            ..settings(3)
+        },
+    )
+    .expect("engine starts");
+    let intake = HeartbeatIntake::start(store.clone(), false, {
+        let engine = engine.clone();
+        Box::new(move |locations| engine.samples_arrived(locations))
+    });
+
+    deploy(
+        &engine,
+        &store,
+        "deploy-1",
+        Strategy::RegionalCanary,
+        &targets,
+    )
+    .await;
+    let watching = wait_stored(&store, "deploy-1", "the canary wave is watched", |d| {
+        d.engine.phase == Phase::Watching
+    })
+    .await;
+    let canary = watching
+        .edges
+        .iter()
+        .find(|(_, e)| e.state == EdgeState::Acked)
+        .map(|(l, _)| l.clone())
+        .expect("a canary edge");
+    let baseline = watching
+        .edges
+        .iter()
+        .find(|(_, e)| e.state == EdgeState::Pending)
+        .map(|(l, _)| l.clone())
+        .expect("an edge not yet deployed");
+    let first = watching
+        .engine
+        .last_analyze_at
+        .expect("judged at the start");
+
+    // An edge outside the canary is no evidence about the new version.
+    clock.advance(Duration::from_millis(2 * step.analyze_floor_ms as u64));
+    intake
+        .submit(heartbeat(&baseline, clock.now(), 50))
+        .await
+        .expect("heartbeat stored");
+    assert_eq!(
+        last_analysis(&engine, &store, "deploy-1").await,
+        Some(first)
+    );
+
+    // A canary edge's report within the floor of the last analysis waits for the floor...
+    intake
+        .submit(heartbeat(&canary, clock.now(), 0))
+        .await
+        .expect("heartbeat stored");
+    let judged = wait_for("the canary's report is judged", || async {
+        last_analysis(&engine, &store, "deploy-1")
+            .await
+            .filter(|at| *at > first)
+    })
+    .await;
+    assert_eq!(judged, clock.now());
+    clock.advance(Duration::from_millis(step.analyze_floor_ms as u64 / 2));
+    intake
+        .submit(heartbeat(&canary, clock.now(), 40))
+        .await
+        .expect("heartbeat stored");
+    assert_eq!(
+        last_analysis(&engine, &store, "deploy-1").await,
+        Some(judged)
+    );
+    // ...and is judged once it has passed, long before the analysis interval: the breach
+    // rolls the canary back.
+    clock.advance(Duration::from_millis(step.analyze_floor_ms as u64));
+    assert!(clock.now().millis_since(first) < 60_000);
+    let rolled_back = wait_stored(&store, "deploy-1", "the canary is rolled back", |d| {
+        engine.tick();
+        d.status == DeploymentStatus::RolledBack
+    })
+    .await;
+    assert_eq!(rolled_back.engine.last_analyze_at, Some(clock.now()));
+    assert_eq!(
+        rolled_back.edges[&canary].state,
+        EdgeState::RolledBack,
+        "{rolled_back:?}"
+    );
 }

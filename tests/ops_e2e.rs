@@ -505,6 +505,8 @@ async fn dashboards_and_rules_name_only_what_the_binary_exports() {
             ("EDGEPLANE_SERVER_ALLOW_SELF_APPROVAL", "true"),
             ("EDGEPLANE_ROLLOUT_ANALYSIS_INTERVAL", "100ms"),
             ("EDGEPLANE_LOG_LEVEL", "warn"),
+            // The Edge Location Performance dashboard reads the opt-in per-edge series.
+            ("EDGEPLANE_METRICS_PER_EDGE_SERIES", "true"),
         ],
     );
     let http = client();

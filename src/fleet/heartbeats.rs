@@ -3,6 +3,11 @@
 //! A thousand edges heartbeating every 10 s would otherwise cost a hundred fsyncs a second.
 //! One writer task takes whatever has queued while the previous batch committed and applies
 //! it as a single `RecordHeartbeats`; each caller is answered once its beat is durable.
+//! Then the edges whose samples the batch stored are handed on (to the deployment engine,
+//! which judges a watch as soon as its canary edges report), and their traffic is added to
+//! the Prometheus counters: by region always, by edge when `[metrics] per_edge_series` asks.
+
+use std::collections::HashMap;
 
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
@@ -22,9 +27,13 @@ pub struct HeartbeatIntake {
     queue: mpsc::Sender<(HeartbeatRecord, Reply)>,
 }
 
+/// Told, after each committed batch, which edges' samples it stored.
+pub type SamplesListener = Box<dyn Fn(Vec<String>) + Send + Sync>;
+
 impl HeartbeatIntake {
-    /// Starts the writer task; it ends when every handle is dropped.
-    pub fn start(store: Store) -> Self {
+    /// Starts the writer task; it ends when every handle is dropped. `per_edge_series` also
+    /// exports each edge's traffic under its own `location` label.
+    pub fn start(store: Store, per_edge_series: bool, on_samples: SamplesListener) -> Self {
         let (queue, mut receiver) = mpsc::channel::<(HeartbeatRecord, Reply)>(8 * MAX_BATCH);
         tokio::spawn(async move {
             while let Some(first) = receiver.recv().await {
@@ -42,7 +51,8 @@ impl HeartbeatIntake {
                     .iter()
                     .filter_map(|b| b.metrics.clone().map(|m| (b.location_id.clone(), m)))
                     .collect();
-                if store.below_free_space_reserve() {
+                let samples_dropped = store.below_free_space_reserve();
+                if samples_dropped {
                     drop_samples(&mut beats);
                 }
                 let result = store
@@ -54,10 +64,25 @@ impl HeartbeatIntake {
                     .instrument(span)
                     .await
                     .map(drop);
-                if result.is_ok() {
+                if result.is_ok() && !samples.is_empty() {
+                    let regions = regions_of(&store, &samples).await;
                     for (location_id, sample) in &samples {
-                        record_traffic(location_id, sample);
+                        let region = regions.get(location_id).map_or("unknown", String::as_str);
+                        record_traffic(Family::Region, region, sample);
+                        if per_edge_series {
+                            record_traffic(Family::Edge, location_id, sample);
+                        }
                     }
+                }
+                // Told before the edges are answered, so whatever an edge does after its
+                // heartbeat is answered finds its samples already on their way to the engine.
+                if result.is_ok() && !samples.is_empty() && !samples_dropped {
+                    on_samples(
+                        samples
+                            .into_iter()
+                            .map(|(location_id, _)| location_id)
+                            .collect(),
+                    );
                 }
                 for reply in replies {
                     let _ = reply.send(result.clone());
@@ -96,23 +121,84 @@ fn drop_samples(beats: &mut [HeartbeatRecord]) {
     }
 }
 
-/// Adds an edge's reported interval to the per-edge traffic counters, so Prometheus sees the
+/// The regions of the edges of a batch (an edge deleted meanwhile has none).
+async fn regions_of(store: &Store, samples: &[(String, MetricsSample)]) -> HashMap<String, String> {
+    let ids: Vec<String> = samples.iter().map(|(id, _)| id.clone()).collect();
+    store
+        .read(move |reader| {
+            let mut regions = HashMap::new();
+            for id in ids {
+                if let Some(record) = reader.edge(&id)? {
+                    regions.insert(id, record.location.region);
+                }
+            }
+            Ok(regions)
+        })
+        .await
+        .unwrap_or_default()
+}
+
+/// The two families of edge traffic series: by region (always), by edge (opt-in: about 23
+/// series an edge).
+#[derive(Clone, Copy)]
+enum Family {
+    Region,
+    Edge,
+}
+
+impl Family {
+    fn label(self) -> &'static str {
+        match self {
+            Family::Region => "region",
+            Family::Edge => "location",
+        }
+    }
+
+    /// Names of requests, cache hits, cache misses, bytes sent, bytes received, errors and
+    /// the latency buckets.
+    fn names(self) -> [&'static str; 7] {
+        match self {
+            Family::Region => [
+                "edgeplane_region_requests_total",
+                "edgeplane_region_cache_hits_total",
+                "edgeplane_region_cache_misses_total",
+                "edgeplane_region_bytes_sent_total",
+                "edgeplane_region_bytes_received_total",
+                "edgeplane_region_errors_total",
+                "edgeplane_region_request_duration_seconds_bucket",
+            ],
+            Family::Edge => [
+                "edgeplane_edge_requests_total",
+                "edgeplane_edge_cache_hits_total",
+                "edgeplane_edge_cache_misses_total",
+                "edgeplane_edge_bytes_sent_total",
+                "edgeplane_edge_bytes_received_total",
+                "edgeplane_edge_errors_total",
+                "edgeplane_edge_request_duration_seconds_bucket",
+            ],
+        }
+    }
+}
+
+/// Adds an edge's reported interval to one family's traffic counters, so Prometheus sees the
 /// CDN's own traffic (requests, hits, errors, bytes, latency buckets) beside the control
 /// plane's. Latency buckets are cumulative with an `le` label in seconds, as
 /// `histogram_quantile` expects, so percentiles merge across edges instead of averaging.
-fn record_traffic(location_id: &str, sample: &MetricsSample) {
-    let location = location_id.to_string();
-    let count = |name: &'static str, n: u64| {
-        metrics::counter!(name, "location" => location.clone()).increment(n);
-    };
-    count("edgeplane_edge_requests_total", sample.requests);
-    count("edgeplane_edge_cache_hits_total", sample.cache_hits);
-    count("edgeplane_edge_cache_misses_total", sample.cache_misses);
-    count("edgeplane_edge_bytes_sent_total", sample.bytes_sent);
-    count("edgeplane_edge_bytes_received_total", sample.bytes_received);
+fn record_traffic(family: Family, label_value: &str, sample: &MetricsSample) {
+    let label = family.label();
+    let value = label_value.to_string();
+    let [requests, hits, misses, sent, received, errors, buckets] = family.names();
+    for (name, n) in [
+        (requests, sample.requests),
+        (hits, sample.cache_hits),
+        (misses, sample.cache_misses),
+        (sent, sample.bytes_sent),
+        (received, sample.bytes_received),
+    ] {
+        metrics::counter!(name, label => value.clone()).increment(n);
+    }
     for (class, n) in [("4xx", sample.errors4xx), ("5xx", sample.errors5xx)] {
-        metrics::counter!("edgeplane_edge_errors_total", "location" => location.clone(), "class" => class)
-            .increment(n);
+        metrics::counter!(errors, label => value.clone(), "class" => class).increment(n);
     }
     if sample.latency.counts.len() != LATENCY_BUCKETS_MS.len() + 1 {
         return;
@@ -124,12 +210,7 @@ fn record_traffic(location_id: &str, sample: &MetricsSample) {
             Some(bound_ms) => (bound_ms / 1000.0).to_string(),
             None => "+Inf".to_string(),
         };
-        metrics::counter!(
-            "edgeplane_edge_request_duration_seconds_bucket",
-            "location" => location.clone(),
-            "le" => le
-        )
-        .increment(cumulative);
+        metrics::counter!(buckets, label => value.clone(), "le" => le).increment(cumulative);
     }
 }
 
@@ -151,8 +232,8 @@ mod tests {
             sample.latency.record(latency_ms);
         }
         metrics::with_local_recorder(&recorder, || {
-            record_traffic("fra-1", &sample);
-            record_traffic("fra-1", &sample);
+            record_traffic(Family::Edge, "fra-1", &sample);
+            record_traffic(Family::Edge, "fra-1", &sample);
         });
         let text = handle.render();
         for line in [
@@ -167,6 +248,98 @@ mod tests {
             r#"edgeplane_edge_request_duration_seconds_bucket{location="fra-1",le="+Inf"} 6"#,
         ] {
             assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+        }
+    }
+
+    fn edge(id: &str, region: &str) -> crate::store::EdgeRecord {
+        use crate::model::{Capacity, EdgeHealth, EdgeLocation, EdgeType};
+        crate::store::EdgeRecord {
+            location: EdgeLocation {
+                location_id: id.into(),
+                name: id.into(),
+                region: region.into(),
+                country_code: "DE".into(),
+                city: String::new(),
+                edge_type: EdgeType::EdgePop,
+                endpoint: "http://127.0.0.1:1".into(),
+                capacity: Capacity::default(),
+                health: EdgeHealth::default(),
+                metrics: None,
+                last_heartbeat: None,
+                started_at: None,
+                is_active: true,
+                active_configurations: Default::default(),
+                metadata: Default::default(),
+                is_quarantined: false,
+            },
+            token_id: "t".into(),
+            token_sealed: "s".into(),
+        }
+    }
+
+    #[test]
+    fn traffic_is_exported_by_region_and_by_edge_only_when_asked() {
+        for per_edge_series in [false, true] {
+            let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            let _local = metrics::set_default_local_recorder(&recorder);
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            let told = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+            runtime.block_on(async {
+                let dir = tempfile::tempdir().expect("tempdir");
+                let store = Store::open(dir.path()).expect("store");
+                for (id, region) in [("fra-1", "Europe"), ("fra-2", "Europe"), ("sin-1", "Asia")] {
+                    store
+                        .apply_blocking(CommandEnvelope::new(
+                            "t",
+                            "",
+                            Command::CreateEdge {
+                                record: edge(id, region),
+                            },
+                        ))
+                        .expect("edge");
+                }
+                let intake = HeartbeatIntake::start(store, per_edge_series, {
+                    let told = told.clone();
+                    Box::new(move |locations| told.lock().expect("told").extend(locations))
+                });
+                for (id, requests) in [("fra-1", 3), ("fra-2", 4), ("sin-1", 5)] {
+                    intake
+                        .submit(HeartbeatRecord {
+                            location_id: id.into(),
+                            received_at: crate::model::Timestamp::now(),
+                            health: Default::default(),
+                            active_configurations: Default::default(),
+                            metrics: Some(MetricsSample {
+                                interval_seconds: 10,
+                                requests,
+                                ..MetricsSample::default()
+                            }),
+                            started_at: None,
+                        })
+                        .await
+                        .expect("stored");
+                }
+            });
+            let text = handle.render();
+            for line in [
+                r#"edgeplane_region_requests_total{region="Europe"} 7"#,
+                r#"edgeplane_region_requests_total{region="Asia"} 5"#,
+            ] {
+                assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+            }
+            assert_eq!(
+                text.contains(r#"edgeplane_edge_requests_total{location="fra-1"} 3"#),
+                per_edge_series,
+                "{text}"
+            );
+            assert_eq!(text.contains("edgeplane_edge_"), per_edge_series, "{text}");
+            let mut told = told.lock().expect("told").clone();
+            told.sort();
+            assert_eq!(told, ["fra-1", "fra-2", "sin-1"]);
         }
     }
 }

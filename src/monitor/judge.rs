@@ -31,30 +31,59 @@ const SNAPSHOT_WINDOW_MS: i64 = 5 * 60_000;
 /// Key under which a verdict's full JSON is kept in the timeline event's data.
 pub const VERDICT_KEY: &str = "verdict";
 
-/// Reads per-edge totals of `locations` over `[from, to)`.
+/// The newest sample of each edge of a group that has one: interval start and requests. It
+/// changes only when an edge reports, so two analyses with the same evidence judge the same
+/// samples.
+type Evidence = Vec<(String, Timestamp, u64)>;
+
+/// Reads per-edge totals of `locations` over `[from, to)`, the evidence they rest on, and when
+/// the newest heartbeat among them was received.
 fn group(
     store: &Store,
     locations: &[String],
     from: Timestamp,
     to: Timestamp,
     now: Timestamp,
-) -> Result<GroupSample, StoreError> {
+) -> Result<(GroupSample, Evidence, Option<Timestamp>), StoreError> {
     let reader = store.reader()?;
     let mut edges = Vec::with_capacity(locations.len());
+    let mut evidence = Vec::new();
+    let mut newest_heartbeat = None;
     for location in locations {
         let samples = reader.series(location, from, to, now)?;
+        if let Some((t, newest)) = samples.last() {
+            evidence.push((location.clone(), *t, newest.requests));
+            let received = reader
+                .edge(location)?
+                .and_then(|record| record.location.last_heartbeat);
+            newest_heartbeat = newest_heartbeat.max(received);
+        }
         edges.push(EdgeWindow {
             edge_id: location.clone(),
             totals: WindowTotals::from_samples(&samples, from, to),
         });
     }
-    Ok(GroupSample { edges })
+    Ok((GroupSample { edges }, evidence, newest_heartbeat))
+}
+
+/// Breach persistence of one deployment as this process last counted it.
+#[derive(Clone)]
+struct Counted {
+    /// The counters after the last analysis that saw new canary samples.
+    state: BreachState,
+    /// The counters before it, to judge the same samples again without counting them twice.
+    before: BreachState,
+    evidence: Evidence,
 }
 
 /// Metric analysis of watch periods (SPEC §8.3), keeping breach persistence per deployment.
+///
+/// Persistence counts analyses that saw new samples of the canary: an analysis asked for by
+/// the interval while no canary edge reported judges the same samples as the one before and
+/// gives the same verdict, so one breaching heartbeat cannot count twice.
 pub struct MetricsAnalysis {
     store: Store,
-    breaches: Arc<Mutex<HashMap<String, BreachState>>>,
+    breaches: Arc<Mutex<HashMap<String, Counted>>>,
 }
 
 impl MetricsAnalysis {
@@ -66,7 +95,11 @@ impl MetricsAnalysis {
     }
 }
 
-fn answer(verdict: &Verdict) -> AnalysisAnswer {
+/// Key of the verdict's figure: when the newest canary heartbeat it judged was received
+/// (server time), the start of the SPEC §11 rollback figure.
+pub const JUDGED_HEARTBEAT_KEY: &str = "canaryHeartbeatReceivedAt";
+
+fn answer(verdict: &Verdict, newest_heartbeat: Option<Timestamp>) -> AnalysisAnswer {
     let headline = verdict
         .reasons
         .iter()
@@ -121,6 +154,9 @@ fn answer(verdict: &Verdict) -> AnalysisAnswer {
     for (key, value) in figures {
         data.insert(key.to_string(), value);
     }
+    if let Some(received) = newest_heartbeat {
+        data.insert(JUDGED_HEARTBEAT_KEY.to_string(), received.to_rfc3339());
+    }
     let outcome = match verdict.outcome {
         Outcome::Pass => AnalysisOutcome::Pass,
         Outcome::Fail => AnalysisOutcome::Fail { reason: headline },
@@ -170,12 +206,12 @@ impl Analysis for MetricsAnalysis {
                 tokio::task::spawn_blocking(move || {
                     Ok::<_, StoreError>((
                         group(&store, &canary, from, now, now)?,
-                        group(&store, &baseline, from, now, now)?,
+                        group(&store, &baseline, from, now, now)?.0,
                     ))
                 })
                 .await
             };
-            let (canary, baseline) = match read {
+            let ((canary, evidence, newest_heartbeat), baseline) = match read {
                 Ok(Ok(groups)) => groups,
                 Ok(Err(error)) => return unavailable(&error.to_string()),
                 Err(error) => return unavailable(&error.to_string()),
@@ -191,10 +227,18 @@ impl Analysis for MetricsAnalysis {
                 .unwrap_or_else(|p| p.into_inner())
                 .get(&request.deployment_id)
                 .cloned();
+            if let Some(counted) = known.as_ref().filter(|c| c.evidence == evidence) {
+                let mut again = counted.before.clone();
+                let verdict = judge(&input, &mut again, now);
+                tracing::Span::current().record("outcome", tracing::field::debug(&verdict.outcome));
+                metrics::counter!("edgeplane_analysis_verdicts_total", "outcome" => format!("{:?}", verdict.outcome))
+                    .increment(1);
+                return answer(&verdict, newest_heartbeat);
+            }
             // A deployment this process has not judged yet may have a breach pending from
             // before a restart.
             let mut state = match known {
-                Some(state) => state,
+                Some(counted) => counted.state,
                 None => {
                     let id = request.deployment_id.clone();
                     match store.read(move |r| r.breaches(&id)).await {
@@ -225,13 +269,17 @@ impl Analysis for MetricsAnalysis {
                     );
                 }
             }
-            breaches
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(request.deployment_id.clone(), state);
+            breaches.lock().unwrap_or_else(|p| p.into_inner()).insert(
+                request.deployment_id.clone(),
+                Counted {
+                    state,
+                    before,
+                    evidence,
+                },
+            );
             metrics::counter!("edgeplane_analysis_verdicts_total", "outcome" => format!("{:?}", verdict.outcome))
                 .increment(1);
-            answer(&verdict)
+            answer(&verdict, newest_heartbeat)
         };
         Box::pin(work.instrument(span))
     }
@@ -245,7 +293,7 @@ impl Analysis for MetricsAnalysis {
         Box::pin(async move {
             let from = Timestamp(now.millis() - SNAPSHOT_WINDOW_MS);
             let totals = tokio::task::spawn_blocking(move || {
-                group(&store, &locations, from, now, now).map(|g| g.aggregate())
+                group(&store, &locations, from, now, now).map(|(g, ..)| g.aggregate())
             })
             .await
             .ok()?
@@ -281,22 +329,42 @@ fn alert_kind(kind: RolloutAlert, deployment: &Deployment) -> AlertKind {
 
 impl AlertSink for Notifier {
     fn alert(&self, deployment: &Deployment, kind: RolloutAlert, message: &str) {
-        // The latest verdict on the timeline is the evidence behind an automatic action.
-        let verdict = deployment
-            .events
-            .iter()
-            .rev()
-            .find_map(|e| e.data.get(VERDICT_KEY))
-            .and_then(|text| serde_json::from_str::<Verdict>(text).ok());
-        self.notify(Alert {
-            kind: alert_kind(kind, deployment),
-            deployment_id: Some(deployment.deployment_id.clone()),
-            configuration_id: Some(deployment.configuration_id.clone()),
-            edge_id: None,
-            message: message.to_string(),
-            verdict,
-            at: Timestamp::now(),
-        });
+        self.notify(deployment_alert(deployment, kind, None, message));
+    }
+
+    fn edge_alert(
+        &self,
+        deployment: &Deployment,
+        kind: RolloutAlert,
+        location: &str,
+        message: &str,
+    ) {
+        self.notify(deployment_alert(deployment, kind, Some(location), message));
+    }
+}
+
+/// The alert of a deployment's event, with the verdict behind it when there is one.
+fn deployment_alert(
+    deployment: &Deployment,
+    kind: RolloutAlert,
+    location: Option<&str>,
+    message: &str,
+) -> Alert {
+    // The latest verdict on the timeline is the evidence behind an automatic action.
+    let verdict = deployment
+        .events
+        .iter()
+        .rev()
+        .find_map(|e| e.data.get(VERDICT_KEY))
+        .and_then(|text| serde_json::from_str::<Verdict>(text).ok());
+    Alert {
+        kind: alert_kind(kind, deployment),
+        deployment_id: Some(deployment.deployment_id.clone()),
+        configuration_id: Some(deployment.configuration_id.clone()),
+        edge_id: location.map(str::to_string),
+        message: message.to_string(),
+        verdict,
+        at: Timestamp::now(),
     }
 }
 
@@ -400,6 +468,57 @@ mod tests {
             matches!(other.outcome, AnalysisOutcome::Warn { .. }),
             "{:?}",
             other.outcome
+        );
+    }
+
+    async fn record(store: &Store, beats: Vec<HeartbeatRecord>) {
+        store
+            .apply(CommandEnvelope::new(
+                SYSTEM_ACTOR,
+                "",
+                Command::RecordHeartbeats { beats },
+            ))
+            .await
+            .expect("heartbeats stored");
+    }
+
+    fn beats(at: Timestamp, canary_error_rate: f64) -> Vec<HeartbeatRecord> {
+        ["canary-0", "canary-1", "canary-2"]
+            .iter()
+            .map(|l| beat(l, at, canary_error_rate))
+            .chain(
+                ["base-0", "base-1", "base-2"]
+                    .iter()
+                    .map(|l| beat(l, at, 0.2)),
+            )
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn one_breaching_heartbeat_counts_once_however_often_it_is_judged() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let now = Timestamp::now();
+        let store = Store::open(dir.path()).expect("store");
+        record(&store, beats(now, 1.5)).await;
+        let analysis = MetricsAnalysis::new(store.clone());
+        // The interval asks again with no new canary samples: the breach is still pending,
+        // not persistent.
+        for _ in 0..3 {
+            let answer = analysis.analyze(request("deploy-1", now)).await;
+            assert!(
+                matches!(answer.outcome, AnalysisOutcome::Warn { .. }),
+                "{:?}",
+                answer.outcome
+            );
+        }
+        // The next breaching heartbeat is the second interval of the breach.
+        let later = now.plus_millis(FINE_INTERVAL_MS);
+        record(&store, beats(later, 1.5)).await;
+        let answer = analysis.analyze(request("deploy-1", later)).await;
+        assert!(
+            matches!(answer.outcome, AnalysisOutcome::Fail { .. }),
+            "{:?}",
+            answer.outcome
         );
     }
 }

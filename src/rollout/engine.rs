@@ -29,7 +29,7 @@ use tracing::field::Empty;
 
 use super::machine::{
     Action, AlertKind, AnalysisOutcome, Event, OperatorAction, PushMode, StepContext, StepError,
-    resume_actions, step, step_answers,
+    resume_actions, step, step_answers, watches,
 };
 use super::plan::plan;
 use crate::model::{
@@ -190,6 +190,11 @@ pub trait Analysis: Send + Sync + 'static {
 /// Receives the engine's alerts (the monitor's notifier in production).
 pub trait AlertSink: Send + Sync + 'static {
     fn alert(&self, deployment: &Deployment, kind: AlertKind, message: &str);
+    /// An alert about one edge of the deployment (a quarantine), naming it.
+    fn edge_alert(&self, deployment: &Deployment, kind: AlertKind, location: &str, message: &str) {
+        let _ = location;
+        self.alert(deployment, kind, message);
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -264,6 +269,8 @@ enum Message {
     },
     Freeze(bool),
     Tick,
+    /// Edges whose new samples were just stored.
+    Samples(Vec<String>),
 }
 
 /// What turns changed in one deployment and the store does not have yet.
@@ -394,6 +401,9 @@ struct Loop {
     running: Arc<Mutex<BTreeMap<String, RunningSummary>>>,
     /// Since when the store has refused the engine's writes; `None` while it takes them.
     suspended: Option<Timestamp>,
+    /// Deployments owed an analysis of new samples of their canary edges, judged as soon as
+    /// the analysis floor lets them be.
+    evidence_owed: BTreeSet<String>,
 }
 
 impl Engine {
@@ -428,6 +438,7 @@ impl Engine {
             published: published.clone(),
             running: running.clone(),
             suspended: None,
+            evidence_owed: BTreeSet::new(),
         };
         let unfinished: Vec<Deployment> = store
             .reader()?
@@ -518,6 +529,12 @@ impl Engine {
         let _ = self.queue.send(Message::Tick);
     }
 
+    /// New samples of `locations` are stored: a watch they are evidence for is judged now,
+    /// not at its next analysis interval (the heartbeat intake calls this after each batch).
+    pub fn samples_arrived(&self, locations: Vec<String>) {
+        let _ = self.queue.send(Message::Samples(locations));
+    }
+
     pub fn subscribe(&self) -> broadcast::Receiver<Published> {
         self.published.subscribe()
     }
@@ -577,6 +594,13 @@ impl Loop {
         for message in batch {
             match message {
                 Message::Tick => ticked = true,
+                Message::Samples(locations) => {
+                    for (id, deployment) in &self.deployments {
+                        if locations.iter().any(|l| watches(deployment, l)) {
+                            self.evidence_owed.insert(id.clone());
+                        }
+                    }
+                }
                 Message::Start { deployment, reply } => {
                     let id = deployment.deployment_id.clone();
                     let admitted = (*deployment).clone();
@@ -656,9 +680,10 @@ impl Loop {
                         )
                         .await;
                         if quarantined {
-                            self.alerts.alert(
+                            self.alerts.edge_alert(
                                 deployment,
                                 AlertKind::Quarantined,
+                                location,
                                 &format!(
                                     "edge {location} NACKed version {} {} times and is quarantined",
                                     deployment.configuration_version,
@@ -705,6 +730,30 @@ impl Loop {
         for id in waiting {
             self.step_answers(&id, &mut answers, &mut actions, now, &context);
         }
+        // Watches owed a judgement of new samples: asked for now unless the floor holds them
+        // back to a later turn (the loop's own tick brings one).
+        let owed: Vec<String> = self.evidence_owed.iter().cloned().collect();
+        for id in owed {
+            let Some(deployment) = self.deployments.get_mut(&id) else {
+                self.evidence_owed.remove(&id);
+                continue;
+            };
+            let before = deployment.events.len();
+            let new_actions =
+                step(deployment, Event::SamplesArrived, now, &context).unwrap_or_default();
+            if new_actions.is_empty() {
+                if deployment.engine.phase != crate::model::Phase::Watching
+                    || deployment.status.is_terminal()
+                {
+                    self.evidence_owed.remove(&id);
+                }
+                continue;
+            }
+            self.evidence_owed.remove(&id);
+            touched.entry(id.clone()).or_insert(Touched::new(before));
+            actions.entry(id).or_default().extend(new_actions);
+        }
+
         if ticked {
             for (id, deployment) in self.deployments.iter_mut() {
                 let before = deployment.events.len();
@@ -849,6 +898,12 @@ impl Loop {
             if let Ok(mut running) = self.running.lock() {
                 running.remove(&id);
             }
+        }
+        // Set every turn, so a running deployment's progress stays exported through a long
+        // watch while a finished one's goes idle and is dropped.
+        for (id, deployment) in &self.deployments {
+            metrics::gauge!("edgeplane_deployment_progress_percent", "deployment" => id.clone())
+                .set(f64::from(deployment.progress_percentage));
         }
         metrics::gauge!("edgeplane_deployments_in_progress").set(self.deployments.len() as f64);
     }
@@ -1436,7 +1491,7 @@ fn refuse_while_suspended(batch: Vec<Message>) {
             Message::Start { reply, .. } | Message::Operator { reply, .. } => {
                 let _ = reply.send(Err(refusal()));
             }
-            Message::Answer { .. } | Message::Freeze(_) | Message::Tick => {}
+            Message::Answer { .. } | Message::Freeze(_) | Message::Tick | Message::Samples(_) => {}
         }
     }
 }

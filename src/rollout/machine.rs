@@ -58,8 +58,12 @@ pub enum StepError {
 pub struct StepContext {
     /// Target edges that currently miss heartbeats or report themselves unhealthy.
     pub unhealthy: BTreeSet<String>,
-    /// How often to ask for an analysis during a watch.
+    /// How often to ask for an analysis during a watch: the longest a watch goes unjudged
+    /// when no new samples of its canary edges arrive.
     pub analyze_interval_ms: i64,
+    /// Shortest time between two analyses that new samples ask for, so a large canary
+    /// heartbeating all the time is judged a few times a second, not once per heartbeat.
+    pub analyze_floor_ms: i64,
     /// Pushes (and rollbacks) per edge before giving up on it.
     pub max_push_attempts: u32,
     /// How much one inconclusive verdict extends a finished watch.
@@ -76,6 +80,7 @@ impl Default for StepContext {
         Self {
             unhealthy: BTreeSet::new(),
             analyze_interval_ms: 10_000,
+            analyze_floor_ms: 1_000,
             max_push_attempts: 3,
             extension_step_ms: 60_000,
             stuck_after_ms: 30 * 60_000,
@@ -117,6 +122,10 @@ pub enum Event {
     },
     /// Time passed; `now` is the step's argument.
     Tick,
+    /// New samples of edges this deployment watches ([`watches`]) were stored: judge them
+    /// now rather than at the next analysis interval, unless the last analysis is younger
+    /// than the floor.
+    SamplesArrived,
     EdgeAcked {
         location: String,
         version: String,
@@ -254,6 +263,7 @@ pub fn step(
     match event {
         Event::Start { plan } => run.start(plan)?,
         Event::Tick => run.tick(),
+        Event::SamplesArrived => run.samples_arrived(),
         Event::EdgeAcked {
             location,
             version,
@@ -427,6 +437,14 @@ fn rollback_action(d: &Deployment, location: &str, edge: &EdgeDeploymentState) -
             to_version: previous.clone(),
         },
     }
+}
+
+/// Whether new samples of `location` are evidence for a running watch of `d`: the edge runs the
+/// version under watch.
+pub fn watches(d: &Deployment, location: &str) -> bool {
+    d.engine.phase == Phase::Watching
+        && d.engine.paused_from.is_none()
+        && d.edges.get(location).is_some_and(runs_new_version)
 }
 
 fn analyze_action(d: &Deployment, since: Timestamp) -> Action {
@@ -986,6 +1004,20 @@ impl Run<'_> {
             .map(|start| u64::try_from(self.now.millis_since(start) / 1000).unwrap_or(0));
         self.event(kind, SYSTEM, message, None);
         self.out.push(Action::Finished);
+    }
+
+    fn samples_arrived(&mut self) {
+        if self.paused() || self.d.engine.phase != Phase::Watching {
+            return;
+        }
+        let due = self
+            .d
+            .engine
+            .last_analyze_at
+            .is_none_or(|last| self.now.millis_since(last) >= self.ctx.analyze_floor_ms);
+        if due {
+            self.analyze();
+        }
     }
 
     fn tick(&mut self) {
@@ -1797,6 +1829,28 @@ mod tests {
         sim.run(MINUTE);
         assert_eq!(sim.d.status, DeploymentStatus::Completed);
         assert_eq!(sim.now, NOW.plus_millis(15 * MINUTE));
+    }
+
+    #[test]
+    fn new_canary_samples_are_judged_at_once_but_not_within_the_floor() {
+        let mut sim = Sim::nine(Strategy::RegionalCanary, serde_json::json!({})).start();
+        assert_eq!(sim.analyses.len(), 1, "judged when the watch starts");
+        assert!(watches(&sim.d, "ap-east-1"));
+        assert!(!watches(&sim.d, "eu-central-1"), "not on the new version");
+        let floor = sim.ctx.analyze_floor_ms;
+        sim.now = sim.now.plus_millis(floor - 1);
+        sim.apply(Event::SamplesArrived);
+        assert_eq!(sim.analyses.len(), 1, "within the floor");
+        sim.now = sim.now.plus_millis(1);
+        sim.apply(Event::SamplesArrived);
+        assert_eq!(sim.analyses.len(), 2);
+        assert_eq!(sim.d.engine.last_analyze_at, Some(sim.now));
+        // Once the deployment waits for a person, samples ask for nothing.
+        sim.op(OperatorAction::Pause).expect("paused");
+        sim.now = sim.now.plus_millis(2 * floor);
+        assert!(!watches(&sim.d, "ap-east-1"));
+        sim.apply(Event::SamplesArrived);
+        assert_eq!(sim.analyses.len(), 2);
     }
 
     #[test]

@@ -614,6 +614,9 @@ fn apply_in(txn: &WriteTransaction, envelope: &CommandEnvelope) -> Result<Applie
         } => {
             super::deployments::write(txn, &DeploymentChanges::whole(deployment))?;
             track_running(txn, deployment)?;
+            if deployment.status.is_terminal() {
+                super::counters::forget_breaches(txn, &deployment.deployment_id)?;
+            }
             if !edge_versions.is_empty() {
                 record_edge_versions(txn, &deployment.configuration_id, edge_versions)?;
             }

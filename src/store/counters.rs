@@ -83,6 +83,16 @@ pub(crate) fn save_breaches(
     Ok(Applied::Nothing)
 }
 
+/// Drops a finished deployment's pending breach counters: whatever ended it, nothing will
+/// judge it again.
+pub(crate) fn forget_breaches(
+    txn: &WriteTransaction,
+    deployment_id: &str,
+) -> Result<(), StoreError> {
+    txn.open_table(BREACHES)?.remove(deployment_id)?;
+    Ok(())
+}
+
 impl Reader {
     /// NACKs of `version` of a configuration by one edge.
     pub fn nack_count(
@@ -272,5 +282,54 @@ mod tests {
             store.reader().and_then(|r| r.breaches("deploy-1")).ok(),
             Some(BreachState::default())
         );
+    }
+
+    #[test]
+    fn a_deployment_that_ends_leaves_no_pending_breach_behind() {
+        use crate::model::{CreateDeployment, DeploymentStatus, RollbackConfig, Timestamp};
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path()).expect("store");
+        let mut deployment = CreateDeployment {
+            configuration_id: "config-1".into(),
+            target_locations: vec!["eu-west-1".into()],
+            ..CreateDeployment::default()
+        }
+        .into_deployment(
+            "deploy-1".into(),
+            "1.0.0".into(),
+            "admin".into(),
+            Timestamp(1_795_521_600_000),
+            &RollbackConfig::default(),
+        )
+        .expect("valid request");
+        let pending = BreachState {
+            error_rate: 1,
+            ..BreachState::default()
+        };
+        for (status, left) in [
+            (DeploymentStatus::InProgress, pending.clone()),
+            (DeploymentStatus::RolledBack, BreachState::default()),
+        ] {
+            apply(
+                &store,
+                Command::SaveBreaches {
+                    deployment_id: "deploy-1".into(),
+                    breaches: pending.clone(),
+                },
+            );
+            deployment.status = status;
+            apply(
+                &store,
+                Command::SaveDeployment {
+                    deployment: Box::new(deployment.clone()),
+                    edge_versions: Vec::new(),
+                },
+            );
+            assert_eq!(
+                store.reader().and_then(|r| r.breaches("deploy-1")).ok(),
+                Some(left),
+                "{status:?}"
+            );
+        }
     }
 }

@@ -256,6 +256,7 @@ impl Store {
         }
         deployments::split_whole_records(&txn)?;
         apply::build_indexes(&txn)?;
+        series::migrate_legacy(&txn)?;
         txn.commit()?;
         let shared = Arc::new(Shared {
             db: RwLock::new(Some(Arc::new(db))),

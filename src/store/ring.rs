@@ -1,37 +1,44 @@
 //! Layout of the per-edge metric ring buffers (SPEC §8.2): slot arithmetic, the stored sample
 //! format, the write rule and the read plan. Pure; `store::series` applies it to redb.
 //!
-//! Two rings per edge, each a fixed number of slots keyed `(edge_id, slot)`:
+//! Two rings per edge. A ring is a fixed number of blocks keyed `(edge_id, block)`, each block
+//! holding the slots of 60 consecutive intervals:
 //!
-//! | ring | interval | slots | covers |
-//! |---|---|---|---|
-//! | fine (`series_10s`) | 10 s | 2,160 | 6 hours |
-//! | coarse (`series_1m`) | 1 min | 43,200 | 30 days |
+//! | ring | interval | block | blocks | covers |
+//! |---|---|---|---|---|
+//! | fine (`series_fine`) | 10 s | 10 min | 37 | 6 hours and one spare block |
+//! | coarse (`series_minutes`) | 1 min | 1 hour | 721 | 30 days and one spare block |
 //!
-//! A slot is `(t / interval) mod slots`. Each stored value carries its interval's start, so a
-//! slot still holding a value from an earlier lap is recognised and ignored instead of being
-//! read as current. Every sample is written to both rings in the same transaction: into the fine
-//! slot, and merged (read-modify-write) into the current minute's coarse slot, which is reset
-//! first when it still holds an older minute.
+//! A block is `(t / block span) mod blocks`; its slot is `(t / interval) mod 60`. Each stored
+//! block carries its own start, so a block still holding an earlier lap is recognised and
+//! replaced as a whole instead of being read as current. The spare block means a lap is only
+//! replaced once it is older than the ring's retention: everything in the last 6 hours (30 days)
+//! is still there. Every sample is written to both rings in the same transaction: into its
+//! 10-second slot, and merged into its minute's slot.
 //!
-//! Stored values are postcard with varint integers, so a slot costs what its numbers need:
-//! a typical 10-second sample (a few thousand requests, megabytes of traffic, a dozen non-empty
-//! latency buckets) encodes to about 50–60 bytes, a minute roll-up a few bytes more, and the
-//! largest possible value to 246 bytes. The key adds the edge id plus 4 bytes. Storage per edge
-//! is fixed at `2,160 + 43,200 = 45,360` slots: about 75 bytes × 45,360 ≈ 3.4 MB of keys and
-//! values for typical traffic and a ~10-byte edge id (≤ 12 MB in the worst case), and, with
-//! redb's B-tree pages, about 5.9 MB on disk per edge once both rings are full (7.1 MB before
-//! compaction; measured by `benches/series.rs`). The coarse ring is 95 % of it. The figure never
-//! grows with time, only with the number of edges.
+//! Why blocks: one redb entry per slot pays the key, the entry offsets and the B-tree's slack
+//! on every 10-second sample and every minute (5.9 MB per edge on disk at full retention, of
+//! which the 43,200 minute slots were 95 %). A block pays them once per 60 slots, and its slots
+//! are encoded against each other ([`Block::encode`]): each slot is predicted from the previous
+//! one scaled to its own request count (traffic keeps its shape from one interval to the next:
+//! the same hit rate, bytes per request and latency distribution), so what is stored is the
+//! small difference, and the block is then deflated. The encoding is exact: queries answer
+//! what they answered from the per-slot layout. A steady edge's differences take about 16
+//! bytes a slot and deflate to about 4, so a full edge (2,160 10-second slots and 43,200
+//! minutes) takes well under 1 MiB on disk, whatever its age: the size grows only with the
+//! number of edges, and with how erratic their traffic is (counters that change at random
+//! cost what their randomness needs, up to 8 bytes each). `benches/series.rs` prints the
+//! figure: 343,654 bytes per edge on disk with both rings full (446,054 before compaction),
+//! 3.2 GiB at 10,000 edges, where one redb entry per slot took 5.9 MB per edge.
 //!
 //! Time rules, applied by the writer and the reader with the same `now`:
 //! - A sample's timestamp is the start of the interval it covers, aligned down to the ring's
 //!   interval. Samples more than [`MAX_CLOCK_SKEW_MS`] in the future are refused (one far-future
-//!   value would otherwise make its slot reject real data for a whole lap), and so are samples
-//!   older than a ring's retention (they would overwrite newer data of the same slot).
-//! - A write into a slot holding the same interval merges (two heartbeats in one interval both
-//!   count); a slot holding an older interval is overwritten; a slot holding a newer one keeps
-//!   it and the late sample is dropped for that ring.
+//!   value would otherwise make its block reject real data for a whole lap), and so are samples
+//!   older than a ring's retention (they would replace newer data of the same block).
+//! - A write into a block holding the same lap merges into its slot (two heartbeats in one
+//!   interval both count); a block holding an older lap is replaced; a block holding a newer
+//!   one keeps it and the late sample is dropped for that ring.
 //! - Reads: the cutoff `C` is the first minute boundary at or after `now - 6 h + 10 s`, the
 //!   oldest point the fine ring is sure to still hold. Of a window `[from, to)`, the part before
 //!   `C` is answered by minute roll-ups whose minute starts in the window, the part from `C` on
@@ -39,6 +46,10 @@
 //!   that is also returned: nothing is counted twice. A roll-up whose minute starts before
 //!   `from` is left out even if the minute overlaps the window, the same "a sample belongs where
 //!   it starts" rule `aggregate` uses.
+//!
+//! Stored blocks open with a format byte ([`BLOCK_FORMAT`]); a block of an unknown format is
+//! treated as empty. The earlier per-slot layout (one postcard [`StoredSample`] per slot) is
+//! still decoded, to move data written by earlier releases into blocks when the store opens.
 
 use std::ops::RangeInclusive;
 
@@ -51,6 +62,22 @@ use crate::model::{LatencyHistogram, MetricsSample, Timestamp};
 /// Largest distance into the future a sample's timestamp may have.
 pub const MAX_CLOCK_SKEW_MS: i64 = 60_000;
 
+/// Slots (intervals) per stored block.
+pub const SLOTS_PER_BLOCK: u32 = 60;
+
+/// First byte of every stored block: the version of its encoding.
+pub const BLOCK_FORMAT: u8 = 1;
+
+/// Latency buckets per stored sample: the fixed bounds plus the overflow bucket.
+const BUCKETS: usize = LATENCY_BUCKETS_MS.len() + 1;
+
+/// Deflate level of stored blocks: higher levels gain almost nothing on them.
+const DEFLATE_LEVEL: u8 = 6;
+
+/// Most bytes an encoded block inflates to: 60 slots of the largest values are under 30 KiB,
+/// so anything longer is damage.
+const MAX_RAW_BLOCK: usize = 64 * 1024;
+
 #[derive(Debug, Error)]
 pub enum RingError {
     #[error("stored sample cannot be encoded: {0}")]
@@ -59,11 +86,11 @@ pub enum RingError {
     Decode(String),
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Resolution {
-    /// 10-second samples, 2,160 slots: 6 hours.
+    /// 10-second samples, kept 6 hours.
     Fine,
-    /// 1-minute roll-ups, 43,200 slots: 30 days.
+    /// 1-minute roll-ups, kept 30 days.
     Coarse,
 }
 
@@ -75,6 +102,7 @@ impl Resolution {
         }
     }
 
+    /// Slots the retention needs: 2,160 (6 h) and 43,200 (30 days).
     pub fn slots(self) -> u32 {
         match self {
             Resolution::Fine => 2_160,
@@ -82,7 +110,17 @@ impl Resolution {
         }
     }
 
-    /// How far back the ring reaches.
+    /// Blocks of the ring: the retention's, plus one, so the block being replaced is never one
+    /// the retention still covers.
+    pub fn blocks(self) -> u32 {
+        self.slots() / SLOTS_PER_BLOCK + 1
+    }
+
+    pub fn block_span_ms(self) -> i64 {
+        self.interval_ms() * i64::from(SLOTS_PER_BLOCK)
+    }
+
+    /// How far back the ring is sure to reach.
     pub fn retention_ms(self) -> i64 {
         self.interval_ms() * i64::from(self.slots())
     }
@@ -93,11 +131,28 @@ impl Resolution {
             .saturating_mul(self.interval_ms())
     }
 
-    pub fn slot(self, t_ms: i64) -> u32 {
-        // rem_euclid of a positive modulus lies in 0..slots, which fits u32.
+    /// Start of the block (lap) holding `t_ms`.
+    pub fn block_start(self, t_ms: i64) -> i64 {
+        t_ms.div_euclid(self.block_span_ms())
+            .saturating_mul(self.block_span_ms())
+    }
+
+    /// The block of the ring holding `t_ms`.
+    pub fn block(self, t_ms: i64) -> u32 {
+        // rem_euclid of a positive modulus lies in 0..blocks, which fits u32.
         u32::try_from(
+            t_ms.div_euclid(self.block_span_ms())
+                .rem_euclid(i64::from(self.blocks())),
+        )
+        .unwrap_or(0)
+    }
+
+    /// The slot inside its block of the interval holding `t_ms`.
+    pub fn slot_in_block(self, t_ms: i64) -> usize {
+        // Below SLOTS_PER_BLOCK by construction.
+        usize::try_from(
             t_ms.div_euclid(self.interval_ms())
-                .rem_euclid(i64::from(self.slots())),
+                .rem_euclid(i64::from(SLOTS_PER_BLOCK)),
         )
         .unwrap_or(0)
     }
@@ -109,9 +164,9 @@ impl Resolution {
             && start > now.millis().saturating_sub(self.retention_ms())
     }
 
-    /// Inclusive slot ranges (at most two, when the span wraps) that hold the intervals
+    /// Inclusive block ranges (at most two, when the span wraps) that hold the intervals
     /// starting in `[from_ms, to_ms)`.
-    pub fn slot_ranges(self, from_ms: i64, to_ms: i64) -> Vec<RangeInclusive<u32>> {
+    pub fn block_ranges(self, from_ms: i64, to_ms: i64) -> Vec<RangeInclusive<u32>> {
         if to_ms <= from_ms {
             return Vec::new();
         }
@@ -121,17 +176,20 @@ impl Resolution {
         if last < first {
             return Vec::new();
         }
+        let per_block = i64::from(SLOTS_PER_BLOCK);
+        let (first, last) = (first.div_euclid(per_block), last.div_euclid(per_block));
         let count = last.saturating_sub(first).saturating_add(1);
-        let slots = self.slots();
-        if count >= i64::from(slots) {
-            return vec![0..=slots - 1];
+        let blocks = self.blocks();
+        if count >= i64::from(blocks) {
+            return vec![0..=blocks - 1];
         }
-        let first_slot = self.slot(first.saturating_mul(interval));
-        let last_slot = self.slot(last.saturating_mul(interval));
-        if first_slot <= last_slot {
-            vec![first_slot..=last_slot]
+        let span = self.block_span_ms();
+        let first_block = self.block(first.saturating_mul(span));
+        let last_block = self.block(last.saturating_mul(span));
+        if first_block <= last_block {
+            vec![first_block..=last_block]
         } else {
-            vec![first_slot..=slots - 1, 0..=last_slot]
+            vec![first_block..=blocks - 1, 0..=last_block]
         }
     }
 }
@@ -180,18 +238,20 @@ pub struct StoredSample {
 }
 
 impl StoredSample {
-    pub fn encode(&self) -> Result<Vec<u8>, RingError> {
+    /// The per-slot encoding of earlier releases (postcard, no format byte).
+    pub fn encode_legacy(&self) -> Result<Vec<u8>, RingError> {
         postcard::to_stdvec(self).map_err(|error| RingError::Encode(error.to_string()))
     }
 
-    pub fn decode(bytes: &[u8]) -> Result<Self, RingError> {
+    /// Reads a slot written by an earlier release.
+    pub fn decode_legacy(bytes: &[u8]) -> Result<Self, RingError> {
         postcard::from_bytes(bytes).map_err(|error| RingError::Decode(error.to_string()))
     }
 
     fn empty(start_ms: i64) -> Self {
         Self {
             start_ms,
-            latency_counts: vec![0; LATENCY_BUCKETS_MS.len() + 1],
+            latency_counts: vec![0; BUCKETS],
             ..Self::default()
         }
     }
@@ -219,6 +279,12 @@ impl StoredSample {
         self.latency_counts = latency.counts;
     }
 
+    /// Adds another stored value of the same interval (used when moving earlier data).
+    fn merge(&mut self, other: &StoredSample, resolution: Resolution) {
+        let (_, sample) = other.to_sample();
+        self.add(&sample, resolution);
+    }
+
     /// The sample form, timestamped with the interval start.
     pub fn to_sample(&self) -> (Timestamp, MetricsSample) {
         let mut latency = LatencyHistogram::default();
@@ -240,10 +306,43 @@ impl StoredSample {
             },
         )
     }
+
+    /// The counters a slot predicts from the previous one, in their stored order.
+    fn counters(&self) -> [u64; 6] {
+        [
+            self.cache_hits,
+            self.cache_misses,
+            self.errors4xx,
+            self.errors5xx,
+            self.bytes_sent,
+            self.bytes_received,
+        ]
+    }
+
+    fn set_counters(&mut self, values: [u64; 6]) {
+        [
+            self.cache_hits,
+            self.cache_misses,
+            self.errors4xx,
+            self.errors5xx,
+            self.bytes_sent,
+            self.bytes_received,
+        ] = values;
+    }
+
+    /// The latency counts as exactly `BUCKETS` values (a malformed length reads as empty, as
+    /// `to_sample` does).
+    fn buckets(&self) -> [u64; BUCKETS] {
+        let mut buckets = [0; BUCKETS];
+        if self.latency_counts.len() == BUCKETS {
+            buckets.copy_from_slice(&self.latency_counts);
+        }
+        buckets
+    }
 }
 
-/// The write rule: what a slot should hold after `sample` (starting at `t`) arrives, or `None`
-/// when the slot already holds a later interval and the sample is too late for this ring.
+/// The write rule for one slot: what it should hold after `sample` (starting at `t`) arrives,
+/// or `None` when it already holds a later interval and the sample is too late for this ring.
 pub fn place(
     existing: Option<StoredSample>,
     resolution: Resolution,
@@ -260,6 +359,290 @@ pub fn place(
     Some(value)
 }
 
+/// One stored block: the lap it holds and its filled slots.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Block {
+    /// Start of the block's first interval.
+    pub start_ms: i64,
+    /// `SLOTS_PER_BLOCK` slots; each filled one's `start_ms` is its own interval's start.
+    pub slots: Vec<Option<StoredSample>>,
+}
+
+impl Block {
+    fn empty(start_ms: i64) -> Self {
+        Self {
+            start_ms,
+            slots: vec![None; SLOTS_PER_BLOCK as usize],
+        }
+    }
+
+    /// The filled slots, oldest first.
+    pub fn samples(&self) -> impl Iterator<Item = &StoredSample> {
+        self.slots.iter().flatten()
+    }
+
+    /// Encodes the block: the format byte, the start, the number of filled slots, then each
+    /// filled slot as a header (gap since the previous filled slot, and whether its seconds and
+    /// its set of non-empty latency buckets changed) followed by its values as zig-zag varint
+    /// differences from their prediction: requests from the previous slot's, every other
+    /// counter and latency bucket from the previous slot's value scaled by the ratio of
+    /// requests. Only non-empty buckets are written.
+    ///
+    /// The whole is then deflated: the differences of steady traffic repeat from slot to slot.
+    pub fn encode(&self) -> Vec<u8> {
+        let raw = self.encode_differences();
+        let mut out = vec![BLOCK_FORMAT];
+        out.extend(miniz_oxide::deflate::compress_to_vec(&raw, DEFLATE_LEVEL));
+        out
+    }
+
+    fn encode_differences(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        put_signed(&mut out, i128::from(self.start_ms));
+        let filled = self.slots.iter().filter(|slot| slot.is_some()).count();
+        put_unsigned(&mut out, filled as u128);
+        let mut previous = StoredSample::empty(self.start_ms);
+        let mut previous_mask = 0u32;
+        let mut previous_index: Option<usize> = None;
+        for (index, slot) in self.slots.iter().enumerate() {
+            let Some(value) = slot else { continue };
+            let gap = previous_index.map_or(index, |p| index - p - 1);
+            previous_index = Some(index);
+            let buckets = value.buckets();
+            let mask = buckets
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| **n != 0)
+                .fold(0u32, |mask, (bucket, _)| mask | 1 << bucket);
+            let seconds_changed = value.seconds != previous.seconds;
+            let mask_changed = mask != previous_mask;
+            put_unsigned(
+                &mut out,
+                (gap as u128) << 2 | u128::from(seconds_changed) << 1 | u128::from(mask_changed),
+            );
+            if seconds_changed {
+                put_unsigned(&mut out, u128::from(value.seconds));
+            }
+            if mask_changed {
+                put_unsigned(&mut out, u128::from(mask));
+            }
+            put_signed(
+                &mut out,
+                i128::from(value.requests) - i128::from(previous.requests),
+            );
+            let scale = Scale::new(previous.requests, value.requests);
+            for (actual, before) in value.counters().iter().zip(previous.counters()) {
+                put_signed(&mut out, i128::from(*actual) - scale.apply(before));
+            }
+            let previous_buckets = previous.buckets();
+            for bucket in 0..BUCKETS {
+                if mask & 1 << bucket != 0 {
+                    put_signed(
+                        &mut out,
+                        i128::from(buckets[bucket]) - scale.apply(previous_buckets[bucket]),
+                    );
+                }
+            }
+            previous = value.clone();
+            previous.latency_counts = buckets.to_vec();
+            previous_mask = mask;
+        }
+        out
+    }
+
+    pub fn decode(resolution: Resolution, bytes: &[u8]) -> Result<Self, RingError> {
+        let Some((&format, deflated)) = bytes.split_first() else {
+            return Err(RingError::Decode("empty block".into()));
+        };
+        if format != BLOCK_FORMAT {
+            return Err(RingError::Decode(format!(
+                "block format {format}, this binary reads {BLOCK_FORMAT}"
+            )));
+        }
+        let raw = miniz_oxide::inflate::decompress_to_vec_with_limit(deflated, MAX_RAW_BLOCK)
+            .map_err(|error| RingError::Decode(format!("block does not inflate: {error}")))?;
+        let bytes = raw.as_slice();
+        let mut input = Reader { bytes, at: 0 };
+        let start_ms = i64::try_from(input.signed()?)
+            .map_err(|_| RingError::Decode("block start out of range".into()))?;
+        let mut block = Block::empty(start_ms);
+        let filled = input.unsigned()?;
+        let mut previous = StoredSample::empty(start_ms);
+        let mut previous_mask = 0u32;
+        let mut next_index = 0u128;
+        for _ in 0..filled {
+            let header = input.unsigned()?;
+            let index = next_index + (header >> 2);
+            let slot = usize::try_from(index)
+                .ok()
+                .filter(|i| *i < SLOTS_PER_BLOCK as usize)
+                .ok_or_else(|| RingError::Decode("slot beyond the block".into()))?;
+            next_index = index + 1;
+            let mut value = StoredSample::empty(
+                start_ms.saturating_add(resolution.interval_ms() * slot as i64),
+            );
+            value.seconds = if header & 0b10 != 0 {
+                u32::try_from(input.unsigned()?)
+                    .map_err(|_| RingError::Decode("seconds out of range".into()))?
+            } else {
+                previous.seconds
+            };
+            let mask = if header & 0b01 != 0 {
+                u32::try_from(input.unsigned()?)
+                    .ok()
+                    .filter(|mask| *mask >> BUCKETS == 0)
+                    .ok_or_else(|| RingError::Decode("bucket mask out of range".into()))?
+            } else {
+                previous_mask
+            };
+            value.requests = counter(i128::from(previous.requests), input.signed()?)?;
+            let scale = Scale::new(previous.requests, value.requests);
+            let mut counters = [0u64; 6];
+            for (slot_value, before) in counters.iter_mut().zip(previous.counters()) {
+                *slot_value = counter(scale.apply(before), input.signed()?)?;
+            }
+            value.set_counters(counters);
+            for bucket in 0..BUCKETS {
+                if mask & 1 << bucket != 0 {
+                    value.latency_counts[bucket] = counter(
+                        scale.apply(previous.latency_counts[bucket]),
+                        input.signed()?,
+                    )?;
+                }
+            }
+            previous = value.clone();
+            previous_mask = mask;
+            block.slots[slot] = Some(value);
+        }
+        if input.at != bytes.len() {
+            return Err(RingError::Decode("trailing bytes after the block".into()));
+        }
+        Ok(block)
+    }
+}
+
+/// The write rule for a block: what it should hold after `sample` (starting at `t`) arrives,
+/// or `None` when it holds a later lap and the sample is too late for this ring.
+pub fn place_in_block(
+    existing: Option<Block>,
+    resolution: Resolution,
+    t: Timestamp,
+    sample: &MetricsSample,
+) -> Option<Block> {
+    let start = resolution.block_start(t.millis());
+    let mut block = match existing {
+        Some(current) if current.start_ms == start => current,
+        Some(current) if current.start_ms > start => return None,
+        _ => Block::empty(start),
+    };
+    let slot = resolution.slot_in_block(t.millis());
+    let value = place(block.slots[slot].take(), resolution, t, sample)?;
+    block.slots[slot] = Some(value);
+    Some(block)
+}
+
+/// Moves a slot of the per-slot layout into its block, keeping the newest lap: the same rule
+/// as [`place_in_block`], so the order in which slots are moved does not matter.
+pub fn move_into_block(
+    existing: Option<Block>,
+    resolution: Resolution,
+    value: &StoredSample,
+) -> Option<Block> {
+    let start = resolution.block_start(value.start_ms);
+    let mut block = match existing {
+        Some(current) if current.start_ms == start => current,
+        Some(current) if current.start_ms > start => return None,
+        _ => Block::empty(start),
+    };
+    let interval = resolution.interval_start(value.start_ms);
+    let slot = resolution.slot_in_block(value.start_ms);
+    match &mut block.slots[slot] {
+        Some(current) if current.start_ms == interval => current.merge(value, resolution),
+        other => {
+            let mut moved = value.clone();
+            moved.start_ms = interval;
+            moved.latency_counts = value.buckets().to_vec();
+            *other = Some(moved);
+        }
+    }
+    Some(block)
+}
+
+/// `previous × to / from` for predicting a counter from the previous slot's; exact integers,
+/// so the encoder and the decoder agree.
+struct Scale {
+    from: u64,
+    to: u64,
+}
+
+impl Scale {
+    fn new(from: u64, to: u64) -> Self {
+        Self { from, to }
+    }
+
+    fn apply(&self, previous: u64) -> i128 {
+        if self.from == 0 {
+            return i128::from(previous);
+        }
+        let scaled = u128::from(previous) * u128::from(self.to) / u128::from(self.from);
+        i128::try_from(scaled).unwrap_or(i128::MAX)
+    }
+}
+
+/// A decoded counter: its prediction plus the stored difference.
+fn counter(predicted: i128, difference: i128) -> Result<u64, RingError> {
+    predicted
+        .checked_add(difference)
+        .and_then(|value| u64::try_from(value).ok())
+        .ok_or_else(|| RingError::Decode("counter out of range".into()))
+}
+
+fn put_unsigned(out: &mut Vec<u8>, mut value: u128) {
+    while value >= 0x80 {
+        out.push((value as u8) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+fn put_signed(out: &mut Vec<u8>, value: i128) {
+    // Zig-zag: small magnitudes of either sign take few bytes.
+    put_unsigned(out, ((value << 1) ^ (value >> 127)) as u128);
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl Reader<'_> {
+    fn byte(&mut self) -> Result<u8, RingError> {
+        let byte = *self
+            .bytes
+            .get(self.at)
+            .ok_or_else(|| RingError::Decode("block ends early".into()))?;
+        self.at += 1;
+        Ok(byte)
+    }
+
+    fn unsigned(&mut self) -> Result<u128, RingError> {
+        let mut value = 0u128;
+        for shift in (0..128).step_by(7) {
+            let byte = self.byte()?;
+            value |= u128::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err(RingError::Decode("varint too long".into()))
+    }
+
+    fn signed(&mut self) -> Result<i128, RingError> {
+        let raw = self.unsigned()?;
+        Ok((raw >> 1) as i128 ^ -((raw & 1) as i128))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -270,38 +653,53 @@ mod tests {
     const NOW: i64 = 1_764_000_000_000 - 1_764_000_000_000 % MINUTE;
 
     #[test]
-    fn slot_ranges() {
+    fn block_ranges() {
         struct Case {
             resolution: Resolution,
             from: i64,
             to: i64,
             expected: Vec<RangeInclusive<u32>>,
         }
-        let base = 2_160 * 10_000 * 1000; // slot 0 of the fine ring
+        // Block 0 of the fine ring: 37 blocks of 10 minutes.
+        let base = 37 * 10 * MINUTE * 1000;
         let cases = vec![
             Case {
                 resolution: Resolution::Fine,
                 from: base,
                 to: base + 30_000,
-                expected: vec![0..=2],
+                expected: vec![0..=0],
             },
             Case {
                 resolution: Resolution::Fine,
-                from: base + 1,
-                to: base + 30_000,
-                expected: vec![1..=2],
+                from: base + 10 * MINUTE - 10_000,
+                to: base + 10 * MINUTE + 10_000,
+                expected: vec![0..=1],
             },
+            // An interval starting exactly at `to` is not in the window.
             Case {
                 resolution: Resolution::Fine,
-                from: base - 20_000,
+                from: base,
+                to: base + 10 * MINUTE,
+                expected: vec![0..=0],
+            },
+            // The first interval starting at or after `from` is in the next block.
+            Case {
+                resolution: Resolution::Fine,
+                from: base - 1,
                 to: base + 10_000,
-                expected: vec![2158..=2159, 0..=0],
+                expected: vec![0..=0],
+            },
+            Case {
+                resolution: Resolution::Fine,
+                from: base - 20 * MINUTE,
+                to: base + 10_000,
+                expected: vec![35..=36, 0..=0],
             },
             Case {
                 resolution: Resolution::Fine,
                 from: base,
                 to: base + 7 * HOUR,
-                expected: vec![0..=2159],
+                expected: vec![0..=36],
             },
             Case {
                 resolution: Resolution::Fine,
@@ -313,17 +711,34 @@ mod tests {
                 resolution: Resolution::Coarse,
                 from: i64::MIN,
                 to: i64::MAX,
-                expected: vec![0..=43_199],
+                expected: vec![0..=720],
             },
         ];
         for case in cases {
             assert_eq!(
-                case.resolution.slot_ranges(case.from, case.to),
+                case.resolution.block_ranges(case.from, case.to),
                 case.expected,
                 "{}..{}",
                 case.from,
                 case.to
             );
+        }
+    }
+
+    #[test]
+    fn a_lap_is_replaced_only_once_older_than_the_retention() {
+        for resolution in [Resolution::Fine, Resolution::Coarse] {
+            let t = NOW + 7 * resolution.interval_ms();
+            let lap = resolution.blocks() as i64 * resolution.block_span_ms();
+            // The same block a lap later, and not before.
+            assert_eq!(resolution.block(t), resolution.block(t + lap));
+            assert!(lap > resolution.retention_ms(), "{resolution:?}");
+            // The next interval to write into the block of `t` starts a lap after the block
+            // of `t` starts, by when every interval of that block is out of retention.
+            let next_lap_start = resolution.block_start(t) + lap;
+            let last_in_block =
+                resolution.block_start(t) + resolution.block_span_ms() - resolution.interval_ms();
+            assert!(next_lap_start - last_in_block >= resolution.retention_ms());
         }
     }
 
@@ -420,45 +835,147 @@ mod tests {
         }
     }
 
-    #[test]
-    fn stored_sample_is_small() {
+    fn busy_sample(requests: u64) -> MetricsSample {
         let mut latency = LatencyHistogram::default();
-        for ms in [
-            0.8, 3.0, 7.0, 12.0, 18.0, 25.0, 35.0, 45.0, 60.0, 90.0, 120.0, 200.0,
-        ] {
-            for _ in 0..200 {
-                latency.record(ms);
+        for (bucket, share) in [(1, 5), (2, 20), (3, 30), (4, 20), (5, 12), (6, 8), (8, 3)] {
+            latency.counts[bucket] = requests * share / 100;
+        }
+        MetricsSample {
+            interval_seconds: 10,
+            requests,
+            cache_hits: requests * 92 / 100,
+            cache_misses: requests - requests * 92 / 100,
+            errors4xx: requests / 500,
+            errors5xx: requests / 1_000,
+            bytes_sent: requests * 24_123,
+            bytes_received: requests * 611,
+            latency,
+        }
+    }
+
+    fn round_trip(resolution: Resolution, block: &Block) -> usize {
+        let bytes = block.encode();
+        assert_eq!(bytes[0], BLOCK_FORMAT);
+        assert_eq!(&Block::decode(resolution, &bytes).expect("decodes"), block);
+        bytes.len()
+    }
+
+    #[test]
+    fn blocks_round_trip_exactly_and_steady_traffic_is_small() {
+        // A full block of a busy edge whose traffic wanders: a few bytes a slot.
+        let mut block = None;
+        for i in 0..60 {
+            let t = Timestamp(NOW + i * 10_000);
+            let sample = busy_sample(2_000 + (i as u64 * 137) % 900);
+            block = place_in_block(block, Resolution::Fine, t, &sample);
+        }
+        let block = block.expect("placed");
+        assert_eq!(block.samples().count(), 60);
+        let len = round_trip(Resolution::Fine, &block);
+        assert!(len <= 60 * 8, "{len}");
+
+        // Gaps, a slot that merged two reports, changing bucket sets and seconds.
+        let mut sparse = None;
+        for (slot, requests, latency_ms) in [(3, 0, 1.0), (4, 10, 0.5), (9, 7, 900.0), (59, 1, 3.0)]
+        {
+            let mut sample = busy_sample(requests);
+            sample.interval_seconds = 6;
+            sample.latency.record(latency_ms);
+            let t = Timestamp(NOW + slot * MINUTE);
+            sparse = place_in_block(sparse, Resolution::Coarse, t, &sample);
+            if slot == 9 {
+                sparse = place_in_block(sparse, Resolution::Coarse, t, &busy_sample(5));
             }
         }
-        let sample = MetricsSample {
-            interval_seconds: 10,
-            requests: 2_400,
-            cache_hits: 2_200,
-            cache_misses: 200,
-            errors4xx: 4,
-            errors5xx: 1,
-            bytes_sent: 48_000_000,
-            bytes_received: 1_200_000,
-            latency,
-        };
-        let typical = place(None, Resolution::Fine, Timestamp(NOW), &sample).expect("fresh");
-        let typical_len = typical.encode().expect("encodes").len();
-        assert!(typical_len <= 60, "{typical_len}");
-        let worst = StoredSample {
+        let sparse = sparse.expect("placed");
+        assert_eq!(sparse.samples().count(), 4);
+        round_trip(Resolution::Coarse, &sparse);
+
+        // The largest values there are, and a jump from them to nothing and back.
+        let mut extreme = Block::empty(i64::MIN);
+        let max = StoredSample {
             start_ms: i64::MIN,
             seconds: u32::MAX,
             requests: u64::MAX,
             cache_hits: u64::MAX,
-            cache_misses: u64::MAX,
+            cache_misses: 0,
             errors4xx: u64::MAX,
-            errors5xx: u64::MAX,
+            errors5xx: 1,
             bytes_sent: u64::MAX,
             bytes_received: u64::MAX,
-            latency_counts: vec![u64::MAX; LATENCY_BUCKETS_MS.len() + 1],
+            latency_counts: vec![u64::MAX; BUCKETS],
         };
-        let bytes = worst.encode().expect("encodes");
-        assert_eq!(bytes.len(), 246);
-        assert_eq!(StoredSample::decode(&bytes).expect("decodes"), worst);
-        assert!(StoredSample::decode(&[0xff, 0xff]).is_err());
+        extreme.slots[0] = Some(max.clone());
+        extreme.slots[1] = Some(StoredSample::empty(i64::MIN + 60_000));
+        extreme.slots[2] = Some(StoredSample {
+            start_ms: i64::MIN + 120_000,
+            ..max
+        });
+        round_trip(Resolution::Coarse, &extreme);
+    }
+
+    #[test]
+    fn damaged_or_unknown_blocks_are_refused_not_misread() {
+        let block = place_in_block(None, Resolution::Fine, Timestamp(NOW), &busy_sample(2_000))
+            .expect("placed");
+        let bytes = block.encode();
+        let mut future = bytes.clone();
+        future[0] = BLOCK_FORMAT + 1;
+        assert!(Block::decode(Resolution::Fine, &future).is_err());
+        for cut in 0..bytes.len() {
+            assert!(
+                Block::decode(Resolution::Fine, &bytes[..cut]).is_err(),
+                "{cut}"
+            );
+        }
+        let deflated = |raw: &[u8]| {
+            let mut bytes = vec![BLOCK_FORMAT];
+            bytes.extend(miniz_oxide::deflate::compress_to_vec(raw, DEFLATE_LEVEL));
+            bytes
+        };
+        let mut trailing = block.encode_differences();
+        assert!(Block::decode(Resolution::Fine, &deflated(&trailing)).is_ok());
+        trailing.push(0);
+        assert!(Block::decode(Resolution::Fine, &deflated(&trailing)).is_err());
+        // A slot index past the block, a counter below zero, a block that inflates too far.
+        assert!(Block::decode(Resolution::Fine, &deflated(&[0, 1, 60 << 2])).is_err());
+        assert!(Block::decode(Resolution::Fine, &deflated(&[0, 1, 0, 1])).is_err());
+        assert!(Block::decode(Resolution::Fine, &deflated(&[0; MAX_RAW_BLOCK + 1])).is_err());
+        assert!(Block::decode(Resolution::Fine, &[]).is_err());
+        assert!(Block::decode(Resolution::Fine, &[0xff; 40]).is_err());
+    }
+
+    #[test]
+    fn place_in_block_keeps_the_newest_lap() {
+        let resolution = Resolution::Fine;
+        let sample = busy_sample(100);
+        let t = Timestamp(NOW + 20_000);
+        let block = place_in_block(None, resolution, t, &sample).expect("fresh");
+        let lap = resolution.blocks() as i64 * resolution.block_span_ms();
+        // A sample a lap later replaces the whole block.
+        let later = place_in_block(Some(block.clone()), resolution, t.plus_millis(lap), &sample)
+            .expect("newer lap");
+        assert_eq!(later.start_ms, block.start_ms + lap);
+        assert_eq!(later.samples().count(), 1);
+        // A sample of the earlier lap arriving after it is dropped.
+        assert_eq!(place_in_block(Some(later), resolution, t, &sample), None);
+        // Moving an earlier layout's slot follows the same rule.
+        let legacy = StoredSample {
+            start_ms: NOW + 30_000,
+            requests: 3,
+            seconds: 10,
+            latency_counts: vec![0; BUCKETS],
+            ..StoredSample::default()
+        };
+        let moved = move_into_block(Some(block), resolution, &legacy).expect("same lap");
+        assert_eq!(
+            moved.samples().map(|s| s.requests).collect::<Vec<_>>(),
+            [100, 3]
+        );
+        let bytes = legacy.encode_legacy().expect("encodes");
+        assert_eq!(
+            StoredSample::decode_legacy(&bytes).expect("decodes"),
+            legacy
+        );
     }
 }

@@ -1,25 +1,33 @@
-//! Per-edge metric ring buffers in redb (SPEC §8.2): tables `series_10s` and `series_1m`, keyed
-//! `(edge_id, slot)`, values postcard `StoredSample`s.
+//! Per-edge metric ring buffers in redb (SPEC §8.2): tables `series_fine` and
+//! `series_minutes`, keyed `(edge_id, block)`, values encoded `ring::Block`s.
 //!
-//! The layout, the write rule, the read rule across the 6-hour boundary and the fixed storage
-//! per edge are documented in `store::ring`; this file only applies them to redb. The
-//! functions take a `Database` or a transaction rather than a store handle so the caller decides
+//! The layout, the write rule, the read rule across the 6-hour boundary and the storage per
+//! edge are documented in `store::ring`; this file only applies them to redb. The functions
+//! take a `Database` or a transaction rather than a store handle so the caller decides
 //! batching and durability: heartbeats of many edges go into one write transaction.
 //!
 //! Callers pass `now` explicitly; it must be the same clock for writes and reads. Like every redb
 //! call these block: run them off the async threads.
 
+use std::collections::HashMap;
+
 use redb::{
-    Database, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
+    Database, ReadTransaction, ReadableDatabase, ReadableTable, Table, TableDefinition,
+    TableHandle, WriteTransaction,
 };
 use thiserror::Error;
 
-use super::ring::{self, Resolution, RingError, StoredSample};
+use super::ring::{self, Block, Resolution, RingError, StoredSample};
 use crate::model::{MetricsSample, Timestamp};
 
-pub(crate) const SERIES_10S: TableDefinition<(&str, u32), &[u8]> =
-    TableDefinition::new("series_10s");
-pub(crate) const SERIES_1M: TableDefinition<(&str, u32), &[u8]> = TableDefinition::new("series_1m");
+pub(crate) const SERIES_FINE: TableDefinition<(&str, u32), &[u8]> =
+    TableDefinition::new("series_fine");
+pub(crate) const SERIES_MINUTES: TableDefinition<(&str, u32), &[u8]> =
+    TableDefinition::new("series_minutes");
+
+/// The per-slot tables of earlier releases, moved into blocks by [`migrate_legacy`].
+const LEGACY_10S: TableDefinition<(&str, u32), &[u8]> = TableDefinition::new("series_10s");
+const LEGACY_1M: TableDefinition<(&str, u32), &[u8]> = TableDefinition::new("series_1m");
 
 #[derive(Debug, Error)]
 pub enum SeriesError {
@@ -42,52 +50,70 @@ fn table_for(
     resolution: Resolution,
 ) -> TableDefinition<'static, (&'static str, u32), &'static [u8]> {
     match resolution {
-        Resolution::Fine => SERIES_10S,
-        Resolution::Coarse => SERIES_1M,
+        Resolution::Fine => SERIES_FINE,
+        Resolution::Coarse => SERIES_MINUTES,
     }
 }
 
+type SeriesTable<'txn> = Table<'txn, (&'static str, u32), &'static [u8]>;
+
+fn load_block(
+    table: &SeriesTable<'_>,
+    resolution: Resolution,
+    edge_id: &str,
+    block: u32,
+) -> Result<Option<Block>, SeriesError> {
+    Ok(
+        match table.get((edge_id, block)).map_err(redb::Error::from)? {
+            // An undecodable block is treated as empty so the ring heals on the next lap.
+            Some(bytes) => Block::decode(resolution, bytes.value()).ok(),
+            None => None,
+        },
+    )
+}
+
 /// Writes a batch of `(edge_id, interval start, sample)` into both rings of each edge, inside
-/// the caller's transaction (commit is the caller's).
+/// the caller's transaction (commit is the caller's). A block touched by several samples of
+/// the batch is read and written once.
 pub fn write_samples(
     txn: &WriteTransaction,
     samples: &[(String, Timestamp, MetricsSample)],
     now: Timestamp,
 ) -> Result<WriteOutcome, SeriesError> {
     let mut outcome = WriteOutcome::default();
-    let mut fine = txn.open_table(SERIES_10S).map_err(redb::Error::from)?;
-    let mut coarse = txn.open_table(SERIES_1M).map_err(redb::Error::from)?;
+    let mut fine = txn.open_table(SERIES_FINE).map_err(redb::Error::from)?;
+    let mut coarse = txn.open_table(SERIES_MINUTES).map_err(redb::Error::from)?;
+    let mut touched: HashMap<(Resolution, &str, u32), Option<Block>> = HashMap::new();
     for (edge_id, t, sample) in samples {
         let mut stored_anywhere = false;
-        for (resolution, table) in [
-            (Resolution::Fine, &mut fine),
-            (Resolution::Coarse, &mut coarse),
-        ] {
+        for (resolution, table) in [(Resolution::Fine, &fine), (Resolution::Coarse, &coarse)] {
             if !resolution.accepts(t.millis(), now) {
                 continue;
             }
-            let slot = resolution.slot(t.millis());
-            let existing = match table
-                .get((edge_id.as_str(), slot))
-                .map_err(redb::Error::from)?
-            {
-                // An undecodable slot is treated as empty so the ring heals on the next lap.
-                Some(bytes) => StoredSample::decode(bytes.value()).ok(),
-                None => None,
+            let key = (resolution, edge_id.as_str(), resolution.block(t.millis()));
+            let existing = match touched.remove(&key) {
+                Some(block) => block,
+                None => load_block(table, resolution, edge_id, key.2)?,
             };
-            if let Some(value) = ring::place(existing, resolution, *t, sample) {
-                let bytes = value.encode()?;
-                table
-                    .insert((edge_id.as_str(), slot), bytes.as_slice())
-                    .map_err(redb::Error::from)?;
-                stored_anywhere = true;
-            }
+            let placed = ring::place_in_block(existing.clone(), resolution, *t, sample);
+            stored_anywhere |= placed.is_some();
+            touched.insert(key, placed.or(existing));
         }
         if stored_anywhere {
             outcome.stored += 1;
         } else {
             outcome.rejected += 1;
         }
+    }
+    for ((resolution, edge_id, block), value) in touched {
+        let Some(value) = value else { continue };
+        let table = match resolution {
+            Resolution::Fine => &mut fine,
+            Resolution::Coarse => &mut coarse,
+        };
+        table
+            .insert((edge_id, block), value.encode().as_slice())
+            .map_err(redb::Error::from)?;
     }
     Ok(outcome)
 }
@@ -130,19 +156,22 @@ pub fn read_range_in(
             Err(error) => return Err(redb::Error::from(error).into()),
         };
         let first = samples.len();
-        for slots in resolution.slot_ranges(part_from, part_to) {
+        for blocks in resolution.block_ranges(part_from, part_to) {
             let range = table
-                .range((edge_id, *slots.start())..=(edge_id, *slots.end()))
+                .range((edge_id, *blocks.start())..=(edge_id, *blocks.end()))
                 .map_err(redb::Error::from)?;
             for entry in range {
                 let (_, bytes) = entry.map_err(redb::Error::from)?;
-                let Ok(value) = StoredSample::decode(bytes.value()) else {
+                let Ok(block) = Block::decode(resolution, bytes.value()) else {
                     continue;
                 };
-                // Slots also hold earlier laps; only the window's own intervals count.
-                if value.start_ms >= part_from && value.start_ms < part_to {
-                    samples.push(value.to_sample());
-                }
+                // Blocks also hold earlier laps; only the window's own intervals count.
+                samples.extend(
+                    block
+                        .samples()
+                        .filter(|value| value.start_ms >= part_from && value.start_ms < part_to)
+                        .map(StoredSample::to_sample),
+                );
             }
         }
         samples[first..].sort_by_key(|(t, _)| *t);
@@ -158,6 +187,81 @@ pub fn delete_edge(txn: &WriteTransaction, edge_id: &str) -> Result<(), SeriesEr
             .map_err(redb::Error::from)?;
         table
             .retain_in((edge_id, 0)..=(edge_id, u32::MAX), |_, _| false)
+            .map_err(redb::Error::from)?;
+    }
+    Ok(())
+}
+
+/// Moves the per-slot rings of earlier releases into blocks and drops their tables; nothing
+/// to do once they are gone. Runs inside the caller's transaction (the store's open), one edge
+/// at a time so memory stays bounded by one edge's rings. Returns the slots moved.
+pub fn migrate_legacy(txn: &WriteTransaction) -> Result<usize, SeriesError> {
+    let mut moved = 0;
+    for (resolution, legacy) in [
+        (Resolution::Fine, LEGACY_10S),
+        (Resolution::Coarse, LEGACY_1M),
+    ] {
+        let exists = txn
+            .list_tables()
+            .map_err(redb::Error::from)?
+            .any(|handle| handle.name() == legacy.name());
+        if !exists {
+            continue;
+        }
+        {
+            let old = txn.open_table(legacy).map_err(redb::Error::from)?;
+            let mut new = txn
+                .open_table(table_for(resolution))
+                .map_err(redb::Error::from)?;
+            let mut edge: Option<String> = None;
+            let mut blocks: HashMap<u32, Block> = HashMap::new();
+            for entry in old.iter().map_err(redb::Error::from)? {
+                let (key, bytes) = entry.map_err(redb::Error::from)?;
+                let (edge_id, _) = key.value();
+                if edge.as_deref() != Some(edge_id) {
+                    if let Some(done) = edge.take() {
+                        store_blocks(&mut new, &done, std::mem::take(&mut blocks))?;
+                    }
+                    edge = Some(edge_id.to_string());
+                }
+                // A slot that no longer decodes is left behind, as a read would skip it.
+                let Ok(value) = StoredSample::decode_legacy(bytes.value()) else {
+                    continue;
+                };
+                let index = resolution.block(value.start_ms);
+                let existing = match blocks.remove(&index) {
+                    Some(block) => Some(block),
+                    None => load_block(&new, resolution, edge_id, index)?,
+                };
+                match ring::move_into_block(existing.clone(), resolution, &value) {
+                    Some(block) => {
+                        blocks.insert(index, block);
+                        moved += 1;
+                    }
+                    None => {
+                        if let Some(block) = existing {
+                            blocks.insert(index, block);
+                        }
+                    }
+                }
+            }
+            if let Some(done) = edge {
+                store_blocks(&mut new, &done, blocks)?;
+            }
+        }
+        txn.delete_table(legacy).map_err(redb::Error::from)?;
+    }
+    Ok(moved)
+}
+
+fn store_blocks(
+    table: &mut SeriesTable<'_>,
+    edge_id: &str,
+    blocks: HashMap<u32, Block>,
+) -> Result<(), SeriesError> {
+    for (index, block) in blocks {
+        table
+            .insert((edge_id, index), block.encode().as_slice())
             .map_err(redb::Error::from)?;
     }
     Ok(())
@@ -269,16 +373,19 @@ mod tests {
         txn.commit().expect("commit");
 
         let read = db.begin_read().expect("read txn");
-        let table = read.open_table(SERIES_1M).expect("table");
-        let slot = Resolution::Coarse.slot(minute);
-        let stored = StoredSample::decode(
+        let table = read.open_table(SERIES_MINUTES).expect("table");
+        let block = Block::decode(
+            Resolution::Coarse,
             table
-                .get(("edge-a", slot))
+                .get(("edge-a", Resolution::Coarse.block(minute)))
                 .expect("get")
-                .expect("slot filled")
+                .expect("block filled")
                 .value(),
         )
         .expect("decodes");
+        let stored = block.slots[Resolution::Coarse.slot_in_block(minute)]
+            .clone()
+            .expect("slot filled");
         assert_eq!(stored.start_ms, minute);
         assert_eq!(stored.requests, 100 + 101 + 102 + 103 + 104 + 105);
         assert_eq!(stored.errors4xx, 6);
@@ -380,5 +487,233 @@ mod tests {
             (0, 0)
         );
         assert_eq!(requests_in(&db, "edge-b", NOW - HOUR, NOW, NOW), (1, 5));
+    }
+
+    /// The per-slot layout of earlier releases, kept here to compare answers and to write
+    /// data for the migration: one postcard value per slot, `(t / interval) mod slots`.
+    mod legacy {
+        use super::super::*;
+
+        fn table(
+            resolution: Resolution,
+        ) -> TableDefinition<'static, (&'static str, u32), &'static [u8]> {
+            match resolution {
+                Resolution::Fine => LEGACY_10S,
+                Resolution::Coarse => LEGACY_1M,
+            }
+        }
+
+        fn slot(resolution: Resolution, t_ms: i64) -> u32 {
+            u32::try_from(
+                t_ms.div_euclid(resolution.interval_ms())
+                    .rem_euclid(i64::from(resolution.slots())),
+            )
+            .expect("slot fits")
+        }
+
+        pub(super) fn write(
+            txn: &WriteTransaction,
+            samples: &[(String, Timestamp, MetricsSample)],
+            now: Timestamp,
+        ) {
+            for resolution in [Resolution::Fine, Resolution::Coarse] {
+                let mut table = txn.open_table(table(resolution)).expect("table");
+                for (edge_id, t, sample) in samples {
+                    if !resolution.accepts(t.millis(), now) {
+                        continue;
+                    }
+                    let key = (edge_id.as_str(), slot(resolution, t.millis()));
+                    let existing = table
+                        .get(key)
+                        .expect("get")
+                        .and_then(|bytes| StoredSample::decode_legacy(bytes.value()).ok());
+                    if let Some(value) = ring::place(existing, resolution, *t, sample) {
+                        let bytes = value.encode_legacy().expect("encodes");
+                        table.insert(key, bytes.as_slice()).expect("insert");
+                    }
+                }
+            }
+        }
+
+        pub(super) fn read(
+            db: &Database,
+            edge_id: &str,
+            from: Timestamp,
+            to: Timestamp,
+            now: Timestamp,
+        ) -> Vec<(Timestamp, MetricsSample)> {
+            let txn = db.begin_read().expect("read txn");
+            let plan = ring::read_plan(from, to, now);
+            let mut samples = Vec::new();
+            for (resolution, part) in [
+                (Resolution::Coarse, plan.coarse),
+                (Resolution::Fine, plan.fine),
+            ] {
+                let Some((part_from, part_to)) = part else {
+                    continue;
+                };
+                let table = txn.open_table(table(resolution)).expect("table");
+                let first = samples.len();
+                for entry in table
+                    .range((edge_id, 0)..=(edge_id, u32::MAX))
+                    .expect("range")
+                {
+                    let (_, bytes) = entry.expect("entry");
+                    let value = StoredSample::decode_legacy(bytes.value()).expect("decodes");
+                    if value.start_ms >= part_from && value.start_ms < part_to {
+                        samples.push(value.to_sample());
+                    }
+                }
+                samples[first..].sort_by_key(|(t, _)| *t);
+            }
+            samples
+        }
+    }
+
+    /// Irregular traffic of two edges over seven hours, with gaps, late and doubled reports
+    /// and bursts: what a layout must answer the same way.
+    type Batch = Vec<(String, Timestamp, MetricsSample)>;
+
+    fn irregular_history() -> Vec<(Batch, Timestamp)> {
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move |bound: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % bound
+        };
+        let mut batches = Vec::new();
+        for i in 0..7 * 360 {
+            let now = Timestamp(NOW - 7 * HOUR + i * 10_000);
+            let mut batch = Vec::new();
+            for edge in ["edge-a", "edge-b"] {
+                if next(10) == 0 {
+                    continue; // a missed heartbeat
+                }
+                let requests = if next(50) == 0 {
+                    next(1_000_000)
+                } else {
+                    next(3_000)
+                };
+                let mut latency = LatencyHistogram::default();
+                for _ in 0..next(40) {
+                    latency.record(next(3_000) as f64 / 2.0);
+                }
+                let hits = next(requests + 1);
+                let sample = MetricsSample {
+                    interval_seconds: 10,
+                    requests,
+                    cache_hits: hits,
+                    cache_misses: requests - hits,
+                    errors4xx: next(20),
+                    errors5xx: next(3),
+                    bytes_sent: requests * next(50_000),
+                    bytes_received: next(u64::MAX / 4),
+                    latency,
+                };
+                // Now and then a report arrives late, or twice for one interval.
+                let late = if next(20) == 0 { 30_000 } else { 0 };
+                batch.push((
+                    edge.to_string(),
+                    now.plus_millis(-10_000 - late),
+                    sample.clone(),
+                ));
+                if next(30) == 0 {
+                    batch.push((edge.to_string(), now.plus_millis(-10_000), sample));
+                }
+            }
+            batches.push((batch, now));
+        }
+        batches
+    }
+
+    fn windows() -> Vec<(i64, i64)> {
+        vec![
+            (NOW - 7 * HOUR, NOW),
+            (NOW - HOUR, NOW),
+            (NOW - 5 * MINUTE, NOW),
+            (NOW - 6 * HOUR - 17 * MINUTE, NOW - 5 * HOUR - 3 * MINUTE),
+            (NOW - 6 * HOUR + 25_000, NOW - 6 * HOUR + 9 * MINUTE + 5_000),
+            (NOW - 3 * HOUR - 1, NOW - 2 * HOUR + 1),
+        ]
+    }
+
+    #[test]
+    fn blocks_answer_every_query_as_the_per_slot_layout_did() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let old = Database::create(dir.path().join("old.redb")).expect("old");
+        let new = Database::create(dir.path().join("new.redb")).expect("new");
+        // An hour of heartbeats per transaction; each batch is written at its own `now`.
+        for hour in irregular_history().chunks(360) {
+            let (old_txn, new_txn) = (
+                old.begin_write().expect("txn"),
+                new.begin_write().expect("txn"),
+            );
+            for (batch, now) in hour {
+                legacy::write(&old_txn, batch, *now);
+                write_samples(&new_txn, batch, *now).expect("write");
+            }
+            old_txn.commit().expect("commit");
+            new_txn.commit().expect("commit");
+        }
+        for edge in ["edge-a", "edge-b"] {
+            for (from, to) in windows() {
+                let (from, to, now) = (Timestamp(from), Timestamp(to), Timestamp(NOW));
+                let expected = legacy::read(&old, edge, from, to, now);
+                assert!(!expected.is_empty());
+                let actual = read_range(&new, edge, from, to, now).expect("read");
+                assert_eq!(actual, expected, "{edge} {from:?}..{to:?}");
+                let snapshot = |samples: &[(Timestamp, MetricsSample)]| {
+                    crate::monitor::aggregate::to_snapshot(
+                        &WindowTotals::from_samples(samples, from, to).stats(),
+                        to,
+                    )
+                };
+                assert_eq!(snapshot(&actual), snapshot(&expected));
+            }
+        }
+    }
+
+    #[test]
+    fn data_of_the_per_slot_layout_is_moved_into_blocks_on_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("series.redb");
+        {
+            let db = Database::create(&path).expect("db");
+            let txn = db.begin_write().expect("write txn");
+            for (batch, now) in irregular_history() {
+                legacy::write(&txn, &batch, now);
+            }
+            txn.commit().expect("commit");
+        }
+        let db = Database::create(&path).expect("db");
+        let mut expected = Vec::new();
+        for edge in ["edge-a", "edge-b"] {
+            for (from, to) in windows() {
+                let (from, to, now) = (Timestamp(from), Timestamp(to), Timestamp(NOW));
+                expected.push(legacy::read(&db, edge, from, to, now));
+            }
+        }
+        let txn = db.begin_write().expect("write txn");
+        let moved = migrate_legacy(&txn).expect("migrate");
+        txn.commit().expect("commit");
+        assert!(moved > 7 * 360, "{moved}");
+        let mut answers = expected.into_iter();
+        for edge in ["edge-a", "edge-b"] {
+            for (from, to) in windows() {
+                let (from, to, now) = (Timestamp(from), Timestamp(to), Timestamp(NOW));
+                let actual = read_range(&db, edge, from, to, now).expect("read");
+                assert_eq!(Some(actual), answers.next(), "{edge} {from:?}..{to:?}");
+            }
+        }
+        // The old tables are gone and a second open has nothing to move.
+        let txn = db.begin_write().expect("write txn");
+        assert!(
+            !txn.list_tables()
+                .expect("tables")
+                .any(|handle| handle.name() == LEGACY_1M.name()
+                    || handle.name() == LEGACY_10S.name())
+        );
+        assert_eq!(migrate_legacy(&txn).expect("migrate"), 0);
     }
 }

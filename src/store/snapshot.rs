@@ -126,8 +126,8 @@ macro_rules! with_table {
             "configuration_patterns" => $f(super::patterns::CONFIG_PATTERNS, $($arg),*),
             "nack_counts" => $f(super::counters::NACKS, $($arg),*),
             "pending_breaches" => $f(super::counters::BREACHES, $($arg),*),
-            "series_10s" => $f(super::series::SERIES_10S, $($arg),*),
-            "series_1m" => $f(super::series::SERIES_1M, $($arg),*),
+            "series_fine" => $f(super::series::SERIES_FINE, $($arg),*),
+            "series_minutes" => $f(super::series::SERIES_MINUTES, $($arg),*),
             "audit" => $f(super::AUDIT, $($arg),*),
             "command_log" => $f(super::LOG, $($arg),*),
             other => Err(StoreError::Corrupt(format!("unknown table '{other}'"))),
@@ -153,8 +153,8 @@ pub const TABLES: &[&str] = &[
     "configuration_patterns",
     "nack_counts",
     "pending_breaches",
-    "series_10s",
-    "series_1m",
+    "series_fine",
+    "series_minutes",
     "audit",
     "command_log",
 ];
@@ -908,7 +908,7 @@ mod tests {
         assert!(
             meta.tables
                 .iter()
-                .any(|t| t.name == "series_10s" && t.entries > 0)
+                .any(|t| t.name == "series_fine" && t.entries > 0)
         );
 
         let target = tempfile::tempdir().unwrap();
