@@ -9,9 +9,10 @@ use super::{EDGES, Reader, StoreError, codec};
 use crate::model::BreachState;
 
 /// (location, configuration, version) → NACKs of that version by that edge.
-const NACKS: TableDefinition<(&str, &str, &str), u32> = TableDefinition::new("nack_counts");
+pub(crate) const NACKS: TableDefinition<(&str, &str, &str), u32> =
+    TableDefinition::new("nack_counts");
 /// Deployment id → its analysis' pending breach counters, when any is above zero.
-const BREACHES: TableDefinition<&str, &[u8]> = TableDefinition::new("pending_breaches");
+pub(crate) const BREACHES: TableDefinition<&str, &[u8]> = TableDefinition::new("pending_breaches");
 
 /// Counts one more NACK; the NACK that reaches `quarantine_after` quarantines the edge in the
 /// same transaction.

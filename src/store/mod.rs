@@ -13,6 +13,7 @@ pub mod codec;
 pub mod command;
 mod counters;
 mod patterns;
+mod replica;
 pub mod ring;
 pub mod series;
 mod writer;
@@ -26,6 +27,7 @@ pub use command::{
     Applied, AuditRecord, Command, CommandEnvelope, EdgeChanges, EdgeRecord, Freeze,
     HeartbeatRecord, LogEntry,
 };
+pub use replica::{LeaderRecord, SyncGate};
 
 use crate::model::{Configuration, ConfigurationVersion, Deployment, User};
 
@@ -68,6 +70,9 @@ pub enum StoreError {
     Unavailable(String),
     #[error("stored data is unreadable: {0}")]
     Corrupt(String),
+    /// Refused because this node is not the primary (SPEC §9).
+    #[error("{0}")]
+    NotLeader(String),
 }
 
 macro_rules! storage_error {
@@ -103,6 +108,7 @@ storage_error!(
 pub struct Store {
     db: Arc<Database>,
     writer: Arc<writer::Writer>,
+    replication: Arc<replica::Replication>,
     path: PathBuf,
 }
 
@@ -137,11 +143,14 @@ impl Store {
             txn.open_table(LOG)?;
         }
         apply::build_indexes(&txn)?;
+        let (_, last_index) = apply::last_log_position(&txn)?;
         txn.commit()?;
         let db = Arc::new(db);
+        let replication = Arc::new(replica::Replication::new(last_index));
         Ok(Self {
-            writer: Arc::new(writer::Writer::start(db.clone())?),
+            writer: Arc::new(writer::Writer::start(db.clone(), replication.clone())?),
             db,
+            replication,
             path,
         })
     }
@@ -152,11 +161,13 @@ impl Store {
 
     /// Applies one command durably (see the module doc) on the writer thread.
     pub async fn apply(&self, envelope: CommandEnvelope) -> Result<Applied, StoreError> {
+        self.check_writable()?;
         self.writer.apply(envelope).await
     }
 
     /// The synchronous form of [`Store::apply`], for offline commands and tests.
     pub fn apply_blocking(&self, envelope: CommandEnvelope) -> Result<Applied, StoreError> {
+        self.check_writable()?;
         self.writer.apply_blocking(envelope)
     }
 
@@ -167,6 +178,13 @@ impl Store {
         &self,
         envelopes: &[CommandEnvelope],
     ) -> Vec<Result<Applied, StoreError>> {
+        if !self.is_writable() {
+            return envelopes
+                .iter()
+                .map(|_| self.check_writable())
+                .map(|r| r.map(|()| Applied::Nothing))
+                .collect();
+        }
         let unbounded = apply::BatchLimits {
             max_log_bytes: usize::MAX,
             max_failures: usize::MAX,
@@ -413,7 +431,8 @@ impl Reader {
         Ok(out)
     }
 
-    /// (term, index) of the last log entry; (current term, 0) for an empty log.
+    /// (term, index) of the last log entry, or of the last one compaction dropped; (current
+    /// term, 0) for a log that never had one.
     pub fn last_log_position(&self) -> Result<(u64, u64), StoreError> {
         let table = self.txn.open_table(LOG)?;
         let last = table.last()?;
@@ -422,7 +441,10 @@ impl Reader {
                 let entry: LogEntry = codec::decode(value.value())?;
                 Ok((entry.term, entry.index))
             }
-            None => Ok((apply::current_term_of(&self.meta(apply::TERM_KEY)?), 0)),
+            None => match self.compacted_position()? {
+                Some(position) => Ok(position),
+                None => Ok((apply::current_term_of(&self.meta(apply::TERM_KEY)?), 0)),
+            },
         }
     }
 }

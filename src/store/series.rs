@@ -17,8 +17,9 @@ use thiserror::Error;
 use super::ring::{self, Resolution, RingError, StoredSample};
 use crate::model::{MetricsSample, Timestamp};
 
-const SERIES_10S: TableDefinition<(&str, u32), &[u8]> = TableDefinition::new("series_10s");
-const SERIES_1M: TableDefinition<(&str, u32), &[u8]> = TableDefinition::new("series_1m");
+pub(crate) const SERIES_10S: TableDefinition<(&str, u32), &[u8]> =
+    TableDefinition::new("series_10s");
+pub(crate) const SERIES_1M: TableDefinition<(&str, u32), &[u8]> = TableDefinition::new("series_1m");
 
 #[derive(Debug, Error)]
 pub enum SeriesError {
