@@ -2,6 +2,7 @@
 //! authorise a request, call one use case (`service`) or read the store, and turn every
 //! failure into the one error shape.
 
+pub mod cluster;
 pub mod configurations;
 pub mod deployments;
 pub mod edges;
@@ -91,6 +92,12 @@ pub fn routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(metrics::deployment))
         .routes(routes!(system::get_thresholds, system::set_thresholds))
         .routes(routes!(system::audit))
+        .routes(routes!(cluster::view))
+        .routes(routes!(cluster::promote))
+        .routes(routes!(cluster::log))
+        .routes(routes!(cluster::status))
+        .routes(routes!(cluster::copy))
+        .routes(routes!(cluster::secret_key))
         .routes(routes!(openapi::document));
 
     OpenApiRouter::with_openapi(openapi::base())

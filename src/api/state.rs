@@ -36,6 +36,7 @@ pub struct ApiParts {
     pub deployments: Deployments,
     pub edges: Edges,
     pub users: Users,
+    pub cluster: crate::cluster::Cluster,
 }
 
 /// Everything a request handler needs; cheap to clone.
@@ -103,6 +104,9 @@ impl ApiState {
     }
     pub fn users(&self) -> &Users {
         &self.inner.parts.users
+    }
+    pub fn cluster(&self) -> &crate::cluster::Cluster {
+        &self.inner.parts.cluster
     }
     /// The server-wide default RollbackConfig.
     pub async fn thresholds(&self) -> Result<RollbackConfig, StoreError> {
