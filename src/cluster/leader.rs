@@ -168,10 +168,10 @@ pub(super) async fn watch_peers(cluster: Cluster) {
     }
 }
 
-/// Every ten seconds: on the primary, drops the entries every known standby has applied;
+/// Every two seconds: on the primary, drops the entries every known standby has applied;
 /// on any node, the oldest beyond `cluster.max_log_entries`.
 pub(super) async fn compact(cluster: Cluster) {
-    let mut tick = tokio::time::interval(Duration::from_secs(10));
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;

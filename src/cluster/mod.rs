@@ -450,16 +450,23 @@ impl Cluster {
 
     /// This node's [`wire::PeerStatus`].
     pub async fn status(&self) -> Result<wire::PeerStatus, StoreError> {
-        let (term, last_index) = self
+        let (term, compacted, last_index) = self
             .inner
             .store
-            .read(|reader| Ok((reader.current_term()?, reader.last_log_position()?.1)))
+            .read(|reader| {
+                Ok((
+                    reader.current_term()?,
+                    reader.compacted_position()?,
+                    reader.last_log_position()?.1,
+                ))
+            })
             .await?;
         Ok(wire::PeerStatus {
             node_id: self.inner.node_id.clone(),
             url: self.url(),
             role: self.role(),
             term,
+            first_index: compacted.map_or(1, |(_, index)| index + 1),
             last_index,
         })
     }

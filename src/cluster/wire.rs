@@ -48,6 +48,8 @@ pub struct PeerStatus {
     pub url: String,
     pub role: super::NodeRole,
     pub term: u64,
+    /// First index the log still holds (entries before were compacted).
+    pub first_index: u64,
     pub last_index: u64,
 }
 

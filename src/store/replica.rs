@@ -64,10 +64,12 @@ pub(crate) struct Replication {
 
 impl Replication {
     pub(crate) fn new(last_index: u64) -> Self {
+        let gate = SyncGate::default();
+        gate.committed(last_index);
         Self {
             writable: AtomicBool::new(true),
             commits: watch::channel(last_index).0,
-            gate: SyncGate::default(),
+            gate,
         }
     }
 
@@ -102,14 +104,13 @@ struct GateState {
 }
 
 impl SyncGate {
-    /// Turns waiting on (sync replication on a primary) or off.
+    /// Turns waiting on (sync replication on a primary) or off. Turned on, it waits only
+    /// once the standby has caught up: until then the primary goes on alone (degraded).
     pub fn configure(&self, enabled: bool, timeout: Duration) {
         if let Ok(mut state) = self.state.lock() {
             state.enabled = enabled;
             state.timeout = timeout;
-            if !enabled {
-                state.degraded = false;
-            }
+            state.degraded = enabled && state.acked < state.committed;
         }
         self.changed.notify_all();
     }
@@ -660,7 +661,12 @@ mod tests {
     #[test]
     fn the_gate_holds_until_acknowledged_and_gives_up_after_the_timeout() {
         let gate = std::sync::Arc::new(SyncGate::default());
+        gate.committed(5);
         gate.configure(true, Duration::from_secs(30));
+        // A standby that has not caught up yet is not waited for.
+        assert!(gate.is_degraded());
+        gate.ack(5);
+        assert!(!gate.is_degraded());
         gate.committed(5);
         let waiter = {
             let gate = gate.clone();

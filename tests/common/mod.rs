@@ -5,6 +5,8 @@
 // Each test file compiles this module on its own and uses a different part of it.
 #![allow(dead_code)]
 
+pub(crate) mod process;
+
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 
 use axum::Router;
