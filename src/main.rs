@@ -101,6 +101,35 @@ enum Command {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// A consistent snapshot of the store into a file: from a running server (--url) or
+    /// from the data dir of a stopped one.
+    Backup {
+        /// The running control plane to take it from.
+        #[arg(long, requires = "token")]
+        url: Option<String>,
+        /// An Admin token for --url.
+        #[arg(long, env = "EDGEPLANE_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// PEM bundle to trust for an https --url instead of the system's roots.
+        #[arg(long, requires = "url")]
+        ca_file: Option<PathBuf>,
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The file to write (mode 0600, written whole or not at all).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Make a new data dir from a backup; refuses a directory that is not empty.
+    Restore {
+        /// The backup file.
+        file: PathBuf,
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// The encryption key of the store the backup came from (its secret.key): checked
+        /// against the backup's sealed values and installed as the new dir's secret.key.
+        #[arg(long)]
+        secret_key: Option<PathBuf>,
+    },
     #[command(flatten)]
     Client(edgeplane::cli::client::ClientCommand),
 }
@@ -310,6 +339,68 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 "{}",
                 serde_json::json!({"role": promoted.role, "term": promoted.term})
             );
+            Ok(())
+        }
+        Command::Backup {
+            url,
+            token,
+            ca_file,
+            store,
+            out,
+        } => {
+            let meta = match (url, token) {
+                (Some(url), Some(token)) => {
+                    if store.data_dir.is_some() || store.config.is_some() {
+                        return Err(Failure::Usage(
+                            "--url takes a backup through the API; --data-dir and --config \
+                             are for a stopped server's data dir"
+                                .into(),
+                        ));
+                    }
+                    runtime()?.block_on(edgeplane::cli::backup::backup_online(
+                        &url,
+                        &token,
+                        ca_file.as_deref(),
+                        &out,
+                    ))?
+                }
+                _ => {
+                    let settings = settings(&store, None)?;
+                    edgeplane::cli::backup::backup_offline(&settings.server.data_dir, &out)?
+                }
+            };
+            println!(
+                "wrote {} ({} bytes, term {}, index {}, digest {})",
+                out.display(),
+                meta.bytes,
+                meta.term,
+                meta.index,
+                meta.content_digest_hex()
+            );
+            Ok(())
+        }
+        Command::Restore {
+            file,
+            data_dir,
+            secret_key,
+        } => {
+            let restored =
+                edgeplane::cli::backup::restore(&data_dir, &file, secret_key.as_deref())?;
+            println!(
+                "restored {} into {} (term {}, index {}, digest {})",
+                file.display(),
+                data_dir.display(),
+                restored.meta.term,
+                restored.meta.index,
+                restored.meta.content_digest_hex()
+            );
+            if restored.has_sealed_values && !restored.key_installed {
+                eprintln!(
+                    "edgeplane: the backup holds sealed edge tokens or TLS keys: put the source's \
+                     secret.key in {} (or set [secrets] encryption_key) before serving from it",
+                    data_dir.display()
+                );
+            }
             Ok(())
         }
         Command::Token { user, ttl, store } => {

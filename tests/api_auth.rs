@@ -345,6 +345,12 @@ async fn every_route_admits_exactly_its_roles() {
             AtLeast(Admin),
         ),
         (Method::GET, "/api/v1/audit", None, AtLeast(Admin)),
+        (
+            Method::GET,
+            "/api/v1/cluster/snapshot",
+            None,
+            AtLeast(Admin),
+        ),
     ];
 
     for (method, template, body, allowed) in &routes {

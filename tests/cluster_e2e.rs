@@ -27,7 +27,7 @@ fn names(configurations: &BTreeMap<String, (String, String)>) -> BTreeSet<String
 fn digests(a: &Path, b: &Path) -> (String, String) {
     let digest = |dir: &Path| {
         edgeplane::store::Store::open(dir)
-            .and_then(|store| store.content_digest())
+            .and_then(|store| store.replicated_content_digest())
             .expect("digest")
     };
     (digest(a), digest(b))

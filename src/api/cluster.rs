@@ -155,8 +155,8 @@ pub async fn status(
     Ok(axum::Json(state.cluster().status().await?))
 }
 
-/// A consistent copy of the store's content for a standby whose log cannot continue from
-/// this one's; the log goes on after the position it holds.
+/// A consistent snapshot of the store for a standby whose log cannot continue from this
+/// one's (the format of `GET /cluster/snapshot`); the log goes on after the position it holds.
 #[utoipa::path(
     get,
     path = "/cluster/log/snapshot",
@@ -174,7 +174,7 @@ pub async fn copy(State(state): State<ApiState>, headers: HeaderMap) -> Result<R
     let store = state.store().clone();
     let body = tokio::task::spawn_blocking(move || {
         let mut out = Vec::new();
-        store.export_content(&mut out).map(|_| out)
+        store.write_snapshot(&mut out).map(|_| out)
     })
     .await
     .map_err(|e| ApiError::Internal(format!("copy task failed: {e}")))??;

@@ -2,6 +2,7 @@
 //! authorise a request, call one use case (`service`) or read the store, and turn every
 //! failure into the one error shape.
 
+pub mod backup;
 pub mod cluster;
 pub mod configurations;
 pub mod deployments;
@@ -98,6 +99,7 @@ pub fn routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(cluster::status))
         .routes(routes!(cluster::copy))
         .routes(routes!(cluster::secret_key))
+        .routes(routes!(backup::snapshot))
         .routes(routes!(openapi::document));
 
     OpenApiRouter::with_openapi(openapi::base())

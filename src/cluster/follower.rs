@@ -175,9 +175,17 @@ impl Cluster {
         }
         let store = self.store().clone();
         let reason = reason.to_string();
+        let copy_dir = self.copy_dir();
         tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
             let before = store.reader()?.last_log_position()?;
-            let position = store.install_content(&mut body.as_ref())?;
+            // The copy is restored beside the data dir, then taken into the open store in
+            // one transaction: the server keeps serving reads from the old content meanwhile.
+            let _ = std::fs::remove_dir_all(&copy_dir);
+            let meta = crate::store::restore_snapshot(&copy_dir, &mut body.as_ref())?;
+            let position = (meta.log_term, meta.index);
+            let installed = store.install_from(&copy_dir, position);
+            let _ = std::fs::remove_dir_all(&copy_dir);
+            installed?;
             if before.1 > position.1 || before.0 > position.0 {
                 tracing::warn!(
                     local_last_index = before.1,
@@ -193,6 +201,17 @@ impl Cluster {
         .await
         .map_err(|e| format!("install task failed: {e}"))?
         .map_err(|e| e.to_string())
+    }
+
+    /// Where a copy of the primary's store is restored before it is installed: beside the
+    /// data dir, on the same file system.
+    fn copy_dir(&self) -> std::path::PathBuf {
+        let data_dir = &self.inner.data_dir;
+        let name = data_dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "edgeplane-data".into());
+        data_dir.with_file_name(format!(".{name}.standby-copy"))
     }
 
     /// Finds the primary: the one this node last followed, else the first peer that says

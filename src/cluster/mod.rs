@@ -123,6 +123,7 @@ pub struct Cluster {
 
 struct Inner {
     node_id: String,
+    data_dir: std::path::PathBuf,
     url: Mutex<String>,
     settings: ClusterSettings,
     store: Store,
@@ -220,6 +221,7 @@ impl Cluster {
         let cluster = Cluster {
             inner: Arc::new(Inner {
                 node_id,
+                data_dir: data_dir.to_path_buf(),
                 url: Mutex::new(settings.advertise_url.clone()),
                 settings: settings.clone(),
                 store,

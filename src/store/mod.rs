@@ -16,6 +16,7 @@ mod patterns;
 mod replica;
 pub mod ring;
 pub mod series;
+pub mod snapshot;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -28,6 +29,8 @@ pub use command::{
     HeartbeatRecord, LogEntry,
 };
 pub use replica::{LeaderRecord, SyncGate};
+
+pub use snapshot::{SnapshotMeta, restore_snapshot, verify_snapshot, write_offline_snapshot};
 
 use crate::model::{Configuration, ConfigurationVersion, Deployment, User};
 

@@ -3,7 +3,7 @@
 //! the content, the fence that keeps a node that is not primary from writing, and the gate
 //! that holds acknowledgements until the standby holds a batch (sync replication).
 
-use std::io::{Read, Write};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -17,33 +17,8 @@ use super::apply::{
     COMPACTED_KEY, LEADER_KEY, TERM_KEY, append_log_and_audit_at, apply_in, compacted_position_of,
     current_term_of, last_log_position,
 };
-use super::{
-    AUDIT, CONFIG_NAMES, CONFIGS, DEPLOYMENTS, DESIRED, EDGES, LOG, LogEntry, META, RUNNING,
-    Reader, Store, StoreError, USERS, VERSIONS, codec,
-};
-
-/// Calls `$m!` with every table a copy holds, in the order it holds them.
-macro_rules! every_table {
-    ($m:ident) => {
-        $m!(
-            META,
-            CONFIGS,
-            CONFIG_NAMES,
-            VERSIONS,
-            USERS,
-            EDGES,
-            DEPLOYMENTS,
-            DESIRED,
-            RUNNING,
-            super::patterns::CONFIG_PATTERNS,
-            AUDIT,
-            super::series::SERIES_10S,
-            super::series::SERIES_1M,
-            super::counters::NACKS,
-            super::counters::BREACHES,
-        )
-    };
-}
+use super::snapshot::{TABLES, with_table};
+use super::{LOG, LogEntry, META, Reader, STORE_FILE, Store, StoreError, codec};
 
 /// The node that became primary at a term, as its promotion recorded it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -273,42 +248,20 @@ impl Store {
         Ok(dropped)
     }
 
-    /// Writes a consistent copy of every table but the command log to `out`, and answers the
-    /// (term, index) of the last log entry it holds: a standby installs it with
-    /// [`Store::install_content`] and streams the log from the next index.
-    pub fn export_content(&self, out: &mut impl Write) -> Result<(u64, u64), StoreError> {
-        let txn = self.db.begin_read()?;
-        let reader = Reader { txn };
-        let position = reader.last_log_position()?;
-        let txn = &reader.txn;
-        let io = |e: std::io::Error| StoreError::Unavailable(format!("cannot write the copy: {e}"));
-        out.write_all(CONTENT_MAGIC).map_err(io)?;
-        out.write_all(&position.0.to_be_bytes()).map_err(io)?;
-        out.write_all(&position.1.to_be_bytes()).map_err(io)?;
-        macro_rules! export {
-            ($($table:expr),* $(,)?) => {$( export_table(txn, out, $table)?; )*};
-        }
-        every_table!(export);
-        Ok(position)
-    }
-
-    /// Replaces this store's whole content with a copy [`Store::export_content`] wrote, in one
-    /// durable transaction: a reader sees the old content or the new, never a mix. The log
-    /// goes on after the copy's position; entries this store had beyond it are dropped.
-    pub fn install_content(&self, input: &mut impl Read) -> Result<(u64, u64), StoreError> {
-        let mut magic = [0u8; 8];
-        read_exact(input, &mut magic)?;
-        if magic != *CONTENT_MAGIC {
-            return Err(StoreError::Invalid(
-                "not a copy of a store's content".into(),
-            ));
-        }
-        let position = (read_u64(input)?, read_u64(input)?);
+    /// Replaces this store's whole content with that of the store restored in `source_dir`
+    /// (a snapshot of the primary whose last log entry is `position`), in one durable
+    /// transaction: a reader sees the old content or the new, never a mix. The log goes on
+    /// after `position`; entries this store had beyond it are dropped.
+    pub fn install_from(&self, source_dir: &Path, position: (u64, u64)) -> Result<(), StoreError> {
+        let source = redb::Database::open(source_dir.join(STORE_FILE))?;
+        let from = source.begin_read()?;
         let txn = self.db.begin_write()?;
-        macro_rules! install {
-            ($($table:expr),* $(,)?) => {$( install_table(&txn, input, $table)?; )*};
+        for name in TABLES {
+            if *name == LOG.name() {
+                continue;
+            }
+            with_table!(*name, copy_table(&from, &txn))?;
         }
-        every_table!(install);
         txn.open_table(LOG)?.retain(|_, _| false)?;
         {
             let mut meta = txn.open_table(META)?;
@@ -323,34 +276,22 @@ impl Store {
         }
         txn.commit()?;
         self.replication.committed(position.1);
-        Ok(position)
+        Ok(())
     }
 
     /// SHA-256 of every table's content but the command log (whose retained part depends on
-    /// when each node compacted it) and the node's own bookkeeping: two nodes that applied the
-    /// same log have the same digest.
-    pub fn content_digest(&self) -> Result<String, StoreError> {
+    /// when each node compacted it) and the node's own log bookkeeping: two nodes that applied
+    /// the same log have the same digest. [`Store::content_digest`] covers the log too, so it
+    /// tells a backup from its source, not a standby from its primary.
+    pub fn replicated_content_digest(&self) -> Result<String, StoreError> {
         let txn = self.db.begin_read()?;
         let mut hasher = Sha256::new();
-        macro_rules! hash {
-            ($($table:expr),* $(,)?) => {$( hash_table(&txn, &mut hasher, $table)?; )*};
+        for name in TABLES {
+            if *name == LOG.name() || *name == META.name() {
+                continue;
+            }
+            with_table!(*name, hash_table(&txn, &mut hasher))?;
         }
-        hash!(
-            CONFIGS,
-            CONFIG_NAMES,
-            VERSIONS,
-            USERS,
-            EDGES,
-            DEPLOYMENTS,
-            DESIRED,
-            RUNNING,
-            super::patterns::CONFIG_PATTERNS,
-            AUDIT,
-            super::series::SERIES_10S,
-            super::series::SERIES_1M,
-            super::counters::NACKS,
-            super::counters::BREACHES,
-        );
         let meta = txn.open_table(META)?;
         hasher.update(META.name().as_bytes());
         for entry in meta.iter()? {
@@ -365,95 +306,29 @@ impl Store {
     }
 }
 
-/// Marks the start of [`Store::export_content`]'s copy.
-const CONTENT_MAGIC: &[u8; 8] = b"EPSTORE1";
-
-fn read_exact(input: &mut impl Read, buf: &mut [u8]) -> Result<(), StoreError> {
-    input
-        .read_exact(buf)
-        .map_err(|e| StoreError::Invalid(format!("the store copy is cut short: {e}")))
-}
-
-fn read_u64(input: &mut impl Read) -> Result<u64, StoreError> {
-    let mut raw = [0u8; 8];
-    read_exact(input, &mut raw)?;
-    Ok(u64::from_be_bytes(raw))
-}
-
-fn read_bytes(input: &mut impl Read) -> Result<Vec<u8>, StoreError> {
-    let len = read_u64(input)?;
-    if len > 64 * 1024 * 1024 {
-        return Err(StoreError::Invalid(
-            "the store copy holds an oversized record".into(),
-        ));
-    }
-    let mut bytes = vec![0u8; len as usize];
-    read_exact(input, &mut bytes)?;
-    Ok(bytes)
-}
-
-fn write_bytes(out: &mut impl Write, bytes: &[u8]) -> Result<(), StoreError> {
-    out.write_all(&(bytes.len() as u64).to_be_bytes())
-        .and_then(|()| out.write_all(bytes))
-        .map_err(|e| StoreError::Unavailable(format!("cannot write the copy: {e}")))
-}
-
-/// One table: its name, then (1, key, value) per row, then 0.
-fn export_table<K: redb::Key + 'static, V: redb::Value + 'static>(
-    txn: &ReadTransaction,
-    out: &mut impl Write,
+fn copy_table<K: redb::Key + 'static, V: redb::Value + 'static>(
     table: TableDefinition<K, V>,
+    from: &ReadTransaction,
+    to: &redb::WriteTransaction,
 ) -> Result<(), StoreError> {
-    write_bytes(out, table.name().as_bytes())?;
-    let io = |e: std::io::Error| StoreError::Unavailable(format!("cannot write the copy: {e}"));
-    match txn.open_table(table) {
-        Ok(source) => {
-            for entry in source.iter()? {
-                let (key, value) = entry?;
-                let (key, value) = (key.value(), value.value());
-                out.write_all(&[1]).map_err(io)?;
-                write_bytes(out, K::as_bytes(&key).as_ref())?;
-                write_bytes(out, V::as_bytes(&value).as_ref())?;
-            }
-        }
-        Err(redb::TableError::TableDoesNotExist(_)) => {}
+    let mut target = to.open_table(table)?;
+    target.retain(|_, _| false)?;
+    let source = match from.open_table(table) {
+        Ok(source) => source,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(()),
         Err(error) => return Err(error.into()),
+    };
+    for entry in source.iter()? {
+        let (key, value) = entry?;
+        target.insert(key.value(), value.value())?;
     }
-    out.write_all(&[0]).map_err(io)?;
     Ok(())
 }
 
-fn install_table<K: redb::Key + 'static, V: redb::Value + 'static>(
-    txn: &redb::WriteTransaction,
-    input: &mut impl Read,
-    table: TableDefinition<K, V>,
-) -> Result<(), StoreError> {
-    let name = read_bytes(input)?;
-    if name != table.name().as_bytes() {
-        return Err(StoreError::Invalid(format!(
-            "the store copy holds table '{}' where '{}' was expected",
-            String::from_utf8_lossy(&name),
-            table.name()
-        )));
-    }
-    let mut target = txn.open_table(table)?;
-    target.retain(|_, _| false)?;
-    loop {
-        let mut marker = [0u8; 1];
-        read_exact(input, &mut marker)?;
-        if marker[0] == 0 {
-            return Ok(());
-        }
-        let key = read_bytes(input)?;
-        let value = read_bytes(input)?;
-        target.insert(K::from_bytes(&key), V::from_bytes(&value))?;
-    }
-}
-
 fn hash_table<K: redb::Key + 'static, V: redb::Value + 'static>(
+    table: TableDefinition<K, V>,
     txn: &ReadTransaction,
     hasher: &mut Sha256,
-    table: TableDefinition<K, V>,
 ) -> Result<(), StoreError> {
     hasher.update(table.name().as_bytes());
     let source = match txn.open_table(table) {
@@ -553,13 +428,13 @@ mod tests {
             entries
         );
         assert_eq!(
-            primary.content_digest().unwrap(),
-            replica.content_digest().unwrap()
+            primary.replicated_content_digest().unwrap(),
+            replica.replicated_content_digest().unwrap()
         );
         replica.apply_blocking(create_user("dee")).unwrap();
         assert_ne!(
-            primary.content_digest().unwrap(),
-            replica.content_digest().unwrap()
+            primary.replicated_content_digest().unwrap(),
+            replica.replicated_content_digest().unwrap()
         );
     }
 
@@ -606,28 +481,25 @@ mod tests {
         let replica = Store::open(b.path()).unwrap();
         replica.apply_blocking(create_user("other")).unwrap();
         let mut copy = Vec::new();
-        assert_eq!(primary.export_content(&mut copy).unwrap(), (1, 4));
-        assert!(
-            replica
-                .install_content(&mut &copy[..copy.len() - 1])
-                .is_err()
-        );
-        assert!(replica.reader().unwrap().user("other").unwrap().is_some());
+        let meta = primary.write_snapshot(&mut copy).unwrap();
+        assert_eq!((meta.log_term, meta.index), (1, 4));
+        let restored = tempfile::tempdir().unwrap();
+        let restored = restored.path().join("copy");
+        crate::store::restore_snapshot(&restored, &mut copy.as_slice()).unwrap();
+        replica
+            .install_from(&restored, (meta.log_term, meta.index))
+            .unwrap();
         assert_eq!(
-            replica.install_content(&mut copy.as_slice()).unwrap(),
-            (1, 4)
-        );
-        assert_eq!(
-            primary.content_digest().unwrap(),
-            replica.content_digest().unwrap()
+            primary.replicated_content_digest().unwrap(),
+            replica.replicated_content_digest().unwrap()
         );
         assert!(replica.reader().unwrap().user("other").unwrap().is_none());
         primary.apply_blocking(create_user("eve")).unwrap();
         let next = primary.reader().unwrap().log_entries(5, 10).unwrap();
         assert_eq!(replica.apply_replicated(&next).unwrap(), (1, 5));
         assert_eq!(
-            primary.content_digest().unwrap(),
-            replica.content_digest().unwrap()
+            primary.replicated_content_digest().unwrap(),
+            replica.replicated_content_digest().unwrap()
         );
     }
 

@@ -342,6 +342,26 @@ impl Api {
         }
     }
 
+    /// Opens a GET whose body the caller reads as it arrives (not JSON), once its status
+    /// says it succeeded.
+    pub async fn get_stream(&self, segments: &[&str]) -> Result<reqwest::Response, ClientError> {
+        let url = self.url(segments, &[]);
+        let response = self
+            .request(Method::GET, url.clone())
+            .send()
+            .await
+            .map_err(|e| connection(&url, &e))?;
+        let status = response.status();
+        if !status.is_success() {
+            let request_id = header(&response, "x-request-id");
+            let bytes = response.bytes().await.map_err(|e| connection(&url, &e))?;
+            return Err(ClientError::Api(Box::new(ApiFailure::from_answer(
+                status, request_id, &bytes,
+            ))));
+        }
+        Ok(response)
+    }
+
     /// Opens a server-sent event stream.
     pub async fn events(&self, segments: &[&str]) -> Result<EventStream, ClientError> {
         let url = self.url(segments, &[]);
