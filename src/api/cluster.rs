@@ -117,9 +117,11 @@ pub struct LogParams {
 pub async fn log(
     State(state): State<ApiState>,
     headers: HeaderMap,
-    Query(params): Query<LogParams>,
+    params: Result<Query<LogParams>, ApiError>,
 ) -> Result<Response, ApiError> {
+    // Who asks is checked before what is asked: a caller without the secret learns nothing.
     require_peer(&state, &headers)?;
+    let Query(params) = params?;
     let query = LogQuery {
         from: params.from.max(1),
         prev_term: params.prev_term,
