@@ -220,7 +220,7 @@ impl Cluster {
         if let Some(leader) = self.known_leader() {
             return Some(leader.url);
         }
-        super::leader::probe_peers(self).await;
+        let _ = super::leader::probe_peers(self).await;
         self.known_leader().map(|l| l.url)
     }
 }

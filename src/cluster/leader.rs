@@ -109,7 +109,7 @@ impl Cluster {
             .client
             .get(&url)
             .header(wire::SECRET_HEADER, &self.inner.settings.secret)
-            .timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(5))
             .send()
             .await
             .map_err(|e| crate::protocol::chain(&e))?;
@@ -124,9 +124,10 @@ impl Cluster {
 }
 
 /// Asks every peer who it is; a primary at a higher term than this node's makes it step
-/// down, and a standby learns where the primary is.
-pub(super) async fn probe_peers(cluster: &Cluster) {
+/// down, and a standby learns where the primary is. Answers how many peers answered.
+pub(super) async fn probe_peers(cluster: &Cluster) -> usize {
     let own_url = cluster.url();
+    let mut answered = 0;
     for peer in cluster.settings().peers.clone() {
         if peer.trim_end_matches('/') == own_url.trim_end_matches('/') {
             continue;
@@ -134,6 +135,7 @@ pub(super) async fn probe_peers(cluster: &Cluster) {
         let Ok(status) = cluster.peer_status(&peer).await else {
             continue;
         };
+        answered += 1;
         if status.node_id == cluster.node_id() {
             continue;
         }
@@ -156,6 +158,7 @@ pub(super) async fn probe_peers(cluster: &Cluster) {
             }
         }
     }
+    answered
 }
 
 /// Every second, [`probe_peers`].
@@ -164,7 +167,7 @@ pub(super) async fn watch_peers(cluster: Cluster) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        probe_peers(&cluster).await;
+        let _ = probe_peers(&cluster).await;
     }
 }
 

@@ -527,7 +527,15 @@ impl Cluster {
         if self.inner.settings.peers.is_empty() || !self.is_primary() {
             return;
         }
-        leader::probe_peers(self).await;
+        // A peer slow to answer is asked again a few times: serving as primary while a newer
+        // one runs is what this check is for.
+        for _ in 0..3 {
+            if leader::probe_peers(self).await > 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        tracing::warn!("no peer answered at start: serving as primary at this node's term");
     }
 }
 
