@@ -8,12 +8,13 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::api::{ApiParts, ApiState};
 use crate::auth::RateLimits;
+use crate::cluster::{Cluster, FencedTransport};
 use crate::config::Settings;
 use crate::fleet::{HeartbeatIntake, PushClient, PushOptions};
-use crate::monitor::alerts::{Notifier, NotifierConfig, WebhookConfig};
+use crate::monitor::alerts::{Alert, AlertKind, Notifier, NotifierConfig, WebhookConfig};
 use crate::monitor::judge::MetricsAnalysis;
 use crate::rollout::StepContext;
-use crate::rollout::engine::{Analysis, Clock, Engine, EngineSettings, SystemClock};
+use crate::rollout::engine::{Analysis, Clock, EdgeTransport, Engine, EngineSettings, SystemClock};
 use crate::service::open::{OpenError, bootstrap_admin, open};
 use crate::service::{Configurations, Deployments, Edges, Users};
 use crate::validate::Validator;
@@ -26,6 +27,8 @@ pub enum StartError {
     Open(#[from] OpenError),
     #[error("{0}")]
     Engine(#[from] crate::rollout::engine::EngineError),
+    #[error("{0}")]
+    Cluster(#[from] crate::cluster::ClusterError),
 }
 
 /// Starts the alert notifier with the configured webhooks.
@@ -118,7 +121,14 @@ pub fn build_with(
     opened
         .store
         .set_free_space_reserve(settings.store.free_space_reserve);
-    bootstrap_admin(&opened.store, &settings.server.data_dir, bootstrap_password)?;
+    let cluster = Cluster::new(
+        &settings.cluster,
+        &settings.server.data_dir,
+        opened.store.clone(),
+    )?;
+    if cluster.is_primary() {
+        bootstrap_admin(&opened.store, &settings.server.data_dir, bootstrap_password)?;
+    }
     crate::api::extract::set_body_limit(settings.server.max_body_bytes);
     let limits = RateLimits::new(&settings.limits)
         .with_login_attempts_per_user_per_hour(settings.auth.login_attempts_per_user_per_hour);
@@ -143,17 +153,50 @@ pub fn build_with(
             .map_err(OpenError::from)?,
     );
     let notifier = start_notifier(&settings)?;
-    let engine = Engine::start(
-        opened.store.clone(),
-        opened.secrets.clone(),
-        Arc::new(push_client.clone()),
-        seams
-            .analysis
-            .unwrap_or_else(|| Arc::new(MetricsAnalysis::new(opened.store.clone()))),
-        Arc::new(notifier.clone()),
-        seams.clock,
-        engine_settings(&settings),
-    )?;
+    {
+        let notifier = notifier.clone();
+        cluster.on_degraded(move |message| {
+            notifier.notify(Alert {
+                kind: AlertKind::ReplicationLag,
+                deployment_id: None,
+                configuration_id: None,
+                edge_id: None,
+                message: message.to_string(),
+                verdict: None,
+                at: crate::model::Timestamp::now(),
+            })
+        });
+    }
+    let transport: Arc<dyn EdgeTransport> = Arc::new(FencedTransport {
+        inner: Arc::new(push_client.clone()),
+        cluster: cluster.clone(),
+    });
+    let analysis = seams
+        .analysis
+        .unwrap_or_else(|| Arc::new(MetricsAnalysis::new(opened.store.clone())));
+    // With peers, the engine resumes deployments only once this node knows it is primary.
+    let engine = if settings.cluster.peers.is_empty() {
+        Engine::start(
+            opened.store.clone(),
+            opened.secrets.clone(),
+            transport,
+            analysis,
+            Arc::new(notifier.clone()),
+            seams.clock,
+            engine_settings(&settings),
+        )?
+    } else {
+        Engine::start_when(
+            cluster.clone().until_primary(),
+            opened.store.clone(),
+            opened.secrets.clone(),
+            transport,
+            analysis,
+            Arc::new(notifier.clone()),
+            seams.clock,
+            engine_settings(&settings),
+        )
+    };
     let tokens = Arc::new(opened.tokens);
     let heartbeats =
         HeartbeatIntake::start(opened.store.clone(), settings.metrics.per_edge_series, {
@@ -198,6 +241,7 @@ pub fn build_with(
         deployments,
         edges,
         users,
+        cluster,
         settings,
     }))
 }
@@ -219,6 +263,10 @@ pub async fn serve(settings: Settings, prometheus: PrometheusHandle) -> anyhow::
     let listen = settings.server.listen;
     let grace = settings.server.shutdown_grace;
     let bootstrap_password = std::env::var("EDGEPLANE_BOOTSTRAP_ADMIN_PASSWORD").ok();
+    if settings.cluster.role == crate::config::ClusterRole::Standby {
+        crate::cluster::fetch_secret_key(&settings).await?;
+        crate::cluster::catch_up_before_open(&settings).await?;
+    }
     let state =
         tokio::task::spawn_blocking(move || build(settings, prometheus, bootstrap_password))
             .await??;
@@ -244,14 +292,34 @@ pub async fn serve(settings: Settings, prometheus: PrometheusHandle) -> anyhow::
         }
     };
 
-    let reconciler = crate::fleet::Reconciler::start(
-        state.store().clone(),
-        state.secrets().clone(),
-        Arc::new(state.push_client().clone()),
-        state.engine().clone(),
-        state.settings().edges.reconcile_interval,
-        state.settings().edges.healthy_within.as_millis() as i64,
-    );
+    let scheme = if acceptor.is_some() { "https" } else { "http" };
+    state
+        .cluster()
+        .set_local_url(format!("{scheme}://{address}"));
+    state.cluster().start();
+    state
+        .cluster()
+        .follow_edge_terms(state.push_client().clone());
+    // The reconciler pushes to edges: only on the primary, from when it is one.
+    let reconciler = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            state.cluster().clone().until_primary().await;
+            let transport: Arc<dyn EdgeTransport> = Arc::new(FencedTransport {
+                inner: Arc::new(state.push_client().clone()),
+                cluster: state.cluster().clone(),
+            });
+            let _ = crate::fleet::Reconciler::start(
+                state.store().clone(),
+                state.secrets().clone(),
+                transport,
+                state.engine().clone(),
+                state.settings().edges.reconcile_interval,
+                state.settings().edges.healthy_within.as_millis() as i64,
+            )
+            .await;
+        })
+    };
     let housekeeping = {
         let state = state.clone();
         tokio::spawn(async move {

@@ -38,6 +38,7 @@ pub struct Settings {
     pub alerts: AlertSettings,
     pub store: StoreSettings,
     pub metrics: MetricsSettings,
+    pub cluster: ClusterSettings,
     /// What loading noticed but did not refuse, for the log once it is set up.
     #[serde(skip)]
     pub warnings: Vec<String>,
@@ -350,6 +351,56 @@ impl Default for StoreSettings {
     }
 }
 
+/// Which part a node plays in its cluster when it starts (SPEC §9).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClusterRole {
+    Primary,
+    Standby,
+}
+
+/// Replication to a standby (SPEC §9).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterSettings {
+    /// This node's id. Empty: a stable one generated into the data dir on first start.
+    pub node_id: String,
+    /// The role at first start; once a promotion is in the log, the log decides.
+    pub role: ClusterRole,
+    /// Base URLs of the other nodes; a standby follows the one that is primary.
+    pub peers: Vec<String>,
+    /// How peers and clients reach this node (named in `NOT_LEADER` answers).
+    pub advertise_url: String,
+    /// Shared secret the nodes authenticate each other with; required with `peers`.
+    pub secret: String,
+    /// Acknowledge a write only once the standby holds it durably.
+    pub sync_replication: bool,
+    /// How long a write waits for the standby before the primary goes on alone.
+    #[serde(deserialize_with = "duration")]
+    pub sync_timeout: Duration,
+    /// PEM bundle of CAs trusted for https peers (none: the system's).
+    pub ca_file: Option<PathBuf>,
+    /// Log entries kept for a standby that has not applied them; beyond this the oldest are
+    /// dropped and that standby installs a snapshot.
+    pub max_log_entries: u64,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        Self {
+            node_id: String::new(),
+            role: ClusterRole::Primary,
+            peers: Vec::new(),
+            advertise_url: String::new(),
+            secret: String::new(),
+            sync_replication: false,
+            sync_timeout: Duration::from_secs(2),
+            ca_file: None,
+            max_log_entries: 100_000,
+        }
+    }
+}
+
 /// A size: a number of bytes, or a string such as `"256MiB"`, `"1 GiB"`, `"500MB"`.
 fn byte_size<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
     #[derive(Deserialize)]
@@ -397,6 +448,61 @@ pub struct MetricsSettings {
     /// Also export edge traffic per edge (`edgeplane_edge_*{location}`, about 23 series an
     /// edge). Traffic by region (`edgeplane_region_*`) is always exported.
     pub per_edge_series: bool,
+}
+
+impl ClusterSettings {
+    fn check(&self) -> Result<(), ConfigError> {
+        for (i, url) in self.peers.iter().enumerate() {
+            if !is_http_url(url) {
+                return Err(ConfigError::Invalid(format!(
+                    "cluster.peers[{i}]: '{url}' is not an http(s) URL"
+                )));
+            }
+        }
+        if !self.advertise_url.is_empty() && !is_http_url(&self.advertise_url) {
+            return Err(ConfigError::Invalid(format!(
+                "cluster.advertise_url: '{}' is not an http(s) URL",
+                self.advertise_url
+            )));
+        }
+        if !self.peers.is_empty() && self.secret.len() < 16 {
+            return Err(ConfigError::Invalid(
+                "cluster.secret: required with cluster.peers (16 characters or more)".into(),
+            ));
+        }
+        if self.role == ClusterRole::Standby && self.peers.is_empty() {
+            return Err(ConfigError::Invalid(
+                "cluster.peers: a standby needs the primary's URL".into(),
+            ));
+        }
+        if self.node_id.len() > 64
+            || !self
+                .node_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        {
+            return Err(ConfigError::Invalid(
+                "cluster.node_id: at most 64 letters, digits, '-', '_' or '.'".into(),
+            ));
+        }
+        if self.sync_timeout.is_zero() {
+            return Err(ConfigError::Invalid(
+                "cluster.sync_timeout: must be more than 0".into(),
+            ));
+        }
+        if self.max_log_entries == 0 {
+            return Err(ConfigError::Invalid(
+                "cluster.max_log_entries: must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn is_http_url(url: &str) -> bool {
+    reqwest::Url::parse(url)
+        .map(|u| matches!(u.scheme(), "http" | "https"))
+        .unwrap_or(false)
 }
 
 /// Command-line values that beat the file and the environment.
@@ -571,13 +677,14 @@ impl Settings {
                 "edges.push_concurrency: must be at least 1".into(),
             ));
         }
-        Ok(())
+        self.cluster.check()
     }
 }
 
 /// Known sections, so `EDGEPLANE_<SECTION>_<KEY>` can be split where the key has underscores.
-const SECTIONS: [&str; 10] = [
+const SECTIONS: [&str; 11] = [
     "server", "log", "auth", "secrets", "limits", "edges", "rollout", "alerts", "store", "metrics",
+    "cluster",
 ];
 
 /// Variables that configure something other than settings keys: the bootstrap password,
@@ -661,6 +768,7 @@ fn deserialize_named(table: toml::Table) -> Result<Settings, ConfigError> {
             "rollout" => RolloutSettings::deserialize(inner.clone()).map(drop),
             "store" => StoreSettings::deserialize(inner.clone()).map(drop),
             "metrics" => MetricsSettings::deserialize(inner.clone()).map(drop),
+            "cluster" => ClusterSettings::deserialize(inner.clone()).map(drop),
             _ => AlertSettings::deserialize(inner.clone()).map(drop),
         };
         if let Err(error) = result {
@@ -848,6 +956,53 @@ mod tests {
             "[edges]\nclient_cert = \"/nonexistent/c.pem\"\nclient_key = \"/nonexistent/k.pem\"\n",
             &[],
             "edges.client_cert: cannot read",
+        );
+    }
+
+    #[test]
+    fn cluster_settings_come_from_file_and_env_and_name_their_keys() {
+        let s = load(
+            "[cluster]\nrole = \"standby\"\npeers = [\"http://10.0.0.1:8080\"]\n",
+            &[
+                ("EDGEPLANE_CLUSTER_SECRET", "a-cluster-secret-of-length"),
+                ("EDGEPLANE_CLUSTER_SYNC_REPLICATION", "true"),
+                ("EDGEPLANE_CLUSTER_SYNC_TIMEOUT", "500ms"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(s.cluster.role, ClusterRole::Standby);
+        assert!(s.cluster.sync_replication);
+        assert_eq!(s.cluster.sync_timeout, Duration::from_millis(500));
+        let defaults = Settings::load(None, Vec::new(), &Overrides::default()).unwrap();
+        assert_eq!(defaults.cluster.role, ClusterRole::Primary);
+        assert_eq!(defaults.cluster.sync_timeout, Duration::from_secs(2));
+        assert!(!defaults.cluster.sync_replication);
+
+        let check = |text: &str, env: &[(&str, &str)], key: &str| {
+            let error = load(text, env).unwrap_err().to_string();
+            assert!(error.contains(key), "{error:?} should name {key}");
+        };
+        check(
+            "[cluster]\npeers = [\"http://10.0.0.1:8080\"]\n",
+            &[],
+            "cluster.secret",
+        );
+        check("[cluster]\nrole = \"leader\"\n", &[], "cluster.role");
+        check("[cluster]\nrole = \"standby\"\n", &[], "cluster.peers");
+        check(
+            "[cluster]\npeers = [\"10.0.0.1:8080\"]\nsecret = \"a-cluster-secret-of-length\"\n",
+            &[],
+            "cluster.peers[0]",
+        );
+        check(
+            "",
+            &[("EDGEPLANE_CLUSTER_SYNC_TIMEOUT", "soon")],
+            "cluster.sync_timeout",
+        );
+        check(
+            "",
+            &[("EDGEPLANE_CLUSTER_NODE_ID", "a b")],
+            "cluster.node_id",
         );
     }
 

@@ -96,6 +96,11 @@ enum Command {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Make a stopped standby the primary at the next term (SPEC §9).
+    Promote {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
     /// A consistent snapshot of the store into a file: from a running server (--url) or
     /// from the data dir of a stopped one.
     Backup {
@@ -327,6 +332,15 @@ fn run(cli: Cli) -> Result<(), Failure> {
             0 => Ok(()),
             code => Err(Failure::Code(code)),
         },
+        Command::Promote { store } => {
+            let settings = settings(&store, None)?;
+            let promoted = edgeplane::cli::promote(&settings)?;
+            println!(
+                "{}",
+                serde_json::json!({"role": promoted.role, "term": promoted.term})
+            );
+            Ok(())
+        }
         Command::Backup {
             url,
             token,

@@ -367,6 +367,13 @@ fn register_at_zero() {
     ] {
         metrics::counter!("edgeplane_alerts_total", "kind" => kind.as_str()).absolute(0);
     }
+    for gauge in [
+        "edgeplane_replication_degraded",
+        "edgeplane_replication_lag_entries",
+        "edgeplane_replication_lag_seconds",
+    ] {
+        metrics::gauge!(gauge).set(0.0);
+    }
     for outcome in [
         Outcome::Pass,
         Outcome::Fail,

@@ -36,6 +36,8 @@ enum Allowed {
     /// This role or a higher one gets past authorization; the object itself may be missing
     /// or not in a state for the action (a 4xx other than 401/403).
     Reaches(Caller),
+    /// Nodes of the cluster, with the cluster secret: every token is refused (401).
+    ClusterPeer,
 }
 
 impl Allowed {
@@ -52,6 +54,7 @@ impl Allowed {
             Allowed::AtLeast(needed) | Allowed::Reaches(needed) => {
                 rank(caller) > 0 && rank(caller) >= rank(needed)
             }
+            Allowed::ClusterPeer => false,
             Allowed::OwnEdgeOrAdmin => matches!(caller, Caller::Edge | Caller::Admin),
         }
     }
@@ -351,6 +354,28 @@ async fn every_route_admits_exactly_its_roles() {
             None,
             AtLeast(Admin),
         ),
+        (Method::GET, "/api/v1/cluster", None, AtLeast(Viewer)),
+        // A single node is already primary: promote reaches the handler, which refuses.
+        (
+            Method::POST,
+            "/api/v1/cluster/promote",
+            None,
+            Reaches(Admin),
+        ),
+        (Method::GET, "/api/v1/cluster/log", None, ClusterPeer),
+        (Method::GET, "/api/v1/cluster/log/status", None, ClusterPeer),
+        (
+            Method::GET,
+            "/api/v1/cluster/log/snapshot",
+            None,
+            ClusterPeer,
+        ),
+        (
+            Method::GET,
+            "/api/v1/cluster/log/secret-key",
+            None,
+            ClusterPeer,
+        ),
     ];
 
     for (method, template, body, allowed) in &routes {
@@ -397,7 +422,7 @@ async fn every_route_admits_exactly_its_roles() {
             let (status, _, answer) = &response;
             let expected_denial = match (allowed, caller) {
                 (Public, _) => None,
-                (_, Nobody) => Some((StatusCode::UNAUTHORIZED, "UNAUTHORIZED")),
+                (ClusterPeer, _) | (_, Nobody) => Some((StatusCode::UNAUTHORIZED, "UNAUTHORIZED")),
                 _ if allowed.admits(caller) => None,
                 _ => Some((StatusCode::FORBIDDEN, "FORBIDDEN")),
             };

@@ -27,6 +27,9 @@ impl Detail {
     }
 }
 
+/// Names the primary's URL on a `NOT_LEADER` answer (SPEC §9).
+pub const LEADER_HEADER: &str = "x-edgeplane-leader";
+
 /// Every way a request can fail. Handlers return it; [`IntoResponse`] renders the body, and
 /// the trace id is filled in by the request middleware.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +66,9 @@ pub enum ApiError {
     /// A write refused because the data directory's filesystem is full.
     #[error("{0}")]
     InsufficientStorage(String),
+    /// A write sent to a node that is not the primary: the leader's URL when it is known.
+    #[error("this node is not the primary; send writes to the leader")]
+    NotLeader { leader: Option<String> },
     /// Something broke inside; the detail is logged, never sent.
     #[error("internal error")]
     Internal(String),
@@ -96,7 +102,9 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::NotLeader { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -116,6 +124,7 @@ impl ApiError {
             ApiError::RateLimited { .. } => "RATE_LIMIT_EXCEEDED",
             ApiError::Unavailable(_) => "SERVICE_UNAVAILABLE",
             ApiError::InsufficientStorage(_) => "INSUFFICIENT_STORAGE",
+            ApiError::NotLeader { .. } => "NOT_LEADER",
             ApiError::Internal(_) => "INTERNAL_ERROR",
         }
     }
@@ -133,7 +142,8 @@ pub struct ErrorBody {
 pub struct ErrorPayload {
     /// VALIDATION_ERROR, CONFIG_VALIDATION_ERROR, UNAUTHORIZED, FORBIDDEN, NOT_FOUND,
     /// CONFLICT, FROZEN, METHOD_NOT_ALLOWED, REQUEST_TIMEOUT, PAYLOAD_TOO_LARGE,
-    /// RATE_LIMIT_EXCEEDED, SERVICE_UNAVAILABLE, INSUFFICIENT_STORAGE, INTERNAL_ERROR.
+    /// RATE_LIMIT_EXCEEDED, SERVICE_UNAVAILABLE, NOT_LEADER, INSUFFICIENT_STORAGE,
+    /// INTERNAL_ERROR.
     pub code: String,
     pub message: String,
     pub details: Vec<Detail>,
@@ -184,7 +194,17 @@ impl IntoResponse for ApiError {
                     Vec::new(),
                 )
             }
+            ApiError::NotLeader {
+                leader: Some(leader),
+            } => (
+                self.to_string(),
+                vec![Detail::new("leader", leader.clone())],
+            ),
             other => (other.to_string(), Vec::new()),
+        };
+        let leader = match &self {
+            ApiError::NotLeader { leader } => leader.clone(),
+            _ => None,
         };
         let retry_after = match &self {
             ApiError::RateLimited { retry_after, .. } => Some(*retry_after),
@@ -195,6 +215,11 @@ impl IntoResponse for ApiError {
             && let Ok(value) = HeaderValue::from_str(&seconds.to_string())
         {
             response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        if let Some(leader) = leader
+            && let Ok(value) = HeaderValue::from_str(&leader)
+        {
+            response.headers_mut().insert(LEADER_HEADER, value);
         }
         response
     }
@@ -216,6 +241,7 @@ impl From<StoreError> for ApiError {
             StoreError::StorageFull(message) => ApiError::InsufficientStorage(message),
             StoreError::Recovering(message) => ApiError::Unavailable(message),
             StoreError::Corrupt(message) => ApiError::Internal(message),
+            StoreError::NotLeader(_) => ApiError::NotLeader { leader: None },
         }
     }
 }

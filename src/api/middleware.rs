@@ -74,6 +74,10 @@ pub fn route_label(path: &str) -> String {
         "password",
         "freeze",
         "cluster",
+        "log",
+        "status",
+        "snapshot",
+        "secret-key",
         "openapi.json",
         "schemas",
         "authentication",
@@ -253,6 +257,16 @@ pub async fn guard(State(state): State<ApiState>, mut request: Request, next: Ne
         if uri_bytes > MAX_URI_BYTES {
             return (None, StatusCode::URI_TOO_LONG.into_response());
         }
+        if let Some(refusal) = refuse_write_on_standby(&state, &method, &path) {
+            return (None, refusal);
+        }
+        // Nodes streaming the log poll many times a second: the cluster secret, not a
+        // per-address budget, is what admits them.
+        if path.starts_with("/api/v1/cluster/log")
+            && super::cluster::peer_authenticated(&state, request.headers())
+        {
+            return (None, next.run(request).await);
+        }
         let mut principal_key = None;
         match authenticate(&state, request.headers()).await {
             Ok(Some(principal)) => {
@@ -337,6 +351,26 @@ pub async fn guard(State(state): State<ApiState>, mut request: Request, next: Ne
         }
     });
     response
+}
+
+/// On a node that is not the primary, a write answers 503 `NOT_LEADER` naming the leader
+/// (SPEC §9); reads, login and the cluster's own endpoints go through.
+fn refuse_write_on_standby(state: &ApiState, method: &Method, path: &str) -> Option<Response> {
+    if state.cluster().is_primary()
+        || matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+    {
+        return None;
+    }
+    let api = path.strip_prefix("/api/v1/")?;
+    if api == "authentication/login" || api.starts_with("cluster/") || api == "cluster" {
+        return None;
+    }
+    Some(
+        ApiError::NotLeader {
+            leader: state.cluster().leader_url(),
+        }
+        .into_response(),
+    )
 }
 
 /// The caller's address, for login budgets.

@@ -3,6 +3,7 @@
 //! failure into the one error shape.
 
 pub mod backup;
+pub mod cluster;
 pub mod configurations;
 mod connections;
 pub mod deployments;
@@ -93,6 +94,12 @@ pub fn routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(metrics::deployment))
         .routes(routes!(system::get_thresholds, system::set_thresholds))
         .routes(routes!(system::audit))
+        .routes(routes!(cluster::view))
+        .routes(routes!(cluster::promote))
+        .routes(routes!(cluster::log))
+        .routes(routes!(cluster::status))
+        .routes(routes!(cluster::copy))
+        .routes(routes!(cluster::secret_key))
         .routes(routes!(backup::snapshot))
         .routes(routes!(openapi::document));
 

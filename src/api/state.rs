@@ -36,6 +36,7 @@ pub struct ApiParts {
     pub deployments: Deployments,
     pub edges: Edges,
     pub users: Users,
+    pub cluster: crate::cluster::Cluster,
 }
 
 /// Everything a request handler needs; cheap to clone.
@@ -113,6 +114,9 @@ impl ApiState {
     /// The open event streams and their caps.
     pub fn event_streams(&self) -> &super::streams::EventStreams {
         &self.inner.event_streams
+    }
+    pub fn cluster(&self) -> &crate::cluster::Cluster {
+        &self.inner.parts.cluster
     }
     /// The server-wide default RollbackConfig.
     pub async fn thresholds(&self) -> Result<RollbackConfig, StoreError> {

@@ -418,11 +418,66 @@ impl Engine {
         clock: Arc<dyn Clock>,
         settings: EngineSettings,
     ) -> Result<Engine, EngineError> {
+        let unfinished = unfinished_deployments(&store.reader()?)?;
+        let (engine, mut engine_loop, receiver) =
+            Self::build(store, secrets, transport, analysis, alerts, clock, settings);
+        let resumed = engine_loop.take_up(unfinished);
+        tokio::spawn(engine_loop.resume_and_run(resumed, receiver));
+        Ok(engine)
+    }
+
+    /// [`Engine::start`] once `go` resolves, reading the unfinished deployments then: a
+    /// standby's engine waits for its promotion and resumes from the replicated state.
+    /// Requests sent before wait in the queue.
+    #[allow(clippy::too_many_arguments)]
+    pub fn start_when(
+        go: impl std::future::Future<Output = ()> + Send + 'static,
+        store: Store,
+        secrets: SecretBox,
+        transport: Arc<dyn EdgeTransport>,
+        analysis: Arc<dyn Analysis>,
+        alerts: Arc<dyn AlertSink>,
+        clock: Arc<dyn Clock>,
+        settings: EngineSettings,
+    ) -> Engine {
+        let (engine, mut engine_loop, receiver) = Self::build(
+            store.clone(),
+            secrets,
+            transport,
+            analysis,
+            alerts,
+            clock,
+            settings,
+        );
+        tokio::spawn(async move {
+            go.await;
+            match store.read(unfinished_deployments).await {
+                Ok(unfinished) => {
+                    let resumed = engine_loop.take_up(unfinished);
+                    engine_loop.resume_and_run(resumed, receiver).await;
+                }
+                Err(error) => {
+                    tracing::error!(%error, "the deployment engine cannot read the store");
+                }
+            }
+        });
+        engine
+    }
+
+    fn build(
+        store: Store,
+        secrets: SecretBox,
+        transport: Arc<dyn EdgeTransport>,
+        analysis: Arc<dyn Analysis>,
+        alerts: Arc<dyn AlertSink>,
+        clock: Arc<dyn Clock>,
+        settings: EngineSettings,
+    ) -> (Engine, Loop, mpsc::UnboundedReceiver<Message>) {
         let (queue, receiver) = mpsc::unbounded_channel();
         let (published, _) = broadcast::channel(16_384);
         let running = Arc::new(Mutex::new(BTreeMap::new()));
-        let mut engine_loop = Loop {
-            store: store.clone(),
+        let engine_loop = Loop {
+            store,
             secrets,
             transport,
             analysis,
@@ -440,48 +495,12 @@ impl Engine {
             suspended: None,
             evidence_owed: BTreeSet::new(),
         };
-        let unfinished: Vec<Deployment> = store
-            .reader()?
-            .deployments()?
-            .into_iter()
-            .filter(|d| !d.status.is_terminal())
-            .collect();
-        let now = engine_loop.clock.now();
-        let mut resumed = Vec::new();
-        for deployment in unfinished {
-            // Admitted by the store but stopped before the engine planned it: start it now.
-            if deployment.status == DeploymentStatus::Pending && deployment.started_at.is_none() {
-                let (reply, _) = oneshot::channel();
-                let _ = queue.send(Message::Start {
-                    deployment: Box::new(deployment),
-                    reply,
-                });
-                continue;
-            }
-            tracing::info!(
-                deployment_id = %deployment.deployment_id,
-                status = ?deployment.status,
-                "resuming deployment after restart"
-            );
-            let actions = resume_actions(&deployment, now);
-            engine_loop.track(&deployment);
-            resumed.push((deployment.deployment_id.clone(), actions));
-            engine_loop
-                .deployments
-                .insert(deployment.deployment_id.clone(), deployment);
-        }
-        tokio::spawn(async move {
-            let _ = engine_loop.refresh_targets().await;
-            for (id, actions) in resumed {
-                engine_loop.execute(&id, actions).await;
-            }
-            engine_loop.run(receiver).await;
-        });
-        Ok(Engine {
+        let engine = Engine {
             queue,
             published,
             running,
-        })
+        };
+        (engine, engine_loop, receiver)
     }
 
     /// Starts a deployment the store has admitted (status Pending); answers once the start
@@ -545,7 +564,56 @@ impl Engine {
     }
 }
 
+fn unfinished_deployments(reader: &crate::store::Reader) -> Result<Vec<Deployment>, StoreError> {
+    Ok(reader
+        .deployments()?
+        .into_iter()
+        .filter(|d| !d.status.is_terminal())
+        .collect())
+}
+
 impl Loop {
+    /// Takes up every unfinished deployment; answers the work to re-issue for each.
+    fn take_up(&mut self, unfinished: Vec<Deployment>) -> Vec<(String, Vec<Action>)> {
+        let now = self.clock.now();
+        let mut resumed = Vec::new();
+        for deployment in unfinished {
+            // Admitted by the store but stopped before the engine planned it: start it now.
+            if deployment.status == DeploymentStatus::Pending && deployment.started_at.is_none() {
+                let (reply, _) = oneshot::channel();
+                let _ = self.queue.send(Message::Start {
+                    deployment: Box::new(deployment),
+                    reply,
+                });
+                continue;
+            }
+            tracing::info!(
+                deployment_id = %deployment.deployment_id,
+                status = ?deployment.status,
+                "resuming deployment after restart"
+            );
+            let actions = resume_actions(&deployment, now);
+            self.track(&deployment);
+            resumed.push((deployment.deployment_id.clone(), actions));
+            self.deployments
+                .insert(deployment.deployment_id.clone(), deployment);
+        }
+        resumed
+    }
+
+    /// Re-issues the work `take_up` answered, then runs the loop.
+    async fn resume_and_run(
+        mut self,
+        resumed: Vec<(String, Vec<Action>)>,
+        receiver: mpsc::UnboundedReceiver<Message>,
+    ) {
+        let _ = self.refresh_targets().await;
+        for (id, actions) in resumed {
+            self.execute(&id, actions).await;
+        }
+        self.run(receiver).await;
+    }
+
     async fn run(mut self, mut receiver: mpsc::UnboundedReceiver<Message>) {
         let mut tick = tokio::time::interval(self.settings.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

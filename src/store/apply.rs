@@ -159,8 +159,62 @@ fn append_log_and_audit(
         let raw = meta.get(TERM_KEY)?.map(|v| v.value().to_vec());
         current_term_of(&raw)
     };
+    let index = last_log_index(txn)? + 1;
+    append_log_and_audit_at(txn, envelope, term, index)
+}
+
+/// Index of the last log entry, or of the last one compaction dropped; 0 for none.
+fn last_log_index(txn: &WriteTransaction) -> Result<u64, StoreError> {
+    if let Some((key, _)) = txn.open_table(LOG)?.last()? {
+        return Ok(key.value());
+    }
+    let meta = txn.open_table(META)?;
+    let compacted = meta.get(COMPACTED_KEY)?.map(|v| v.value().to_vec());
+    Ok(compacted_position_of(compacted.as_deref()).map_or(0, |(_, index)| index))
+}
+
+/// (term, index) of the last log entry, or of the last one compaction dropped; (current
+/// term, 0) for a log that never had one.
+pub(crate) fn last_log_position(txn: &WriteTransaction) -> Result<(u64, u64), StoreError> {
+    let log = txn.open_table(LOG)?;
+    if let Some((_, value)) = log.last()? {
+        let entry: super::LogEntry = codec::decode(value.value())?;
+        return Ok((entry.term, entry.index));
+    }
+    let meta = txn.open_table(META)?;
+    let compacted = meta.get(COMPACTED_KEY)?.map(|v| v.value().to_vec());
+    match compacted_position_of(compacted.as_deref()) {
+        Some(position) => Ok(position),
+        None => {
+            let raw = meta.get(TERM_KEY)?.map(|v| v.value().to_vec());
+            Ok((current_term_of(&raw), 0))
+        }
+    }
+}
+
+/// Meta key of the (term, index) of the last log entry compaction dropped.
+pub(crate) const COMPACTED_KEY: &str = "log_compacted";
+/// Meta key of the node that became primary at the current term ([`Command::NewTerm`]).
+pub(crate) const LEADER_KEY: &str = "leader";
+
+pub(crate) fn compacted_position_of(raw: Option<&[u8]>) -> Option<(u64, u64)> {
+    let bytes = <[u8; 16]>::try_from(raw?).ok()?;
+    let (term, index) = bytes.split_at(8);
+    Some((
+        u64::from_be_bytes(term.try_into().ok()?),
+        u64::from_be_bytes(index.try_into().ok()?),
+    ))
+}
+
+/// [`append_log_and_audit`] at a given (term, index): a replicated entry keeps the place it
+/// had in the primary's log.
+pub(crate) fn append_log_and_audit_at(
+    txn: &WriteTransaction,
+    envelope: &CommandEnvelope,
+    term: u64,
+    index: u64,
+) -> Result<usize, StoreError> {
     let mut log = txn.open_table(LOG)?;
-    let index = log.last()?.map(|(k, _)| k.value() + 1).unwrap_or(1);
     let audit_target = envelope.command.audit_target();
     let summary = envelope.command.audit_summary();
     let (actor, trace_id, at) = (
@@ -203,7 +257,10 @@ fn get<T: serde::de::DeserializeOwned>(
         .transpose()
 }
 
-fn apply_in(txn: &WriteTransaction, envelope: &CommandEnvelope) -> Result<Applied, StoreError> {
+pub(crate) fn apply_in(
+    txn: &WriteTransaction,
+    envelope: &CommandEnvelope,
+) -> Result<Applied, StoreError> {
     match &envelope.command {
         Command::InitCluster { jwt_secret } => {
             let mut meta = txn.open_table(META)?;
@@ -212,6 +269,24 @@ fn apply_in(txn: &WriteTransaction, envelope: &CommandEnvelope) -> Result<Applie
             }
             meta.insert(JWT_SECRET_KEY, jwt_secret.as_bytes())?;
             meta.insert(TERM_KEY, 1u64.to_be_bytes().as_slice())?;
+            Ok(Applied::Nothing)
+        }
+        Command::NewTerm { term, node_id, url } => {
+            let mut meta = txn.open_table(META)?;
+            let raw = meta.get(TERM_KEY)?.map(|v| v.value().to_vec());
+            let current = current_term_of(&raw);
+            if *term <= current {
+                return Err(StoreError::Conflict(format!(
+                    "term {term} is not above the current term {current}"
+                )));
+            }
+            meta.insert(TERM_KEY, term.to_be_bytes().as_slice())?;
+            let leader = super::LeaderRecord {
+                term: *term,
+                node_id: node_id.clone(),
+                url: url.clone(),
+            };
+            meta.insert(LEADER_KEY, codec::encode(&leader)?.as_slice())?;
             Ok(Applied::Nothing)
         }
         Command::CreateUser { user } => {

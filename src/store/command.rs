@@ -164,6 +164,13 @@ pub enum Command {
         changes: DeploymentChanges,
         edge_versions: Vec<(String, Option<String>)>,
     },
+    /// A node became primary: the log goes on at `term` from this entry (SPEC §9 promote).
+    /// Entries of a lower term after it on another node were never the cluster's.
+    NewTerm {
+        term: u64,
+        node_id: String,
+        url: String,
+    },
 }
 
 /// A global stop of rollouts (SPEC §7).
@@ -237,6 +244,7 @@ impl Command {
                 )
             }
             SetThresholds { .. } => ("set-thresholds", "thresholds", "thresholds".into()),
+            NewTerm { node_id, .. } => ("promote", "cluster", node_id.clone()),
             CreateDeployment { deployment, .. } => {
                 ("create", "deployment", deployment.deployment_id.clone())
             }
@@ -275,6 +283,7 @@ impl Command {
                     .unwrap_or_default()
             ),
             TagVersion { version, tag, .. } => format!("tag '{tag}' -> {version}"),
+            NewTerm { term, url, .. } => format!("primary at term {term} ({url})"),
             CreateEdge { record } => format!(
                 "{} ({}) at {}",
                 record.location.name, record.location.region, record.location.endpoint

@@ -24,6 +24,7 @@ mod deployments;
 mod faults;
 mod health;
 mod patterns;
+mod replica;
 pub mod ring;
 pub mod series;
 pub mod snapshot;
@@ -43,6 +44,7 @@ pub use command::{
     HeartbeatRecord, LogEntry,
 };
 pub use deployments::DeploymentChanges;
+pub use replica::{LeaderRecord, SyncGate};
 
 pub use snapshot::{SnapshotMeta, restore_snapshot, verify_snapshot, write_offline_snapshot};
 
@@ -100,6 +102,9 @@ pub enum StoreError {
     Recovering(String),
     #[error("stored data is unreadable: {0}")]
     Corrupt(String),
+    /// Refused because this node is not the primary (SPEC §9).
+    #[error("{0}")]
+    NotLeader(String),
 }
 
 macro_rules! storage_error {
@@ -135,6 +140,7 @@ storage_error!(
 pub struct Store {
     shared: Arc<Shared>,
     writer: Arc<writer::Writer>,
+    replication: Arc<replica::Replication>,
 }
 
 /// How the store recovers from an I/O error.
@@ -257,7 +263,9 @@ impl Store {
         deployments::split_whole_records(&txn)?;
         apply::build_indexes(&txn)?;
         series::migrate_legacy(&txn)?;
+        let (_, last_index) = apply::last_log_position(&txn)?;
         txn.commit()?;
+        let replication = Arc::new(replica::Replication::new(last_index));
         let shared = Arc::new(Shared {
             db: RwLock::new(Some(Arc::new(db))),
             health: health::StoreHealth::new(data_dir, &path, faults.clone()),
@@ -266,8 +274,9 @@ impl Store {
             options,
         });
         Ok(Self {
-            writer: Arc::new(writer::Writer::start(shared.clone())?),
+            writer: Arc::new(writer::Writer::start(shared.clone(), replication.clone())?),
             shared,
+            replication,
         })
     }
 
@@ -303,11 +312,13 @@ impl Store {
 
     /// Applies one command durably (see the module doc) on the writer thread.
     pub async fn apply(&self, envelope: CommandEnvelope) -> Result<Applied, StoreError> {
+        self.check_writable()?;
         self.writer.apply(envelope).await
     }
 
     /// The synchronous form of [`Store::apply`], for offline commands and tests.
     pub fn apply_blocking(&self, envelope: CommandEnvelope) -> Result<Applied, StoreError> {
+        self.check_writable()?;
         self.writer.apply_blocking(envelope)
     }
 
@@ -318,6 +329,13 @@ impl Store {
         &self,
         envelopes: &[CommandEnvelope],
     ) -> Vec<Result<Applied, StoreError>> {
+        if !self.is_writable() {
+            return envelopes
+                .iter()
+                .map(|_| self.check_writable())
+                .map(|r| r.map(|()| Applied::Nothing))
+                .collect();
+        }
         let unbounded = apply::BatchLimits {
             max_log_bytes: usize::MAX,
             max_failures: usize::MAX,
@@ -584,12 +602,8 @@ impl Reader {
         Ok(out)
     }
 
-    /// The node's current cluster term (1 until a promotion raises it).
-    pub fn current_term(&self) -> Result<u64, StoreError> {
-        Ok(apply::current_term_of(&self.meta(apply::TERM_KEY)?))
-    }
-
-    /// (term, index) of the last log entry; (current term, 0) for an empty log.
+    /// (term, index) of the last log entry, or of the last one compaction dropped; (current
+    /// term, 0) for a log that never had one.
     pub fn last_log_position(&self) -> Result<(u64, u64), StoreError> {
         let table = self.txn.open_table(LOG)?;
         let last = table.last()?;
@@ -598,7 +612,10 @@ impl Reader {
                 let entry: LogEntry = codec::decode(value.value())?;
                 Ok((entry.term, entry.index))
             }
-            None => Ok((apply::current_term_of(&self.meta(apply::TERM_KEY)?), 0)),
+            None => match self.compacted_position()? {
+                Some(position) => Ok(position),
+                None => Ok((apply::current_term_of(&self.meta(apply::TERM_KEY)?), 0)),
+            },
         }
     }
 }

@@ -135,6 +135,8 @@ macro_rules! with_table {
     };
 }
 
+pub(crate) use with_table;
+
 /// Every table of the store, in snapshot order. A table the store holds that is not listed
 /// makes a snapshot fail rather than leave it out.
 pub const TABLES: &[&str] = &[
@@ -520,6 +522,7 @@ fn read_u32(input: &mut impl Read) -> Result<u32, StoreError> {
 type InsertFn<'a> = dyn FnMut(&[u8], &[u8]) -> Result<(), StoreError> + 'a;
 
 /// Reads one table's entries up to its end record, handing each to `insert`.
+#[allow(clippy::type_complexity)]
 fn read_entries(
     input: &mut HashingReader<impl Read>,
     digest: &mut DigestSink,

@@ -17,7 +17,8 @@ use tokio::sync::oneshot;
 
 use super::apply::{self, BatchLimits};
 use super::health::{Refusal, bytes};
-use super::{Applied, CommandEnvelope, Shared, StoreError};
+use super::replica::Replication;
+use super::{Applied, CommandEnvelope, LOG, Shared, StoreError};
 
 /// Most commands one batch takes from the queue.
 const MAX_BATCH_COMMANDS: usize = 512;
@@ -62,23 +63,49 @@ struct Request {
     reply: Reply,
 }
 
+/// A committed batch's answers, held until the standby acknowledges `index`.
+struct Held {
+    index: u64,
+    answers: Vec<(Outcome, Reply)>,
+}
+
 /// The handle to the writer thread; dropping it lets the thread finish what is queued, and
 /// waits for it.
 pub(super) struct Writer {
     requests: Option<mpsc::Sender<Request>>,
     thread: Option<JoinHandle<()>>,
+    release: Option<JoinHandle<()>>,
 }
 
 impl Writer {
-    pub(super) fn start(shared: Arc<Shared>) -> Result<Self, StoreError> {
+    pub(super) fn start(
+        shared: Arc<Shared>,
+        replication: Arc<Replication>,
+    ) -> Result<Self, StoreError> {
         let (requests, queue) = mpsc::channel();
+        let (hold, held) = mpsc::channel::<Held>();
+        let gate = replication.clone();
+        // Answers wait for the standby on their own thread, so the writer goes on committing
+        // the next batch meanwhile; they are released in commit order.
+        let release = std::thread::Builder::new()
+            .name("store-sync".into())
+            .spawn(move || {
+                for batch in held {
+                    gate.gate.wait(batch.index);
+                    for (outcome, reply) in batch.answers {
+                        reply.send(outcome);
+                    }
+                }
+            })
+            .map_err(|e| StoreError::Unavailable(format!("cannot start the store writer: {e}")))?;
         let thread = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || run(&shared, &queue))
+            .spawn(move || run(&shared, &queue, &replication, &hold))
             .map_err(|e| StoreError::Unavailable(format!("cannot start the store writer: {e}")))?;
         Ok(Self {
             requests: Some(requests),
             thread: Some(thread),
+            release: Some(release),
         })
     }
 
@@ -110,6 +137,9 @@ impl Drop for Writer {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+        if let Some(release) = self.release.take() {
+            let _ = release.join();
+        }
     }
 }
 
@@ -130,7 +160,21 @@ struct Recovery {
     reopen_failures: u32,
 }
 
-fn run(shared: &Shared, queue: &mpsc::Receiver<Request>) {
+/// Index of the last log entry; `None` when it cannot be read (the caller keeps what it had).
+fn last_index(db: &redb::Database) -> Option<u64> {
+    use redb::{ReadableDatabase, ReadableTable};
+    let txn = db.begin_read().ok()?;
+    let log = txn.open_table(LOG).ok()?;
+    let last = log.last().ok()?;
+    last.map(|(key, _)| key.value())
+}
+
+fn run(
+    shared: &Shared,
+    queue: &mpsc::Receiver<Request>,
+    replication: &Replication,
+    hold: &mpsc::Sender<Held>,
+) {
     // Commands taken from the queue but not yet applied, oldest first.
     let mut waiting: VecDeque<Request> = VecDeque::new();
     let mut recovery: Option<Recovery> = None;
@@ -216,8 +260,28 @@ fn run(shared: &Shared, queue: &mpsc::Receiver<Request>) {
         let taken = outcomes.len();
         metrics::histogram!("edgeplane_store_commit_batch_size").record(taken as f64);
         let mut replies = replies.into_iter();
-        for (outcome, reply) in outcomes.into_iter().zip(replies.by_ref()) {
-            reply.send(outcome);
+        let answers: Vec<(Outcome, Reply)> = outcomes.into_iter().zip(replies.by_ref()).collect();
+        let committed = answers.iter().any(|(outcome, _)| outcome.is_ok());
+        let index = match (committed, shared.database()) {
+            (true, Ok(db)) => last_index(&db),
+            _ => None,
+        };
+        if let Some(index) = index {
+            replication.committed(index);
+        }
+        match index {
+            Some(index) if replication.gate.holds() => {
+                if let Err(mpsc::SendError(batch)) = hold.send(Held { index, answers }) {
+                    for (outcome, reply) in batch.answers {
+                        reply.send(outcome);
+                    }
+                }
+            }
+            _ => {
+                for (outcome, reply) in answers {
+                    reply.send(outcome);
+                }
+            }
         }
         // What the batch's bounds left out goes first into the next one, in order.
         let rest: Vec<Request> = envelopes

@@ -5,6 +5,7 @@
 // Each test file compiles this module on its own and uses a different part of it.
 #![allow(dead_code)]
 
+pub(crate) mod cluster;
 pub(crate) mod process;
 
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
