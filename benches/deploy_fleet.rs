@@ -6,165 +6,26 @@
 //! Run with `cargo bench --bench deploy_fleet`. Control plane and edges share this process on
 //! loopback, so the figures include the simulator's own work and the polling interval.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
-use edgeplane::config::{LimitSettings, Settings};
 use edgeplane::edge::{Fleet, SimulateOptions};
 use serde_json::{Value, json};
 
+use common::{ControlPlane, DEADLINE, POLL, REGIONS, percentile};
+
 const EDGES: usize = 1000;
 const RUNS: usize = 20;
-const PASSWORD: &str = "bench-admin-password";
-const REGIONS: [&str; 3] = ["North America", "Europe", "Asia Pacific"];
-const POLL: Duration = Duration::from_millis(2);
-const DEADLINE: Duration = Duration::from_secs(120);
-
-struct Client {
-    http: reqwest::Client,
-    base: String,
-    token: String,
-}
-
-impl Client {
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        let mut request = self
-            .http
-            .request(method.clone(), format!("{}/api/v1{path}", self.base))
-            .bearer_auth(&self.token);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.expect("request");
-        let status = response.status();
-        let body: Value = response.json().await.unwrap_or(Value::Null);
-        assert!(status.is_success(), "{method} {path}: {status} {body}");
-        body
-    }
-
-    async fn status(&self, deployment_id: &str) -> String {
-        self.call(
-            reqwest::Method::GET,
-            &format!("/deployments/{deployment_id}"),
-            None,
-        )
-        .await["status"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string()
-    }
-
-    /// Polls until the deployment is `wanted`; panics on another terminal status.
-    async fn wait(&self, deployment_id: &str, wanted: &str) {
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            let status = self.status(deployment_id).await;
-            if status == wanted {
-                return;
-            }
-            assert!(
-                !["Completed", "Failed", "RolledBack"].contains(&status.as_str()),
-                "deployment ended {status}, wanted {wanted}"
-            );
-            assert!(Instant::now() < deadline, "deployment never {wanted}");
-            tokio::time::sleep(POLL).await;
-        }
-    }
-
-    /// A new approved version of the configuration; returns the version.
-    async fn new_version(&self, configuration_id: &str, ttl: u64) -> String {
-        let path = format!("/configurations/{configuration_id}");
-        let mut content = self.call(reqwest::Method::GET, &path, None).await["content"].clone();
-        content["ttl"] = json!(ttl);
-        content["cacheControl"] = json!(format!("public, max-age={ttl}"));
-        let updated = self
-            .call(
-                reqwest::Method::PUT,
-                &path,
-                Some(json!({"content": content, "changeDescription": "bench"})),
-            )
-            .await;
-        self.call(
-            reqwest::Method::POST,
-            &format!("{path}/approve"),
-            Some(json!({})),
-        )
-        .await;
-        updated["version"].as_str().expect("version").to_string()
-    }
-
-    async fn deploy(&self, request: Value) -> String {
-        self.call(reqwest::Method::POST, "/deployments", Some(request))
-            .await["deploymentId"]
-            .as_str()
-            .expect("deploymentId")
-            .to_string()
-    }
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
-fn generous() -> LimitSettings {
-    LimitSettings {
-        writes_per_minute: 1_000_000,
-        reads_per_minute: 1_000_000,
-        validate_per_minute: 1_000_000,
-        deployment_actions_per_minute: 1_000_000,
-        metrics_reads_per_minute: 1_000_000,
-        heartbeats_per_second: 1_000_000,
-        public_per_minute: 1_000_000,
-        login_attempts_per_minute: 1_000_000,
-    }
-}
 
 async fn bench() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let mut settings = Settings::default();
-    settings.server.data_dir = dir.path().to_path_buf();
-    settings.server.allow_self_approval = true;
-    settings.auth.jwt_secret = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
-    settings.limits = generous();
-    settings.rollout.analysis_interval = Duration::from_millis(100);
-    let state = edgeplane::app::build(
-        settings,
-        edgeplane::telemetry::prometheus(),
-        Some(PASSWORD.to_string()),
-    )
-    .expect("app builds");
-    state.set_ready(true);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("address"));
-    let router = edgeplane::api::router(state.clone());
-    let server = tokio::spawn(async move {
-        let _ = axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
-        .await;
-    });
-
-    let http = reqwest::Client::new();
-    let login: Value = http
-        .post(format!("{base}/api/v1/authentication/login"))
-        .json(&json!({"username": "admin", "password": PASSWORD}))
-        .send()
-        .await
-        .expect("login")
-        .json()
-        .await
-        .expect("login body");
-    let client = Client {
-        http,
-        base: base.clone(),
-        token: login["token"].as_str().expect("token").to_string(),
-    };
+    let plane = ControlPlane::start(|settings| {
+        settings.rollout.analysis_interval = Duration::from_millis(100);
+    })
+    .await;
+    let client = &plane.client;
     let fleet = Fleet::start(SimulateOptions {
-        control_plane: base,
+        control_plane: client.base.clone(),
         admin_token: client.token.clone(),
         edges: EDGES,
         heartbeat_interval: Duration::from_secs(2),
@@ -379,8 +240,7 @@ async fn bench() {
     );
 
     fleet.shutdown().await;
-    server.abort();
-    drop(state);
+    drop(plane);
 }
 
 fn main() {

@@ -15,6 +15,8 @@
 //! `cargo bench --bench fleet_scale [-- --large]` (env: `FLEET_RUNS`, default 21 runs per
 //! size; `FLEET_LARGE_RUNS`, default 5 at 10,000 edges; `FLEET_CHART`, the SVG path).
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -24,8 +26,8 @@ use edgeplane::model::Timestamp;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
-const PASSWORD: &str = "bench-admin-password";
-const REGIONS: [&str; 3] = ["North America", "Europe", "Asia Pacific"];
+use common::{Client, PASSWORD, REGIONS};
+
 const HEARTBEAT: Duration = Duration::from_secs(10);
 const DEADLINE: Duration = Duration::from_secs(600);
 
@@ -102,79 +104,6 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-#[derive(Clone)]
-struct Client {
-    http: reqwest::Client,
-    base: String,
-    token: String,
-}
-
-impl Client {
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        let mut request = self
-            .http
-            .request(method.clone(), format!("{}/api/v1{path}", self.base))
-            .bearer_auth(&self.token);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.expect("request");
-        let status = response.status();
-        let body: Value = response.json().await.unwrap_or(Value::Null);
-        assert!(status.is_success(), "{method} {path}: {status} {body}");
-        body
-    }
-
-    /// Waits on the deployment's event stream for `Completed`; returns when it arrived, and
-    /// whether it arrived live (the replayed history carries the status at the time of the
-    /// replay, so a first event already `Completed` means the stream opened too late to time
-    /// the moment it became readable).
-    async fn completed(&self, deployment_id: &str) -> (Timestamp, bool) {
-        let mut response = self
-            .http
-            .get(format!(
-                "{}/api/v1/deployments/{deployment_id}/events",
-                self.base
-            ))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .expect("event stream");
-        assert!(response.status().is_success(), "event stream refused");
-        let mut seen = String::new();
-        let mut live = None;
-        loop {
-            let chunk = tokio::time::timeout(DEADLINE, response.chunk())
-                .await
-                .expect("the deployment never completed")
-                .expect("event stream read");
-            let Some(chunk) = chunk else {
-                panic!("event stream ended before Completed");
-            };
-            seen.push_str(&String::from_utf8_lossy(&chunk));
-            if live.is_none() {
-                // The status of the first event streamed.
-                const KEY: &str = "\"status\":\"";
-                if let Some(start) = seen.find(KEY).map(|i| i + KEY.len()) {
-                    if let Some(len) = seen[start..].find('"') {
-                        live = Some(&seen[start..start + len] != "Completed");
-                    }
-                }
-            }
-            if seen.contains("event: Completed") {
-                return (Timestamp::now(), live.unwrap_or(false));
-            }
-            for bad in ["event: Failed", "event: RolledBack"] {
-                assert!(!seen.contains(bad), "deployment ended: {bad}");
-            }
-            // Only the tail can still hold a partial line.
-            if seen.len() > 4096 {
-                seen.drain(..seen.len() - 64);
-            }
-        }
     }
 }
 

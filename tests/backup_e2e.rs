@@ -5,50 +5,23 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use common::process::{DEADLINE, Server, edgeplane, serve_with};
 use common::{cache_rule, edge_body};
 
-const BINARY: &str = env!("CARGO_BIN_EXE_edgeplane");
 const ADMIN_PASSWORD: &str = "backup-admin-password";
-/// How long a process may take to start, answer or stop before the test gives up on it.
-const DEADLINE: Duration = Duration::from_secs(60);
-
-/// The binary with generous request budgets, self-approval and no inherited settings.
-fn edgeplane(args: &[&str]) -> Command {
-    let mut command = Command::new(BINARY);
-    command.args(args);
-    for (name, _) in std::env::vars() {
-        if name.starts_with("EDGEPLANE_") {
-            command.env_remove(name);
-        }
-    }
-    for key in [
-        "WRITES_PER_MINUTE",
-        "READS_PER_MINUTE",
-        "VALIDATE_PER_MINUTE",
-        "DEPLOYMENT_ACTIONS_PER_MINUTE",
-        "LOGIN_ATTEMPTS_PER_MINUTE",
-    ] {
-        command.env(format!("EDGEPLANE_LIMITS_{key}"), "100000");
-    }
-    command.env("EDGEPLANE_SERVER_ALLOW_SELF_APPROVAL", "true");
-    command.env("EDGEPLANE_LOG_LEVEL", "warn");
-    command.stdin(Stdio::null());
-    command
-}
 
 /// Runs a one-shot command to its end, bounded by [`DEADLINE`].
 fn run(args: &[&str]) -> Output {
     let mut child = edgeplane(args)
+        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -82,75 +55,14 @@ fn printed_digest(output: &Output) -> String {
         .to_string()
 }
 
-struct Server {
-    child: Child,
-    base: String,
-    _stdout: Receiver<String>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Server {
-    fn start(data_dir: &Path) -> Server {
-        let mut child = edgeplane(&[
-            "serve",
-            "--data-dir",
-            data_dir.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .env("EDGEPLANE_BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PASSWORD)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start edgeplane serve");
-        let stdout = child.stdout.take().unwrap();
-        let (lines_tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = lines_tx.send(line);
-            }
-        });
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match lines.recv_timeout(left) {
-                Ok(line) => {
-                    if let Some(address) = line.trim().strip_prefix("listening on ") {
-                        return Server {
-                            child,
-                            base: format!("http://{address}"),
-                            _stdout: lines,
-                        };
-                    }
-                }
-                Err(_) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!("edgeplane serve did not print 'listening on' in time");
-                }
-            }
-        }
-    }
-
-    /// SIGTERM, then waits (bounded) for the exit, so the data dir is free again.
-    fn stop(mut self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill -TERM");
-        assert!(status.success());
-        let deadline = Instant::now() + DEADLINE;
-        while self.child.try_wait().expect("wait").is_none() {
-            assert!(Instant::now() < deadline, "server did not stop in time");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
+/// `serve` on port 0 with self-approval and room for the test's deployment actions.
+fn start_server(data_dir: &Path) -> Server {
+    let env = [
+        ("EDGEPLANE_SERVER_ALLOW_SELF_APPROVAL", "true"),
+        ("EDGEPLANE_LIMITS_DEPLOYMENT_ACTIONS_PER_MINUTE", "100000"),
+    ]
+    .map(|(name, value)| (name.to_string(), value.to_string()));
+    serve_with(data_dir, "127.0.0.1:0", Some(ADMIN_PASSWORD), &env)
 }
 
 struct Client {
@@ -260,7 +172,7 @@ fn names(state: &Value) -> std::collections::BTreeSet<String> {
 async fn a_backup_of_a_busy_server_restores_into_a_server_with_the_same_state() {
     let root = tempfile::tempdir().unwrap();
     let source_dir = root.path().join("source");
-    let server = Server::start(&source_dir);
+    let server = start_server(&source_dir);
     let client = Arc::new(Client::login(&server.base).await);
 
     // Content of every kind: configurations with several versions, one approved and
@@ -443,8 +355,8 @@ async fn a_backup_of_a_busy_server_restores_into_a_server_with_the_same_state() 
     assert!(offline_ok.status.success(), "{}", text(&offline_ok));
     assert_eq!(printed_digest(&offline_ok), printed_digest(&backup));
 
-    server.stop();
-    let restored = Server::start(&restored_dir);
+    assert!(server.terminate().success());
+    let restored = start_server(&restored_dir);
     let restored_client = Client::login(&restored.base).await;
     let restored_state = restored_client.state().await;
 
@@ -501,7 +413,7 @@ async fn a_backup_of_a_busy_server_restores_into_a_server_with_the_same_state() 
     };
     assert_eq!(deployment_ids(&restored_state), deployment_ids(&before));
     assert!(!deployment_ids(&before).is_empty());
-    restored.stop();
+    assert!(restored.terminate().success());
 }
 
 #[test]

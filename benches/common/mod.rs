@@ -8,12 +8,13 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use edgeplane::api::ApiState;
 use edgeplane::config::{LimitSettings, Settings};
+use edgeplane::model::Timestamp;
 use serde_json::{Value, json};
 
 pub(crate) const PASSWORD: &str = "bench-admin-password";
 pub(crate) const REGIONS: [&str; 3] = ["North America", "Europe", "Asia Pacific"];
-const POLL: Duration = Duration::from_millis(2);
-const DEADLINE: Duration = Duration::from_secs(120);
+pub(crate) const POLL: Duration = Duration::from_millis(2);
+pub(crate) const DEADLINE: Duration = Duration::from_secs(120);
 
 /// A control plane serving on a free loopback port, with its data in a temp dir.
 pub(crate) struct ControlPlane {
@@ -82,6 +83,7 @@ impl Drop for ControlPlane {
     }
 }
 
+#[derive(Clone)]
 pub(crate) struct Client {
     pub(crate) http: reqwest::Client,
     pub(crate) base: String,
@@ -155,6 +157,77 @@ impl Client {
         )
         .await;
         id
+    }
+
+    /// A new approved version of the configuration with another `ttl`; returns the version.
+    pub(crate) async fn new_version(&self, configuration_id: &str, ttl: u64) -> String {
+        let path = format!("/configurations/{configuration_id}");
+        let mut content = self.call(reqwest::Method::GET, &path, None).await["content"].clone();
+        content["ttl"] = json!(ttl);
+        content["cacheControl"] = json!(format!("public, max-age={ttl}"));
+        let updated = self
+            .call(
+                reqwest::Method::PUT,
+                &path,
+                Some(json!({"content": content, "changeDescription": "bench"})),
+            )
+            .await;
+        self.call(
+            reqwest::Method::POST,
+            &format!("{path}/approve"),
+            Some(json!({})),
+        )
+        .await;
+        updated["version"].as_str().expect("version").to_string()
+    }
+
+    /// Waits on the deployment's event stream for `Completed`; returns when it arrived, and
+    /// whether it arrived live (the replayed history carries the status at the time of the
+    /// replay, so a first event already `Completed` means the stream opened too late to time
+    /// the moment it became readable).
+    pub(crate) async fn completed(&self, deployment_id: &str) -> (Timestamp, bool) {
+        let mut response = self
+            .http
+            .get(format!(
+                "{}/api/v1/deployments/{deployment_id}/events",
+                self.base
+            ))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("event stream");
+        assert!(response.status().is_success(), "event stream refused");
+        let mut seen = String::new();
+        let mut live = None;
+        loop {
+            let chunk = tokio::time::timeout(DEADLINE, response.chunk())
+                .await
+                .expect("the deployment never completed")
+                .expect("event stream read");
+            let Some(chunk) = chunk else {
+                panic!("event stream ended before Completed");
+            };
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+            if live.is_none() {
+                // The status of the first event streamed.
+                const KEY: &str = "\"status\":\"";
+                if let Some(start) = seen.find(KEY).map(|i| i + KEY.len()) {
+                    if let Some(len) = seen[start..].find('"') {
+                        live = Some(&seen[start..start + len] != "Completed");
+                    }
+                }
+            }
+            if seen.contains("event: Completed") {
+                return (Timestamp::now(), live.unwrap_or(false));
+            }
+            for bad in ["event: Failed", "event: RolledBack"] {
+                assert!(!seen.contains(bad), "deployment ended: {bad}");
+            }
+            // Only the tail can still hold a partial line.
+            if seen.len() > 4096 {
+                seen.drain(..seen.len() - 64);
+            }
+        }
     }
 
     /// Starts a deployment; returns its id.
