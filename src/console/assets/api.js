@@ -77,8 +77,9 @@ function headers(extra) {
 
 /** Calls `method path` with an optional JSON body; resolves to the parsed answer. */
 export async function call(method, path, body, { signal } = {}) {
+  // Signed out already (the sign-in form shows, with any message the sign-out left): a
+  // request still on its way must not replace that message.
   if (!session) {
-    signOut("");
     throw new ApiError(401, null);
   }
   const init = { method, headers: headers(), credentials: "omit", signal };
@@ -123,7 +124,6 @@ export async function getAll(path, plural, cap = 1000) {
  */
 export async function followEvents(deploymentId, onEvent, signal) {
   if (!session) {
-    signOut("");
     return;
   }
   const response = await fetch(`${BASE}/deployments/${encodeURIComponent(deploymentId)}/events`, {
