@@ -42,12 +42,13 @@ pub async fn publish(store: Store, healthy_within_ms: i64) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::model::{Capacity, EdgeHealth, EdgeLocation, EdgeType};
     use crate::store::{Command, CommandEnvelope, EdgeRecord, HeartbeatRecord};
 
-    fn edge(id: &str, region: &str) -> EdgeRecord {
+    /// An active edge in `region` that has never heartbeated.
+    pub(in crate::fleet) fn edge(id: &str, region: &str) -> EdgeRecord {
         EdgeRecord {
             location: EdgeLocation {
                 location_id: id.into(),

@@ -217,6 +217,7 @@ fn record_traffic(family: Family, label_value: &str, sample: &MetricsSample) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fleet::gauges::tests::edge;
 
     #[test]
     fn edge_latency_is_exported_as_cumulative_buckets_in_seconds() {
@@ -248,32 +249,6 @@ mod tests {
             r#"edgeplane_edge_request_duration_seconds_bucket{location="fra-1",le="+Inf"} 6"#,
         ] {
             assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
-        }
-    }
-
-    fn edge(id: &str, region: &str) -> crate::store::EdgeRecord {
-        use crate::model::{Capacity, EdgeHealth, EdgeLocation, EdgeType};
-        crate::store::EdgeRecord {
-            location: EdgeLocation {
-                location_id: id.into(),
-                name: id.into(),
-                region: region.into(),
-                country_code: "DE".into(),
-                city: String::new(),
-                edge_type: EdgeType::EdgePop,
-                endpoint: "http://127.0.0.1:1".into(),
-                capacity: Capacity::default(),
-                health: EdgeHealth::default(),
-                metrics: None,
-                last_heartbeat: None,
-                started_at: None,
-                is_active: true,
-                active_configurations: Default::default(),
-                metadata: Default::default(),
-                is_quarantined: false,
-            },
-            token_id: "t".into(),
-            token_sealed: "s".into(),
         }
     }
 
