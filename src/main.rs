@@ -40,9 +40,16 @@ enum Command {
     },
     /// A fleet of simulated edges in one process, speaking the agent's protocol.
     Simulate {
-        /// Base URL of the control plane, e.g. http://127.0.0.1:8080.
-        #[arg(long, env = "EDGEPLANE_SIMULATE_CONTROL_PLANE")]
-        control_plane: String,
+        /// Base URL of the control plane, e.g. http://127.0.0.1:8080; one per node of a
+        /// primary and its standby (repeated, or comma separated), and the edges follow
+        /// whichever is primary.
+        #[arg(
+            long,
+            env = "EDGEPLANE_SIMULATE_CONTROL_PLANE",
+            value_delimiter = ',',
+            required = true
+        )]
+        control_plane: Vec<String>,
         /// Admin token used to register the edges.
         #[arg(long, env = "EDGEPLANE_SIMULATE_TOKEN")]
         token: String,
@@ -259,8 +266,14 @@ fn run(cli: Cli) -> Result<(), Failure> {
             if !(0.0..=1.0).contains(&nack_rate) {
                 return Err(Failure::Usage("--nack-rate must be between 0 and 1".into()));
             }
+            let mut control_planes = edgeplane::protocol::term::control_plane_urls(
+                control_plane.iter().map(String::as_str),
+            )
+            .map_err(|reason| Failure::Usage(format!("--control-plane: {reason}")))?
+            .into_iter();
             let options = edgeplane::edge::SimulateOptions {
-                control_plane,
+                control_plane: control_planes.next().unwrap_or_default(),
+                other_control_planes: control_planes.collect(),
                 admin_token: token,
                 edges,
                 heartbeat_interval,

@@ -28,7 +28,7 @@ impl Detail {
 }
 
 /// Names the primary's URL on a `NOT_LEADER` answer (SPEC §9).
-pub const LEADER_HEADER: &str = "x-edgeplane-leader";
+pub use crate::protocol::term::LEADER_HEADER;
 
 /// Every way a request can fail. Handlers return it; [`IntoResponse`] renders the body, and
 /// the trace id is filled in by the request middleware.

@@ -12,9 +12,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use sha2::{Digest, Sha256};
 
+use super::leader::ControlPlanes;
 use super::term::{TermGuard, TermRefusal};
-use crate::protocol::term::{STALE_TERM, TERM_HEADER, parse_term};
-use crate::protocol::{ActiveConfigurations, PushReply, PushRequest, RollbackRequest};
+use crate::protocol::term::{
+    LEADER_HEADER, LEADER_PATH, STALE_TERM, TERM_HEADER, parse_leader_url, parse_term,
+};
+use crate::protocol::{
+    ActiveConfigurations, LeaderAnnouncement, PushReply, PushRequest, RollbackRequest,
+};
 
 /// What an edge does behind the door. The seam the agent (files and commands) and the
 /// simulator (memory) implement.
@@ -39,6 +44,9 @@ pub(crate) trait EdgeService: Send + Sync + 'static {
     fn active(&self) -> impl Future<Output = ActiveConfigurations> + Send;
     /// The highest cluster term seen; pushes and rollbacks from a lower one are refused.
     fn terms(&self) -> &TermGuard;
+    /// The control-plane nodes the edge heartbeats; a sender admitted at its term names the
+    /// primary.
+    fn control_planes(&self) -> &ControlPlanes;
 }
 
 pub(crate) fn router<S: EdgeService>(service: Arc<S>) -> Router {
@@ -52,6 +60,7 @@ pub(crate) fn router<S: EdgeService>(service: Arc<S>) -> Router {
             post(rollback_handler::<S>),
         )
         .route("/edge/v1/active-configurations", get(active_handler::<S>))
+        .route(LEADER_PATH, post(leader_handler::<S>))
         .with_state(service)
 }
 
@@ -106,7 +115,9 @@ fn error_body(status: StatusCode, code: &str, message: String, detail: (&str, St
 
 /// Admits the request's `X-Edgeplane-Term`, or answers why not: 409 `STALE_TERM` naming the
 /// highest term seen (in the header too) when it is lower. A request without the header
-/// (an operator's own call) is not fenced.
+/// (an operator's own call) is not fenced. An admitted sender that names itself in
+/// `X-Edgeplane-Leader` (an http(s) URL; anything else is ignored) becomes the node the edge
+/// heartbeats.
 fn check_term<S: EdgeService>(service: &S, headers: &HeaderMap) -> Option<Response> {
     let value = headers.get(TERM_HEADER)?;
     let Some(term) = value.to_str().ok().and_then(parse_term) else {
@@ -117,7 +128,23 @@ fn check_term<S: EdgeService>(service: &S, headers: &HeaderMap) -> Option<Respon
             ("X-Edgeplane-Term", "not a decimal number".into()),
         ));
     };
-    match service.terms().admit(term) {
+    let leader = headers
+        .get(LEADER_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .and_then(parse_leader_url);
+    admit_term(service, term, leader)
+}
+
+/// Admits `term` (see [`check_term`]), following `leader` once it is admitted.
+fn admit_term<S: EdgeService>(service: &S, term: u64, leader: Option<String>) -> Option<Response> {
+    let admitted = service.terms().admit_then(term, || {
+        if let Some(url) = &leader {
+            service
+                .control_planes()
+                .follow(url, "the primary named itself at the edge's highest term");
+        }
+    });
+    match admitted {
         Ok(()) => None,
         Err(TermRefusal::Stale { seen }) => {
             tracing::warn!(term, seen, "refused a request from a stale term");
@@ -203,6 +230,55 @@ async fn rollback_handler<S: EdgeService>(
     reply(service.rollback(configuration_id, request).await)
 }
 
+/// `POST /edge/v1/leader` `{term, url}`: a node that became primary announces itself. The
+/// body's term is fenced like a push's (409 `STALE_TERM` below the highest seen) and, once
+/// admitted, its URL is where heartbeats go. Answers the same shape with the edge's highest
+/// term and the node it reports to.
+async fn leader_handler<S: EdgeService>(
+    State(service): State<Arc<S>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Some(refusal) = gate(service.as_ref(), &headers) {
+        return refusal;
+    }
+    let announcement = match serde_json::from_slice::<LeaderAnnouncement>(&body) {
+        Ok(announcement) => announcement,
+        Err(error) => {
+            return error_body(
+                StatusCode::BAD_REQUEST,
+                "VALIDATION_ERROR",
+                "the body must be {\"term\": N, \"url\": URL}".into(),
+                ("body", error.to_string()),
+            );
+        }
+    };
+    if announcement.term == 0 {
+        return error_body(
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_ERROR",
+            "term must be at least 1".into(),
+            ("term", "must be at least 1".into()),
+        );
+    }
+    let Some(url) = parse_leader_url(&announcement.url) else {
+        return error_body(
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_ERROR",
+            "url must be an http or https base URL".into(),
+            ("url", "must be an http or https base URL".into()),
+        );
+    };
+    if let Some(refusal) = admit_term(service.as_ref(), announcement.term, Some(url)) {
+        return refusal;
+    }
+    axum::Json(LeaderAnnouncement {
+        term: service.terms().highest(),
+        url: service.control_planes().current(),
+    })
+    .into_response()
+}
+
 async fn active_handler<S: EdgeService>(
     State(service): State<Arc<S>>,
     headers: HeaderMap,
@@ -274,6 +350,185 @@ pub(crate) async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    /// An edge that acks everything, behind the real door.
+    struct Acking {
+        terms: TermGuard,
+        planes: ControlPlanes,
+    }
+
+    impl EdgeService for Acking {
+        fn token(&self) -> String {
+            "edge-token".into()
+        }
+        async fn push(&self, _: String, request: PushRequest) -> PushReply {
+            PushReply::Acked {
+                version: request.version,
+            }
+        }
+        async fn rollback(&self, _: String, _: RollbackRequest) -> PushReply {
+            PushReply::Acked {
+                version: "1".into(),
+            }
+        }
+        async fn active(&self) -> ActiveConfigurations {
+            ActiveConfigurations {
+                location_id: "edge-1".into(),
+                configurations: Vec::new(),
+            }
+        }
+        fn terms(&self) -> &TermGuard {
+            &self.terms
+        }
+        fn control_planes(&self) -> &ControlPlanes {
+            &self.planes
+        }
+    }
+
+    fn edge() -> Arc<Acking> {
+        Arc::new(Acking {
+            terms: TermGuard::in_memory(),
+            planes: ControlPlanes::new(
+                "edge-1",
+                vec!["http://cp-a:8080".into(), "http://cp-b:8080".into()],
+            ),
+        })
+    }
+
+    async fn send(
+        edge: &Arc<Acking>,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: serde_json::Value,
+    ) -> (StatusCode, serde_json::Value) {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::AUTHORIZATION, "Bearer edge-token")
+            .header(header::CONTENT_TYPE, "application/json");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = router(edge.clone())
+            .oneshot(request.body(Body::from(body.to_string())).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap_or_default())
+    }
+
+    async fn push(edge: &Arc<Acking>, headers: &[(&str, &str)]) -> StatusCode {
+        let body = serde_json::to_value(PushRequest::apply(
+            "1.0.0",
+            crate::model::ConfigType::CacheRule,
+            serde_json::json!({"pathPattern": "/a/*"}),
+            Default::default(),
+        ))
+        .unwrap();
+        send(edge, "PUT", "/edge/v1/configurations/c1", headers, body)
+            .await
+            .0
+    }
+
+    #[tokio::test]
+    async fn a_push_admitted_at_its_term_moves_heartbeats_to_its_sender() {
+        let edge = edge();
+        let from_b = [(TERM_HEADER, "2"), (LEADER_HEADER, "http://cp-b:8080/")];
+        assert_eq!(push(&edge, &from_b).await, StatusCode::OK);
+        assert_eq!(edge.planes.current(), "http://cp-b:8080");
+
+        // A lower term is refused and names nobody.
+        let from_a = [(TERM_HEADER, "1"), (LEADER_HEADER, "http://cp-a:8080")];
+        assert_eq!(push(&edge, &from_a).await, StatusCode::CONFLICT);
+        assert_eq!(edge.planes.current(), "http://cp-b:8080");
+
+        // A header that is not an http(s) URL is ignored; the push itself is taken.
+        for bad in ["ftp://cp-a/", "cp-a:8080", "http://u:p@cp-a/"] {
+            let headers = [(TERM_HEADER, "2"), (LEADER_HEADER, bad)];
+            assert_eq!(push(&edge, &headers).await, StatusCode::OK, "{bad}");
+            assert_eq!(edge.planes.current(), "http://cp-b:8080", "{bad}");
+        }
+
+        // Without a term (an operator's own call) the header names nobody.
+        assert_eq!(
+            push(&edge, &[(LEADER_HEADER, "http://cp-a:8080")]).await,
+            StatusCode::OK
+        );
+        assert_eq!(edge.planes.current(), "http://cp-b:8080");
+
+        // The same term from another sender (a node that took over the URL) is followed.
+        let from_c = [(TERM_HEADER, "2"), (LEADER_HEADER, "https://cp-c")];
+        assert_eq!(push(&edge, &from_c).await, StatusCode::OK);
+        assert_eq!(edge.planes.current(), "https://cp-c");
+    }
+
+    #[tokio::test]
+    async fn a_new_primary_announces_itself() {
+        let edge = edge();
+        let announce =
+            |term: serde_json::Value, url: &str| serde_json::json!({"term": term, "url": url});
+        let (status, body) = send(
+            &edge,
+            "POST",
+            LEADER_PATH,
+            &[],
+            announce(3.into(), "http://cp-b:8080"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            body,
+            serde_json::json!({"term": 3, "url": "http://cp-b:8080"})
+        );
+        assert_eq!(edge.terms.highest(), 3, "the old primary is fenced");
+
+        let (status, body) = send(
+            &edge,
+            "POST",
+            LEADER_PATH,
+            &[],
+            announce(2.into(), "http://cp-a:8080"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CONFLICT);
+        assert_eq!(body["error"]["code"], STALE_TERM);
+        assert_eq!(edge.planes.current(), "http://cp-b:8080");
+
+        for (bad, field) in [
+            (announce(4.into(), "ftp://cp-a"), "url"),
+            (announce(0.into(), "http://cp-a"), "term"),
+            (announce((-1).into(), "http://cp-a"), "body"),
+            (serde_json::json!({"term": 4}), "body"),
+            (serde_json::json!([]), "body"),
+        ] {
+            let (status, body) = send(&edge, "POST", LEADER_PATH, &[], bad.clone()).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+            assert_eq!(body["error"]["code"], "VALIDATION_ERROR", "{bad}");
+            assert_eq!(body["error"]["details"][0]["field"], field, "{bad}");
+        }
+        assert_eq!(edge.terms.highest(), 3);
+        assert_eq!(edge.planes.current(), "http://cp-b:8080");
+
+        let unauthorized = router(edge.clone())
+            .oneshot(
+                Request::post(LEADER_PATH)
+                    .body(Body::from(
+                        announce(9.into(), "http://cp-a:8080").to_string(),
+                    ))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(unauthorized.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(edge.terms.highest(), 3);
+    }
 
     #[test]
     fn tokens_compare_by_value() {

@@ -8,6 +8,7 @@
 pub mod agent;
 mod fd_limit;
 mod http;
+mod leader;
 pub mod simulator;
 mod term;
 

@@ -17,6 +17,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::http::{EdgeService, router, shutdown_signal};
+use super::leader::{ControlPlanes, send_heartbeat};
 use crate::model::metrics::LATENCY_BUCKETS_MS;
 use crate::model::{ConfigType, EdgeHealth, LatencyHistogram, MetricsSample, Timestamp};
 use crate::protocol::{
@@ -29,6 +30,9 @@ use crate::protocol::{
 pub struct SimulateOptions {
     /// Base URL of the control plane, without `/api/v1`.
     pub control_plane: String,
+    /// The other control-plane nodes' base URLs (a primary and its standby): registration
+    /// and heartbeats go to whichever is primary, each edge following it through a failover.
+    pub other_control_planes: Vec<String>,
     /// Admin token used to register the edges.
     pub admin_token: String,
     pub edges: usize,
@@ -47,6 +51,7 @@ impl Default for SimulateOptions {
     fn default() -> Self {
         Self {
             control_plane: "http://127.0.0.1:8080".into(),
+            other_control_planes: Vec::new(),
             admin_token: String::new(),
             edges: 9,
             heartbeat_interval: Duration::from_secs(10),
@@ -262,6 +267,7 @@ struct SimEdge {
     started_at: Timestamp,
     heartbeats_sent: AtomicU64,
     terms: super::term::TermGuard,
+    control_planes: ControlPlanes,
 }
 
 impl SimEdge {
@@ -456,6 +462,10 @@ impl EdgeService for SimEdge {
         &self.terms
     }
 
+    fn control_planes(&self) -> &ControlPlanes {
+        &self.control_planes
+    }
+
     async fn push(&self, configuration_id: String, request: PushRequest) -> PushReply {
         let knobs = self.knobs();
         if !knobs.push_latency.is_zero() {
@@ -609,6 +619,10 @@ impl Fleet {
                 "too few open files to keep a connection per edge: edges close after answering"
             );
         }
+        let control_planes: Vec<String> = std::iter::once(opts.control_plane.clone())
+            .chain(opts.other_control_planes.iter().cloned())
+            .map(|url| url.trim_end_matches('/').to_owned())
+            .collect();
         let (stop, stop_rx) = watch::channel(false);
         let mut edges = Vec::with_capacity(opts.edges);
         let mut tasks = Vec::with_capacity(opts.edges * 2);
@@ -622,7 +636,6 @@ impl Fleet {
             let requests_per_sec = 1000.0 * (0.8 + 0.4 * rng.random::<f64>());
             let edge = Arc::new(SimEdge {
                 down: AtomicBool::new(opts.down.contains(&spec.location_id)),
-                spec,
                 endpoint: format!("http://{address}"),
                 token: RwLock::new(String::new()),
                 knobs: Mutex::new(Knobs {
@@ -635,6 +648,8 @@ impl Fleet {
                 started_at: Timestamp::now(),
                 heartbeats_sent: AtomicU64::new(0),
                 terms: super::term::TermGuard::in_memory(),
+                control_planes: ControlPlanes::new(&spec.location_id, control_planes.clone()),
+                spec,
             });
             let mut stop_rx = stop_rx.clone();
             let app = if budget.keep_alive {
@@ -670,9 +685,10 @@ impl Fleet {
         let idle = opts.edges.clamp(2, 64);
         let client =
             http_client(Duration::from_secs(10), idle, None).map_err(anyhow::Error::msg)?;
-        let base = opts.control_plane.trim_end_matches('/').to_owned();
+        // Registration is a write: it goes to the primary, found the way heartbeats find it.
+        let registrar = ControlPlanes::new("registration", control_planes);
         let registered: Vec<anyhow::Result<()>> = futures_util::stream::iter(fleet.edges.clone())
-            .map(|edge| register(&client, &base, &opts.admin_token, edge))
+            .map(|edge| register(&client, &registrar, &opts.admin_token, edge))
             .buffer_unordered(32)
             .collect()
             .await;
@@ -680,7 +696,9 @@ impl Fleet {
             fleet.shutdown().await;
             return Err(error);
         }
+        let primary = registrar.current();
         for (i, edge) in fleet.edges.iter().enumerate() {
+            edge.control_planes.start_at(&primary);
             let offset = {
                 let mut rng = StdRng::seed_from_u64(opts.seed ^ (i as u64).rotate_left(17));
                 opts.heartbeat_interval.mul_f64(rng.random::<f64>())
@@ -688,7 +706,6 @@ impl Fleet {
             fleet.tasks.push(tokio::spawn(heartbeat_loop(
                 edge.clone(),
                 client.clone(),
-                base.clone(),
                 opts.heartbeat_interval,
                 offset,
                 stop_rx.clone(),
@@ -829,7 +846,7 @@ impl Fleet {
 /// Rate limiting and passing failures are retried a few times.
 async fn register(
     client: &reqwest::Client,
-    base: &str,
+    planes: &ControlPlanes,
     admin_token: &str,
     edge: Arc<SimEdge>,
 ) -> anyhow::Result<()> {
@@ -846,8 +863,9 @@ async fn register(
     };
     let created = call(
         client,
+        planes,
         reqwest::Method::POST,
-        &format!("{base}/api/v1/edge-locations"),
+        "/api/v1/edge-locations",
         admin_token,
         Some(&body),
     )
@@ -857,8 +875,9 @@ async fn register(
         409 => {
             let rotated = call::<()>(
                 client,
+                planes,
                 reqwest::Method::POST,
-                &format!("{base}/api/v1/edge-locations/{id}/token"),
+                &format!("/api/v1/edge-locations/{id}/token"),
                 admin_token,
                 None,
             )
@@ -873,8 +892,9 @@ async fn register(
             body.location_id = None;
             let updated = call(
                 client,
+                planes,
                 reqwest::Method::PUT,
-                &format!("{base}/api/v1/edge-locations/{id}"),
+                &format!("/api/v1/edge-locations/{id}"),
                 admin_token,
                 Some(&body),
             )
@@ -900,16 +920,21 @@ fn agent_token(body: &str) -> anyhow::Result<String> {
         .context("registration reply has no agentToken")
 }
 
+/// Calls `path` on the control-plane node `planes` reports to, following a `NOT_LEADER`
+/// answer to the node it names (at once) and moving to the next node after a failure.
 async fn call<B: serde::Serialize>(
     client: &reqwest::Client,
+    planes: &ControlPlanes,
     method: reqwest::Method,
-    url: &str,
+    path: &str,
     token: &str,
     body: Option<&B>,
 ) -> anyhow::Result<(u16, String)> {
     let mut attempt = 0u32;
     loop {
         attempt += 1;
+        let base = planes.current();
+        let url = &format!("{base}{path}");
         let mut request = client.request(method.clone(), url).bearer_auth(token);
         if let Some(body) = body {
             request = request.json(body);
@@ -917,13 +942,30 @@ async fn call<B: serde::Serialize>(
         let outcome = match request.send().await {
             Ok(response) => {
                 let status = response.status().as_u16();
+                let leader = response
+                    .headers()
+                    .get(crate::protocol::term::LEADER_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(crate::protocol::term::parse_leader_url);
                 let retry_after = response
                     .headers()
                     .get(http::header::RETRY_AFTER)
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.trim().parse::<u64>().ok());
                 let text = response.text().await.unwrap_or_default();
-                if (status == 429 || status >= 500) && attempt < 6 {
+                let followed = match leader {
+                    Some(leader) if status == 503 && leader != base => {
+                        planes.follow(&leader, "the node answered NOT_LEADER naming the primary")
+                    }
+                    _ if status >= 500 => {
+                        planes.rotate_from(&base);
+                        false
+                    }
+                    _ => false,
+                };
+                if followed && attempt < 6 {
+                    Err(Duration::ZERO)
+                } else if (status == 429 || status >= 500) && attempt < 6 {
                     Err(Duration::from_secs(retry_after.unwrap_or(1).min(10)))
                 } else {
                     Ok((status, text))
@@ -931,6 +973,7 @@ async fn call<B: serde::Serialize>(
             }
             Err(error) if attempt < 6 => {
                 tracing::warn!(%error, url, "control plane call failed; retrying");
+                planes.rotate_from(&base);
                 Err(Duration::from_millis(200 << attempt))
             }
             Err(error) => return Err(error).with_context(|| format!("calling {url}")),
@@ -945,15 +988,12 @@ async fn call<B: serde::Serialize>(
 async fn heartbeat_loop(
     edge: Arc<SimEdge>,
     client: reqwest::Client,
-    base: String,
     interval: Duration,
     offset: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
-    let url = format!(
-        "{base}/api/v1/edge-locations/{}/heartbeat",
-        edge.spec.location_id
-    );
+    // The traffic of a heartbeat no node stored, carried into the next one.
+    let mut unsent: Option<MetricsSample> = None;
     let mut wait = offset;
     loop {
         tokio::select! {
@@ -965,14 +1005,27 @@ async fn heartbeat_loop(
         if edge.down.load(Ordering::Relaxed) {
             continue;
         }
-        let heartbeat = edge.heartbeat(interval);
-        let sent = client
-            .post(&url)
-            .bearer_auth(edge.token())
-            .timeout(interval.min(Duration::from_secs(10)))
-            .json(&heartbeat)
-            .send()
-            .await;
+        let mut heartbeat = edge.heartbeat(interval);
+        if let (Some(carried), Some(sample)) = (unsent.take(), heartbeat.metrics.as_mut()) {
+            sample.add(&carried);
+        }
+        let sent = send_heartbeat(
+            &client,
+            &edge.control_planes,
+            &edge.spec.location_id,
+            &edge.token(),
+            &heartbeat,
+            Some(interval.min(Duration::from_secs(10))),
+        )
+        .await;
+        // Only a heartbeat surely not stored hands its traffic on, so none is counted twice.
+        let not_stored = match &sent {
+            Ok(response) => matches!(response.status().as_u16(), 429 | 503),
+            Err(error) => error.is_connect(),
+        };
+        if not_stored {
+            unsent = heartbeat.metrics.take();
+        }
         match sent {
             Ok(response) if response.status().is_success() => {
                 edge.heartbeats_sent.fetch_add(1, Ordering::Relaxed);

@@ -46,7 +46,15 @@ impl TermGuard {
 
     /// Admits a request from `term`: refused below the highest seen; a higher one becomes the
     /// highest (written down first).
+    #[cfg(test)]
     pub(crate) fn admit(&self, term: u64) -> Result<(), TermRefusal> {
+        self.admit_then(term, || {})
+    }
+
+    /// [`Self::admit`], running `then` once admitted before any other term is admitted: what
+    /// a sender's term entitles it to (naming the primary) cannot be overtaken by a request
+    /// from a higher term admitted in between.
+    pub(crate) fn admit_then(&self, term: u64, then: impl FnOnce()) -> Result<(), TermRefusal> {
         // Held across the write so two rising terms are recorded in order.
         let mut highest = self.highest.lock().unwrap_or_else(|p| p.into_inner());
         if term < *highest {
@@ -58,6 +66,7 @@ impl TermGuard {
             }
             *highest = term;
         }
+        then();
         Ok(())
     }
 }

@@ -126,6 +126,22 @@ pub struct MetricsSample {
     pub latency: LatencyHistogram,
 }
 
+impl MetricsSample {
+    /// Adds `other`'s counts and interval to this one: one sample for both intervals, as an
+    /// edge sends when the previous heartbeat reached no control plane.
+    pub fn add(&mut self, other: &MetricsSample) {
+        self.interval_seconds = self.interval_seconds.saturating_add(other.interval_seconds);
+        self.requests = self.requests.saturating_add(other.requests);
+        self.cache_hits = self.cache_hits.saturating_add(other.cache_hits);
+        self.cache_misses = self.cache_misses.saturating_add(other.cache_misses);
+        self.errors4xx = self.errors4xx.saturating_add(other.errors4xx);
+        self.errors5xx = self.errors5xx.saturating_add(other.errors5xx);
+        self.bytes_sent = self.bytes_sent.saturating_add(other.bytes_sent);
+        self.bytes_received = self.bytes_received.saturating_add(other.bytes_received);
+        self.latency.merge(&other.latency);
+    }
+}
+
 /// Aggregated performance over a window (SPEC §2.6).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]

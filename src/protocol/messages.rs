@@ -112,6 +112,16 @@ impl ActiveConfigurations {
     }
 }
 
+/// Body of `POST {endpoint}/edge/v1/leader`: a node that became primary names its term and
+/// the URL edges heartbeat from now on; the edge answers with the same shape, naming the
+/// highest term it has seen and the URL it now reports to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LeaderAnnouncement {
+    pub term: u64,
+    pub url: String,
+}
+
 /// Body of `POST /api/v1/edge-locations/{id}/heartbeat`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

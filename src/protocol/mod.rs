@@ -17,6 +17,6 @@ pub use checksum::{canonical_json, checksum};
 pub(crate) use client::{chain, http_client, http_client_with_identity};
 pub(crate) use messages::is_safe_name;
 pub use messages::{
-    ActiveConfiguration, ActiveConfigurations, EdgeRegistration, Heartbeat, PushMode, PushReply,
-    PushRequest, RollbackRequest,
+    ActiveConfiguration, ActiveConfigurations, EdgeRegistration, Heartbeat, LeaderAnnouncement,
+    PushMode, PushReply, PushRequest, RollbackRequest,
 };

@@ -63,6 +63,8 @@ pub(crate) struct Agent {
     state_writer: tokio::sync::Mutex<()>,
     started_at: Timestamp,
     terms: crate::edge::term::TermGuard,
+    /// The control-plane node heartbeats go to, among `control_plane`'s.
+    control_planes: crate::edge::leader::ControlPlanes,
     /// The nginx adapter, when `adapter = "nginx"`.
     nginx: Option<nginx::Nginx>,
 }

@@ -15,6 +15,7 @@ use super::system::{CpuSampler, health, read_metrics};
 use super::versions::write_atomic;
 use super::{Agent, AgentConfig};
 use crate::edge::http::{EdgeService, router, serve_tls};
+use crate::edge::leader::send_heartbeat;
 use crate::model::Timestamp;
 use crate::protocol::http_client_with_identity;
 use crate::protocol::tls::{Acceptor, client_identity};
@@ -41,6 +42,10 @@ impl EdgeService for Agent {
 
     fn terms(&self) -> &crate::edge::term::TermGuard {
         &self.terms
+    }
+
+    fn control_planes(&self) -> &crate::edge::leader::ControlPlanes {
+        &self.control_planes
     }
 }
 
@@ -200,10 +205,6 @@ async fn heartbeat_loop(agent: Arc<Agent>, mut stop: watch::Receiver<bool>) {
             return;
         }
     };
-    let url = format!(
-        "{}/api/v1/edge-locations/{}/heartbeat",
-        agent.config.control_plane, agent.config.location_id
-    );
     let mut cpu = CpuSampler::default();
     let mut last_sent = SystemTime::UNIX_EPOCH;
     let mut wait = Duration::ZERO;
@@ -220,7 +221,7 @@ async fn heartbeat_loop(agent: Arc<Agent>, mut stop: watch::Receiver<bool>) {
             }
             None => read_metrics(agent.config.metrics_file.as_deref(), last_sent).await,
         };
-        last_sent = SystemTime::now();
+        let read_at = SystemTime::now();
         let mut heartbeat = Heartbeat {
             health: health(&agent.config.state_dir, &mut cpu).await,
             active_configurations: agent.active_list().versions(),
@@ -228,19 +229,26 @@ async fn heartbeat_loop(agent: Arc<Agent>, mut stop: watch::Receiver<bool>) {
             started_at: agent.started_at,
             sent_at: Timestamp::now(),
         };
-        let sent = client
-            .post(&url)
-            .bearer_auth(&agent.config.token)
-            .json(&heartbeat)
-            .send()
-            .await;
-        // A heartbeat the control plane surely did not store hands nginx's counts back to the
-        // next one; one that may have been stored (a timeout, a 500) does not, so nothing is
+        let sent = send_heartbeat(
+            &client,
+            &agent.control_planes,
+            &agent.config.location_id,
+            &agent.config.token,
+            &heartbeat,
+            None,
+        )
+        .await;
+        // A heartbeat the control plane surely did not store hands its sample to the next one
+        // (nginx's counts are put back; the metrics file is read again unless it was replaced
+        // meanwhile); one that may have been stored (a timeout, a 500) does not, so nothing is
         // counted twice.
         let not_stored = match &sent {
             Ok(response) => matches!(response.status().as_u16(), 429 | 503),
             Err(error) => error.is_connect(),
         };
+        if !not_stored {
+            last_sent = read_at;
+        }
         if not_stored && let (Some(nginx), Some(sample)) = (&agent.nginx, heartbeat.metrics.take())
         {
             nginx.put_back(sample);

@@ -13,8 +13,12 @@ use crate::protocol::tls::ListenerTls;
 pub struct AgentConfig {
     pub location_id: String,
     pub listen: SocketAddr,
-    /// Base URL of the control plane, without `/api/v1`.
+    /// Base URL of the control plane, without `/api/v1`: the first of `control_plane`'s
+    /// URLs when it lists one per node.
     pub control_plane: String,
+    /// The other nodes' base URLs when `control_plane` lists several (a primary and its
+    /// standby): heartbeats go to whichever is primary.
+    pub other_control_planes: Vec<String>,
     /// This edge's agent token: pushes must bear it, heartbeats are sent with it.
     pub token: String,
     pub state_dir: PathBuf,
@@ -141,10 +145,13 @@ impl AgentConfig {
         let listen = required_string(table, "listen")?
             .parse::<SocketAddr>()
             .map_err(|e| invalid("agent.listen", &e.to_string()))?;
-        let control_plane = required_string(table, "control_plane")?;
-        if !(control_plane.starts_with("http://") || control_plane.starts_with("https://")) {
-            return Err(invalid("agent.control_plane", "must be an http(s) URL"));
-        }
+        let mut control_planes = control_plane_urls(table)?.into_iter();
+        let control_plane = control_planes
+            .next()
+            .ok_or_else(|| AgentConfigError::Missing {
+                key: "agent.control_plane".into(),
+            })?;
+        let other_control_planes: Vec<String> = control_planes.collect();
         let token = required_string(table, "token")?;
         if token.is_empty() {
             return Err(invalid("agent.token", "must not be empty"));
@@ -210,7 +217,8 @@ impl AgentConfig {
         Ok(Self {
             location_id,
             listen,
-            control_plane: control_plane.trim_end_matches('/').to_owned(),
+            control_plane,
+            other_control_planes,
             token,
             state_dir,
             test_command,
@@ -346,6 +354,28 @@ fn shell_quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', "'\\''"))
 }
 
+/// `control_plane`: one URL, a comma-separated list of them, or an array of them (one per
+/// control-plane node), each an http(s) URL, returned without trailing `/`, duplicates
+/// dropped.
+fn control_plane_urls(table: &toml::Table) -> Result<Vec<String>, AgentConfigError> {
+    const KEY: &str = "agent.control_plane";
+    let entries: Vec<String> = match table.get("control_plane") {
+        None => return Err(AgentConfigError::Missing { key: KEY.into() }),
+        Some(toml::Value::String(text)) => text.split(',').map(str::to_owned).collect(),
+        Some(toml::Value::Array(items)) => items
+            .iter()
+            .map(|item| match item {
+                toml::Value::String(text) => Ok(text.clone()),
+                _ => Err(invalid(KEY, "every entry must be a string")),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(invalid(KEY, "a URL or a list of URLs")),
+    };
+    let urls = crate::protocol::term::control_plane_urls(entries.iter().map(String::as_str))
+        .map_err(|reason| invalid(KEY, &reason))?;
+    Ok(urls)
+}
+
 fn invalid(key: &str, reason: &str) -> AgentConfigError {
     AgentConfigError::Invalid {
         key: key.to_owned(),
@@ -408,7 +438,39 @@ state_dir = "/tmp/edge"
         assert_eq!(config.keep_versions, 10);
         assert_eq!(config.command_timeout, Duration::from_secs(30));
         assert_eq!(config.control_plane, "http://127.0.0.1:8080");
+        assert!(config.other_control_planes.is_empty());
         assert_eq!(config.test_command, None);
+    }
+
+    #[test]
+    fn control_plane_takes_one_url_per_node() {
+        let with = |value: &str| {
+            AgentConfig::from_toml(&MINIMAL.replace(
+                "control_plane = \"http://127.0.0.1:8080/\"",
+                &format!("control_plane = {value}"),
+            ))
+        };
+        let config = with("[\"http://10.0.0.1:8080/\", \"https://cp-b.example.net\"]").unwrap();
+        assert_eq!(config.control_plane, "http://10.0.0.1:8080");
+        assert_eq!(config.other_control_planes, ["https://cp-b.example.net"]);
+        let config = with("\"http://10.0.0.1:8080, http://10.0.0.2:8080,\"").unwrap();
+        assert_eq!(config.control_plane, "http://10.0.0.1:8080");
+        assert_eq!(config.other_control_planes, ["http://10.0.0.2:8080"]);
+        let config = with("[\"http://a:1\", \"http://a:1/\"]").unwrap();
+        assert!(config.other_control_planes.is_empty(), "duplicates dropped");
+
+        for bad in [
+            "[]",
+            "\"\"",
+            "\" , \"",
+            "[\"http://a:1\", 3]",
+            "[\"http://a:1\", \"cp-b:8080\"]",
+            "\"http://a:1,ftp://b\"",
+            "7",
+        ] {
+            let error = with(bad).unwrap_err().to_string();
+            assert!(error.contains("agent.control_plane"), "{bad}: {error}");
+        }
     }
 
     #[test]

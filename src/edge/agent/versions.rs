@@ -73,8 +73,15 @@ impl Agent {
             .nginx
             .clone()
             .map(|settings| super::nginx::Nginx::open(settings, &config, &state));
+        let control_planes = crate::edge::leader::ControlPlanes::new(
+            &config.location_id,
+            std::iter::once(config.control_plane.clone())
+                .chain(config.other_control_planes.iter().cloned())
+                .collect(),
+        );
         Ok(Self {
             nginx,
+            control_planes,
             config,
             state: Mutex::new(state),
             config_locks: Mutex::new(HashMap::new()),
