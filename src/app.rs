@@ -300,6 +300,9 @@ pub async fn serve(settings: Settings, prometheus: PrometheusHandle) -> anyhow::
     state
         .cluster()
         .follow_edge_terms(state.push_client().clone());
+    state
+        .cluster()
+        .announce_when_primary(state.secrets().clone(), state.push_client().clone());
     // The reconciler pushes to edges: only on the primary, from when it is one.
     let reconciler = {
         let state = state.clone();

@@ -9,6 +9,7 @@
 //! promotion is a `NewTerm` command in the log, so the term travels with the data and a
 //! node that comes back from an older term finds where the logs part.
 
+mod announce;
 mod follower;
 mod leader;
 pub mod wire;

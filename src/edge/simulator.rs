@@ -786,6 +786,11 @@ impl Fleet {
         Some(self.edge(location_id)?.terms.highest())
     }
 
+    /// The control-plane URL the edge heartbeats now.
+    pub fn control_plane(&self, location_id: &str) -> Option<String> {
+        Some(self.edge(location_id)?.control_planes.current())
+    }
+
     /// The version of `configuration_id` the edge runs now.
     pub fn active_version(&self, location_id: &str, configuration_id: &str) -> Option<String> {
         self.edge(location_id)?

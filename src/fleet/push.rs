@@ -6,7 +6,9 @@
 //! Every push and rollback carries the node's cluster term (`X-Edgeplane-Term`, SPEC §9). An
 //! edge that has seen a higher one answers 409 `STALE_TERM` with it: that is
 //! [`PushError::StaleTerm`], never retried and never a NACK or a timeout, and the term is
-//! published on [`PushClient::seen_terms`] so the node can step down.
+//! published on [`PushClient::seen_terms`] so the node can step down. Beside the term a
+//! node names itself (`X-Edgeplane-Leader`, its advertised URL) once it is told to, so edges
+//! that take its pushes send it their heartbeats.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -21,8 +23,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::{Semaphore, watch};
 
 use crate::protocol::{
-    ActiveConfigurations, PushMode, PushReply, PushRequest, RollbackRequest, chain, checksum,
-    http_client_with_identity,
+    ActiveConfigurations, LeaderAnnouncement, PushMode, PushReply, PushRequest, RollbackRequest,
+    chain, checksum, http_client_with_identity,
 };
 use crate::rollout::engine::{EdgeAnswer, EdgeTarget, EdgeTransport, PushContent};
 
@@ -140,6 +142,8 @@ struct Terms {
     ours: AtomicU64,
     /// Highest term an edge named in a `STALE_TERM` refusal.
     seen: watch::Sender<u64>,
+    /// The URL pushes name as the primary's beside the term; none names nobody.
+    sender_url: std::sync::RwLock<Option<http::HeaderValue>>,
 }
 
 /// One attempt's failure, before the retry policy decides.
@@ -192,6 +196,7 @@ impl PushClient {
             terms: Arc::new(Terms {
                 ours: AtomicU64::new(0),
                 seen: watch::Sender::new(0),
+                sender_url: std::sync::RwLock::new(None),
             }),
         })
     }
@@ -204,6 +209,19 @@ impl PushClient {
     /// (0 sends none). Clones share it.
     pub fn set_term(&self, term: u64) {
         self.terms.ours.store(term, Ordering::SeqCst);
+    }
+
+    /// Sets the URL every push and rollback names as its sender's (`X-Edgeplane-Leader`, beside
+    /// a term): the URL edges heartbeat once they take the push. Clones share it.
+    pub fn set_sender_url(&self, url: &str) {
+        let value = http::HeaderValue::from_str(url).ok();
+        if let Ok(mut slot) = self.terms.sender_url.write() {
+            *slot = value;
+        }
+    }
+
+    fn sender_url(&self) -> Option<http::HeaderValue> {
+        self.terms.sender_url.read().ok()?.clone()
     }
 
     /// The term pushes carry.
@@ -253,6 +271,35 @@ impl PushClient {
         let body = serde_json::to_vec(&request).map_err(|e| PushError::Setup(e.to_string()))?;
         self.send_reply(endpoint, reqwest::Method::POST, url, token, body)
             .await
+    }
+
+    /// `POST {endpoint}/edge/v1/leader`: tells the edge this node is primary at
+    /// `announcement.term`, reachable at `announcement.url`. Retried like a push; an edge that
+    /// has seen a higher term answers [`PushError::StaleTerm`].
+    pub async fn announce(
+        &self,
+        endpoint: &str,
+        token: &str,
+        announcement: &LeaderAnnouncement,
+    ) -> Result<LeaderAnnouncement, PushError> {
+        let url = format!(
+            "{}{}",
+            endpoint.trim_end_matches('/'),
+            crate::protocol::term::LEADER_PATH
+        );
+        let body = serde_json::to_vec(announcement).map_err(|e| PushError::Setup(e.to_string()))?;
+        let (status, reply, _, attempts) = self
+            .with_retries(endpoint, reqwest::Method::POST, &url, token, Some(body))
+            .await?;
+        if status != 200 {
+            return Err(PushError::Status {
+                endpoint: endpoint.to_owned(),
+                status,
+                attempts,
+                body: trimmed(&reply),
+            });
+        }
+        parse_json(endpoint, &reply)
     }
 
     /// `GET {endpoint}/edge/v1/active-configurations`.
@@ -351,6 +398,9 @@ impl PushClient {
         let ours = self.term();
         if ours > 0 {
             request = request.header(crate::protocol::term::TERM_HEADER, ours);
+            if let Some(url) = self.sender_url() {
+                request = request.header(crate::protocol::term::LEADER_HEADER, url);
+            }
         }
         // The edge may join the deployment's trace; it is free to ignore it.
         if let Some(traceparent) = crate::telemetry::traceparent(&tracing::Span::current()) {
