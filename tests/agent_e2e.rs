@@ -460,6 +460,107 @@ async fn heartbeats_carry_the_token_and_the_active_versions() {
     assert!(!dir.path().join("state/agent.addr").exists());
 }
 
+/// A fake control-plane node recording the heartbeats it takes; `not_leader` makes it a
+/// standby that answers every heartbeat 503 `NOT_LEADER` naming that URL instead.
+async fn control_plane_node(not_leader: Option<String>) -> (String, Seen) {
+    let seen: Seen = Arc::default();
+    let app = match not_leader {
+        Some(leader) => axum::Router::new().route(
+            "/api/v1/edge-locations/{id}/heartbeat",
+            post(move || async move {
+                (
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    [("x-edgeplane-leader", leader)],
+                    axum::Json(json!({"error": {"code": "NOT_LEADER"}})),
+                )
+            }),
+        ),
+        None => axum::Router::new()
+            .route(
+                "/api/v1/edge-locations/{id}/heartbeat",
+                post(record_heartbeat),
+            )
+            .with_state(seen.clone()),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, seen)
+}
+
+/// Waits (bounded) until `seen` holds a heartbeat sent after `since`.
+async fn wait_heartbeat(seen: &Seen, since: Timestamp, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !seen
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|(_, _, beat)| beat.sent_at > since)
+    {
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn heartbeats_follow_the_primary_across_control_plane_nodes() {
+    let (primary, at_primary) = control_plane_node(None).await;
+    let (standby, _) = control_plane_node(Some(primary.clone())).await;
+    let (promoted, at_promoted) = control_plane_node(None).await;
+    let dir = tempfile::tempdir().unwrap();
+    // The standby first: its NOT_LEADER answer sends the agent to the primary.
+    let config = write_config(dir.path(), &format!("{standby}, {primary}"), "200ms");
+    let agent = start(&config);
+    wait_heartbeat(
+        &at_primary,
+        Timestamp(0),
+        "no heartbeat reached the primary",
+    )
+    .await;
+
+    // A push from a higher term names its sender: heartbeats move there.
+    let client = push_client();
+    client.set_term(2);
+    client.set_sender_url(&promoted);
+    acked(
+        client
+            .push(&agent.endpoint, TOKEN, CONFIG_ID, &apply("1.0.0", rule(60)))
+            .await,
+    );
+    let pushed_at = Timestamp::now();
+    wait_heartbeat(
+        &at_promoted,
+        Timestamp(0),
+        "no heartbeat reached the node that pushed",
+    )
+    .await;
+    let before = at_primary.lock().unwrap().len();
+    wait_heartbeat(&at_promoted, pushed_at, "heartbeats stayed elsewhere").await;
+    assert!(
+        at_primary
+            .lock()
+            .unwrap()
+            .iter()
+            .skip(before)
+            .all(|(_, _, beat)| beat.sent_at < pushed_at),
+        "the old primary got heartbeats after the push"
+    );
+
+    // An older term's push is refused and names nobody.
+    let old = push_client();
+    old.set_term(1);
+    old.set_sender_url(&primary);
+    let refused = old
+        .push(&agent.endpoint, TOKEN, CONFIG_ID, &apply("1.1.0", rule(90)))
+        .await;
+    assert!(
+        matches!(refused, Err(PushError::StaleTerm { seen: 2, .. })),
+        "{refused:?}"
+    );
+    let refused_at = Timestamp::now();
+    wait_heartbeat(&at_promoted, refused_at, "heartbeats left the new primary").await;
+}
+
 #[test]
 fn a_bad_config_file_exits_2_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
