@@ -9,6 +9,7 @@
 //! promotion is a `NewTerm` command in the log, so the term travels with the data and a
 //! node that comes back from an older term finds where the logs part.
 
+mod duties;
 mod follower;
 mod leader;
 pub mod wire;
@@ -25,6 +26,7 @@ use crate::config::{ClusterRole, ClusterSettings};
 use crate::model::Timestamp;
 use crate::store::{Command, CommandEnvelope, Store, StoreError};
 
+pub use duties::{Duty, TaskDuty};
 pub use follower::{catch_up_before_open, fetch_secret_key};
 pub use leader::LogAnswer;
 
