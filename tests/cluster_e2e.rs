@@ -33,11 +33,16 @@ fn digests(a: &Path, b: &Path) -> (String, String) {
     (digest(a), digest(b))
 }
 
-/// Waits until `node` says it is a standby holding the same configurations as `primary`.
+/// Waits until `node` says it is a standby at the primary's term holding every entry the
+/// primary committed (so both hold the same log, promotion included) and the same
+/// configurations.
 async fn wait_caught_up(client: &reqwest::Client, node: &str, primary: &str, token: &str) {
     settle("the standby catches up", || async {
         let view = cluster_view(client, node, token).await;
+        let leader = cluster_view(client, primary, token).await;
         view["role"] == "standby"
+            && view["term"] == leader["term"]
+            && view["appliedIndex"] == leader["commitIndex"]
             && stored(client, node, token).await == stored(client, primary, token).await
     })
     .await;
@@ -160,6 +165,7 @@ async fn kill_9_of_the_primary_under_sync_replication_loses_no_acknowledged_writ
     println!("kill -9 rounds: {rounds}, seed {seed} (CLUSTER_KILL_SEED to replay)");
     let mut rng = StdRng::seed_from_u64(seed);
     let client = client();
+    let mut n_acked = 0;
     for round in 0..rounds {
         let (p, s) = pair(true, &[]);
         let primary = p.start(Some(ADMIN_PASSWORD));
@@ -186,6 +192,7 @@ async fn kill_9_of_the_primary_under_sync_replication_loses_no_acknowledged_writ
         assert_eq!(promoted["term"], 2, "round {round}");
         let on_new_primary = stored(&client, &s.url, &token).await;
         let acked = acked.lock().unwrap().clone();
+        n_acked += acked.len();
         for name in &acked {
             assert!(
                 on_new_primary.contains_key(name),
@@ -199,6 +206,11 @@ async fn kill_9_of_the_primary_under_sync_replication_loses_no_acknowledged_writ
         let (a, b) = digests(p.dir.path(), s.dir.path());
         assert_eq!(a, b, "round {round} (seed {seed}): the stores differ");
     }
+    println!("{n_acked} acknowledged writes checked after {rounds} failovers");
+    assert!(
+        n_acked >= rounds,
+        "seed {seed}: too few writes were acknowledged before the kills to check anything"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -130,18 +130,23 @@ impl Cluster {
         if !self.is_following() {
             return Ok(Pulled::Nothing);
         }
-        let now = crate::model::Timestamp::now();
-        for entry in &batch.entries {
-            let lag_ms = now.millis_since(entry.envelope.at).max(0);
-            metrics::histogram!("edgeplane_replication_apply_lag_seconds")
-                .record(lag_ms as f64 / 1000.0);
-        }
+        let issued: Vec<crate::model::Timestamp> =
+            batch.entries.iter().map(|e| e.envelope.at).collect();
         let entries = batch.entries;
         let applied = tokio::task::spawn_blocking(move || store.apply_replicated(entries))
             .await
             .map_err(|e| format!("apply task failed: {e}"))?;
         match applied {
-            Ok(_) => Ok(Pulled::Applied),
+            Ok(_) => {
+                // From the command's issue on the primary to its durable copy here.
+                let now = crate::model::Timestamp::now();
+                for at in issued {
+                    let lag_ms = now.millis_since(at).max(0);
+                    metrics::histogram!("edgeplane_replication_apply_lag_seconds")
+                        .record(lag_ms as f64 / 1000.0);
+                }
+                Ok(Pulled::Applied)
+            }
             Err(error @ (StoreError::Corrupt(_) | StoreError::Invalid(_))) => {
                 Ok(Pulled::SnapshotRequired(error.to_string()))
             }
