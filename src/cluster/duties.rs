@@ -59,14 +59,6 @@ impl TaskDuty {
             task: Mutex::new(None),
         }
     }
-
-    /// Whether its task runs now.
-    pub fn is_running(&self) -> bool {
-        self.task
-            .lock()
-            .map(|task| task.as_ref().is_some_and(|t| !t.is_finished()))
-            .unwrap_or(false)
-    }
 }
 
 impl Duty for TaskDuty {
@@ -166,6 +158,89 @@ fn put_down(duties: &[Arc<dyn Duty>], term: u64) {
     tracing::info!(
         term,
         duties = ?names(duties),
-        "not primary: background duties put down"
+        "background duties put down"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use tokio::sync::watch;
+
+    use super::*;
+    use crate::cluster::wire::LogQuery;
+    use crate::config::ClusterSettings;
+    use crate::store::Store;
+
+    /// Counts the duty's tasks alive: up when one starts, down when it is dropped (aborted).
+    struct Alive(Arc<watch::Sender<i32>>);
+
+    impl Alive {
+        fn new(alive: Arc<watch::Sender<i32>>) -> Self {
+            alive.send_modify(|n| *n += 1);
+            Self(alive)
+        }
+    }
+
+    impl Drop for Alive {
+        fn drop(&mut self) {
+            self.0.send_modify(|n| *n -= 1);
+        }
+    }
+
+    async fn until(alive: &mut watch::Receiver<i32>, n: i32, what: &str) {
+        tokio::time::timeout(Duration::from_secs(20), alive.wait_for(|v| *v == n))
+            .await
+            .unwrap_or_else(|_| panic!("never happened: {what}"))
+            .expect("counter");
+    }
+
+    #[tokio::test]
+    async fn a_task_duty_runs_only_while_the_node_is_primary() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let settings = ClusterSettings {
+            // A peer that never answers: the node stays the primary of its settings.
+            peers: vec!["http://127.0.0.1:9".into()],
+            secret: "cluster-secret".into(),
+            ..ClusterSettings::default()
+        };
+        let cluster = Cluster::new(&settings, dir.path(), store).unwrap();
+        let (counter, mut alive) = watch::channel(0);
+        let counter = Arc::new(counter);
+        let starts = Arc::new(AtomicUsize::new(0));
+        let duty = {
+            let starts = starts.clone();
+            TaskDuty::new("test", move || {
+                starts.fetch_add(1, Ordering::SeqCst);
+                let guard = Alive::new(counter.clone());
+                tokio::spawn(async move {
+                    let _guard = guard;
+                    std::future::pending::<()>().await;
+                })
+            })
+        };
+        let _supervisor = cluster.supervise(vec![Arc::new(duty)]);
+        until(&mut alive, 1, "the primary takes its duty up").await;
+
+        // A peer asks for the log at a higher term: the node steps down.
+        cluster
+            .serve_log(LogQuery {
+                from: 1,
+                prev_term: 0,
+                term: 99,
+                node_id: "newer".into(),
+                url: String::new(),
+                wait_ms: 0,
+            })
+            .await
+            .unwrap();
+        until(&mut alive, 0, "the stepped-down node puts its duty down").await;
+
+        cluster.promote().await.unwrap();
+        until(&mut alive, 1, "the promoted node takes it up again").await;
+        assert_eq!(starts.load(Ordering::SeqCst), 2);
+    }
 }

@@ -16,6 +16,10 @@
 //! ahead of the store, raises a `StoreUnavailable` alert and takes no step, answer or timeout
 //! until writes resume. Then it reloads the deployments as after a restart, records the pause
 //! on their timelines and re-issues the work left without a decision.
+//!
+//! A node with peers starts its engine idle ([`Engine::start_idle`]): it runs only while the
+//! node is primary, is put down (its memory dropped) when the node steps down and loads the
+//! unfinished deployments again from the replicated store when it is promoted.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
