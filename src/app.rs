@@ -296,6 +296,9 @@ pub async fn serve(settings: Settings, prometheus: PrometheusHandle) -> anyhow::
     state
         .cluster()
         .set_local_url(format!("{scheme}://{address}"));
+    // Before the first request is served: an old primary restarted with its old settings
+    // learns of the newer one here and steps down before it could take a write.
+    state.cluster().check_peers_at_start().await;
     state.cluster().start();
     state
         .cluster()

@@ -94,8 +94,8 @@ impl Drop for TaskDuty {
 impl Cluster {
     /// Starts the one task that takes `duties` up, in order, each time this node becomes
     /// primary, and puts them down, in reverse order, the moment it stops being primary.
-    /// At start it first asks the peers whether one is primary at a higher term, so an old
-    /// primary restarted with its old settings never takes its duties up. A promotion that
+    /// Call it once the node has asked its peers at start ([`Cluster::check_peers_at_start`]),
+    /// so an old primary restarted with its old settings never takes its duties up. A promotion that
     /// follows a step-down too closely for the role change to be seen still restarts them:
     /// each term the node is primary at is a new taking up. Needs a Tokio runtime; the task
     /// ends with it.
@@ -103,7 +103,6 @@ impl Cluster {
         let cluster = self.clone();
         tokio::spawn(async move {
             let mut roles = cluster.roles();
-            cluster.check_peers_at_start().await;
             // The term the duties were taken up at; `None` while they are down.
             let mut taken_at: Option<u64> = None;
             let mut told_down = false;

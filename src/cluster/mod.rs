@@ -622,12 +622,4 @@ impl Cluster {
             }
         });
     }
-
-    /// Resolves once this node is primary, after asking its peers whether one is primary at
-    /// a higher term: what a node waits for before its engine resumes deployments.
-    pub async fn until_primary(self) {
-        self.check_peers_at_start().await;
-        let mut roles = self.roles();
-        let _ = roles.wait_for(|role| *role == NodeRole::Primary).await;
-    }
 }
