@@ -174,7 +174,8 @@ pub fn build_with(
     let analysis = seams
         .analysis
         .unwrap_or_else(|| Arc::new(MetricsAnalysis::new(opened.store.clone())));
-    // With peers, the engine resumes deployments only once this node knows it is primary.
+    // With peers, the engine runs only while this node is primary: `serve` hands it to the
+    // cluster's supervisor with the other primary-only duties.
     let engine = if settings.cluster.peers.is_empty() {
         Engine::start(
             opened.store.clone(),
@@ -186,8 +187,7 @@ pub fn build_with(
             engine_settings(&settings),
         )?
     } else {
-        Engine::start_when(
-            cluster.clone().until_primary(),
+        Engine::start_idle(
             opened.store.clone(),
             opened.secrets.clone(),
             transport,
@@ -296,23 +296,23 @@ pub async fn serve(settings: Settings, prometheus: PrometheusHandle) -> anyhow::
     state
         .cluster()
         .set_local_url(format!("{scheme}://{address}"));
+    // Before the first request is served: an old primary restarted with its old settings
+    // learns of the newer one here and steps down before it could take a write.
+    state.cluster().check_peers_at_start().await;
     state.cluster().start();
     state
         .cluster()
         .follow_edge_terms(state.push_client().clone());
-    state
-        .cluster()
-        .announce_when_primary(state.secrets().clone(), state.push_client().clone());
-    // The reconciler pushes to edges: only on the primary, from when it is one.
+    // What only a primary does runs while this node is one (SPEC §9): the engine steps and
+    // pushes deployments, the reconciler pushes to edges that drifted.
     let reconciler = {
         let state = state.clone();
-        tokio::spawn(async move {
-            state.cluster().clone().until_primary().await;
+        crate::cluster::TaskDuty::new("reconciler", move || {
             let transport: Arc<dyn EdgeTransport> = Arc::new(FencedTransport {
                 inner: Arc::new(state.push_client().clone()),
                 cluster: state.cluster().clone(),
             });
-            let _ = crate::fleet::Reconciler::start(
+            crate::fleet::Reconciler::start(
                 state.store().clone(),
                 state.secrets().clone(),
                 transport,
@@ -320,9 +320,20 @@ pub async fn serve(settings: Settings, prometheus: PrometheusHandle) -> anyhow::
                 state.settings().edges.reconcile_interval,
                 state.settings().edges.healthy_within.as_millis() as i64,
             )
-            .await;
         })
     };
+    // The announcement goes first, so edges hear of the new primary before its engine
+    // pushes to them again.
+    let mut duties: Vec<Arc<dyn crate::cluster::Duty>> = Vec::new();
+    if let Some(announcement) = state
+        .cluster()
+        .announcement(state.secrets().clone(), state.push_client().clone())
+    {
+        duties.push(Arc::new(announcement));
+    }
+    duties.push(Arc::new(state.engine().clone()));
+    duties.push(Arc::new(reconciler));
+    let duties = state.cluster().supervise(duties);
     let housekeeping = {
         let state = state.clone();
         tokio::spawn(async move {
@@ -395,7 +406,7 @@ pub async fn serve(settings: Settings, prometheus: PrometheusHandle) -> anyhow::
         } => tracing::warn!("in-flight requests did not finish within {grace:?}; exiting"),
     }
     housekeeping.abort();
-    reconciler.abort();
+    duties.abort();
     tracing::info!("stopped");
     Ok(())
 }

@@ -1,7 +1,8 @@
 //! The deployment engine on its injected clock, against a scripted transport that records every
 //! push and rollback: quarantine after repeated NACKs, a canary wave whose push times out, an
 //! ack after a timed-out attempt, a restart with pushes in flight, a step the store refuses to
-//! save, and a watch judged as soon as its canary edges' heartbeats arrive.
+//! save, a watch judged as soon as its canary edges' heartbeats arrive, and the engine of a node
+//! that steps down (it stops) and is promoted again (it resumes from the store).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -835,4 +836,125 @@ async fn a_breaching_heartbeat_of_a_canary_edge_is_judged_when_it_arrives() {
         EdgeState::RolledBack,
         "{rolled_back:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_steps_down_stops_its_engine_and_its_promotion_resumes_the_deployment() {
+    use edgeplane::cluster::Cluster;
+    use edgeplane::cluster::wire::LogQuery;
+    use edgeplane::config::ClusterSettings;
+    use edgeplane::store::StoreError;
+
+    let targets = ["edge-a", "edge-b", "edge-c", "edge-d"];
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = store_with(dir.path(), &targets);
+    let cluster = Cluster::new(
+        &ClusterSettings {
+            // A peer that never answers: this node starts as the primary of its settings.
+            peers: vec!["http://127.0.0.1:9".into()],
+            secret: "cluster-secret".into(),
+            ..ClusterSettings::default()
+        },
+        dir.path(),
+        store.clone(),
+    )
+    .expect("cluster");
+    // The engine's own transport, unfenced: what reaches it is what the engine itself sends.
+    let edges = ScriptedEdges::new(|_, _| acked());
+    let clock = Arc::new(ManualClock::new(START));
+    let engine = Engine::start_idle(
+        store.clone(),
+        secrets(),
+        edges.clone(),
+        Arc::new(HealthOnlyAnalysis),
+        Arc::new(Alerts::default()),
+        clock.clone(),
+        settings(3),
+    );
+    let _duties = cluster.supervise(vec![Arc::new(engine.clone())]);
+
+    deploy(
+        &engine,
+        &store,
+        "deploy-1",
+        Strategy::RegionalCanary,
+        &targets,
+    )
+    .await;
+    wait_stored(&store, "deploy-1", "the canary acks", |d| {
+        d.edges["edge-a"].state == EdgeState::Acked
+    })
+    .await;
+    assert_eq!(
+        edges.pushes_to("edge-b"),
+        0,
+        "the watch holds the next wave"
+    );
+
+    // A peer asks for the log at a higher term: this node steps down, and its engine stops.
+    cluster
+        .serve_log(LogQuery {
+            from: 1,
+            prev_term: 0,
+            term: 99,
+            node_id: "newer-primary".into(),
+            url: String::new(),
+            wait_ms: 0,
+        })
+        .await
+        .expect("answered");
+    assert!(!cluster.is_primary());
+    wait_for("the engine lets go of its deployments", || async {
+        engine.running().is_empty().then_some(())
+    })
+    .await;
+
+    // Past the canary's watch nothing moves: ticks are dropped and requests refused.
+    clock.advance(Duration::from_secs(2 * 3600));
+    for _ in 0..3 {
+        engine.tick();
+    }
+    // Queued behind the ticks: once it is answered, they were taken.
+    let refused = engine
+        .operator("deploy-1", OperatorAction::Pause, "admin")
+        .await;
+    assert!(
+        matches!(refused, Err(EngineError::Store(StoreError::NotLeader(_)))),
+        "{refused:?}"
+    );
+    assert_eq!(
+        edges.calls().len(),
+        1,
+        "a stepped-down engine pushes nothing: {:?}",
+        edges.calls()
+    );
+    assert_eq!(
+        stored(&store, "deploy-1").await.status,
+        DeploymentStatus::Canary
+    );
+
+    // Promoted again: the engine reloads the deployment from the store and takes it on.
+    let promoted = cluster.promote().await.expect("promoted");
+    assert!(promoted.term > 1, "{promoted:?}");
+    wait_for("the resumed deployment's next wave is pushed", || async {
+        engine.tick();
+        (edges.pushes_to("edge-b") > 0).then_some(())
+    })
+    .await;
+    let done = wait_for("the deployment completes", || async {
+        clock.advance(Duration::from_secs(3600));
+        engine.tick();
+        let deployment = stored(&store, "deploy-1").await;
+        deployment.status.is_terminal().then_some(deployment)
+    })
+    .await;
+    assert_eq!(done.status, DeploymentStatus::Completed, "{done:?}");
+    assert_eq!(
+        edges.pushes_to("edge-a"),
+        1,
+        "the canary's stored ack stands: it is not pushed again"
+    );
+    for location in ["edge-b", "edge-c", "edge-d"] {
+        assert_eq!(edges.pushes_to(location), 1, "{:?}", edges.calls());
+    }
 }

@@ -23,6 +23,8 @@ enum Pulled {
     Nothing,
     SnapshotRequired(String),
     NotLeader(Option<String>),
+    /// This node's store refuses writes (a full disk, an I/O error it recovers from).
+    StoreRefused(String),
 }
 
 impl Cluster {
@@ -128,20 +130,28 @@ impl Cluster {
         if !self.is_following() {
             return Ok(Pulled::Nothing);
         }
-        let now = crate::model::Timestamp::now();
-        for entry in &batch.entries {
-            let lag_ms = now.millis_since(entry.envelope.at).max(0);
-            metrics::histogram!("edgeplane_replication_apply_lag_seconds")
-                .record(lag_ms as f64 / 1000.0);
-        }
+        let issued: Vec<crate::model::Timestamp> =
+            batch.entries.iter().map(|e| e.envelope.at).collect();
         let entries = batch.entries;
-        let applied = tokio::task::spawn_blocking(move || store.apply_replicated(&entries))
+        let applied = tokio::task::spawn_blocking(move || store.apply_replicated(entries))
             .await
             .map_err(|e| format!("apply task failed: {e}"))?;
         match applied {
-            Ok(_) => Ok(Pulled::Applied),
+            Ok(_) => {
+                // From the command's issue on the primary to its durable copy here.
+                let now = crate::model::Timestamp::now();
+                for at in issued {
+                    let lag_ms = now.millis_since(at).max(0);
+                    metrics::histogram!("edgeplane_replication_apply_lag_seconds")
+                        .record(lag_ms as f64 / 1000.0);
+                }
+                Ok(Pulled::Applied)
+            }
             Err(error @ (StoreError::Corrupt(_) | StoreError::Invalid(_))) => {
                 Ok(Pulled::SnapshotRequired(error.to_string()))
+            }
+            Err(error @ (StoreError::Recovering(_) | StoreError::StorageFull(_))) => {
+                Ok(Pulled::StoreRefused(error.to_string()))
             }
             Err(error) => Err(error.to_string()),
         }
@@ -251,6 +261,13 @@ pub(super) async fn run(cluster: Cluster) {
                 tracing::warn!(%reason, "the log cannot continue from the primary's: installing a copy");
                 cluster.install_copy(&leader, &reason).await
             }
+            Ok(Pulled::StoreRefused(reason)) => {
+                // Nothing of the batch was kept: it is asked for again, from the last durable
+                // entry, once the store has recovered by itself.
+                tracing::warn!(%reason, "the store refuses the primary's entries until it recovers");
+                wait_until_writable(cluster.store()).await;
+                Ok(())
+            }
             Err(error) => Err(error),
         };
         match outcome {
@@ -267,6 +284,14 @@ pub(super) async fn run(cluster: Cluster) {
                 tokio::time::sleep(backoff).await;
             }
         }
+    }
+}
+
+/// Returns once the store takes writes again after an I/O error or a full disk (its writer
+/// reopens the file and watches free space by itself).
+async fn wait_until_writable(store: &Store) {
+    while !store.status().writable {
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -359,7 +384,11 @@ pub async fn catch_up_before_open(settings: &Settings) -> anyhow::Result<()> {
                     .map_err(|e| anyhow::anyhow!(e))?;
             }
             Ok(Pulled::NotLeader(hint)) => cluster.forget_leader(hint),
-            Ok(_) => {}
+            Ok(Pulled::StoreRefused(reason)) => {
+                tracing::warn!(%reason, "the store refuses the primary's entries until it recovers");
+                wait_until_writable(&store).await;
+            }
+            Ok(Pulled::Applied | Pulled::Nothing) => {}
             Err(error) => {
                 tracing::warn!(%leader, %error, "cannot stream the primary's log");
                 tokio::time::sleep(Duration::from_millis(300)).await;

@@ -10,6 +10,7 @@
 //! node that comes back from an older term finds where the logs part.
 
 mod announce;
+mod duties;
 mod follower;
 mod leader;
 pub mod wire;
@@ -26,6 +27,7 @@ use crate::config::{ClusterRole, ClusterSettings};
 use crate::model::Timestamp;
 use crate::store::{Command, CommandEnvelope, Store, StoreError};
 
+pub use duties::{Duty, TaskDuty};
 pub use follower::{catch_up_before_open, fetch_secret_key};
 pub use leader::LogAnswer;
 
@@ -620,13 +622,5 @@ impl Cluster {
                 }
             }
         });
-    }
-
-    /// Resolves once this node is primary, after asking its peers whether one is primary at
-    /// a higher term: what a node waits for before its engine resumes deployments.
-    pub async fn until_primary(self) {
-        self.check_peers_at_start().await;
-        let mut roles = self.roles();
-        let _ = roles.wait_for(|role| *role == NodeRole::Primary).await;
     }
 }

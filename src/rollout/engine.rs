@@ -16,6 +16,10 @@
 //! ahead of the store, raises a `StoreUnavailable` alert and takes no step, answer or timeout
 //! until writes resume. Then it reloads the deployments as after a restart, records the pause
 //! on their timelines and re-issues the work left without a decision.
+//!
+//! A node with peers starts its engine idle ([`Engine::start_idle`]): it runs only while the
+//! node is primary, is put down (its memory dropped) when the node steps down and loads the
+//! unfinished deployments again from the replicated store when it is promoted.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -23,7 +27,7 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use serde_json::Value;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tracing::Instrument;
 use tracing::field::Empty;
 
@@ -371,6 +375,19 @@ pub struct Engine {
     queue: mpsc::UnboundedSender<Message>,
     published: broadcast::Sender<Published>,
     running: Arc<Mutex<BTreeMap<String, RunningSummary>>>,
+    /// Whether an engine started with [`Engine::start_idle`] should run.
+    duty: Arc<watch::Sender<Duty>>,
+}
+
+/// What an engine started idle has been told to do. Each time it is told to run is a new
+/// `On`, so a loop that missed an `Off` in between still stops and reloads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Duty {
+    /// Nothing yet (the node is starting): requests wait in the queue.
+    Untold,
+    /// Not to run: requests are refused as on a node that is not the primary.
+    Off,
+    On(u64),
 }
 
 /// What the API needs to know about a running deployment without asking the loop.
@@ -422,16 +439,24 @@ impl Engine {
         let (engine, mut engine_loop, receiver) =
             Self::build(store, secrets, transport, analysis, alerts, clock, settings);
         let resumed = engine_loop.take_up(unfinished);
-        tokio::spawn(engine_loop.resume_and_run(resumed, receiver));
+        tokio::spawn(async move {
+            let mut receiver = receiver;
+            engine_loop
+                .resume_and_run(resumed, &mut receiver, None)
+                .await;
+        });
         Ok(engine)
     }
 
-    /// [`Engine::start`] once `go` resolves, reading the unfinished deployments then: a
-    /// standby's engine waits for its promotion and resumes from the replicated state.
-    /// Requests sent before wait in the queue.
+    /// An engine that holds nothing and runs nothing until [`Engine::take_up`]: then it loads
+    /// the unfinished deployments from the store and resumes them as [`Engine::start`] does,
+    /// until [`Engine::put_down`], when the turn under way ends, nothing more is pushed and
+    /// everything it held in memory is dropped. It can be taken up again (from the store as it
+    /// is then) any number of times: a node's engine runs only while the node is primary.
+    /// Requests sent before it is first told either way wait in the queue; while it is put
+    /// down they are refused with `NotLeader`.
     #[allow(clippy::too_many_arguments)]
-    pub fn start_when(
-        go: impl std::future::Future<Output = ()> + Send + 'static,
+    pub fn start_idle(
         store: Store,
         secrets: SecretBox,
         transport: Arc<dyn EdgeTransport>,
@@ -440,28 +465,61 @@ impl Engine {
         clock: Arc<dyn Clock>,
         settings: EngineSettings,
     ) -> Engine {
-        let (engine, mut engine_loop, receiver) = Self::build(
-            store.clone(),
-            secrets,
-            transport,
-            analysis,
-            alerts,
-            clock,
-            settings,
-        );
+        let (engine, template, mut receiver) =
+            Self::build(store, secrets, transport, analysis, alerts, clock, settings);
+        let mut duty = engine.duty.subscribe();
         tokio::spawn(async move {
-            go.await;
-            match store.read(unfinished_deployments).await {
-                Ok(unfinished) => {
-                    let resumed = engine_loop.take_up(unfinished);
-                    engine_loop.resume_and_run(resumed, receiver).await;
-                }
-                Err(error) => {
-                    tracing::error!(%error, "the deployment engine cannot read the store");
-                }
+            loop {
+                let Some(generation) = wait_until_on(&mut duty, &mut receiver).await else {
+                    return;
+                };
+                let unfinished = match template.store.read(unfinished_deployments).await {
+                    Ok(unfinished) => unfinished,
+                    Err(error) => {
+                        tracing::error!(%error, "the deployment engine cannot read the store; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                };
+                let mut engine_loop = template.fresh();
+                let resumed = engine_loop.take_up(unfinished);
+                tracing::info!(
+                    deployments = resumed.len(),
+                    "the deployment engine runs: unfinished deployments resume from the store"
+                );
+                let stop = duty.clone();
+                engine_loop
+                    .resume_and_run(resumed, &mut receiver, Some((stop, generation)))
+                    .await;
+                template.forget_running();
+                tracing::warn!(
+                    "the deployment engine stopped: this node no longer pushes or steps deployments"
+                );
             }
         });
         engine
+    }
+
+    /// Has an engine started with [`Engine::start_idle`] load the unfinished deployments and
+    /// run (again). No effect on one that runs already, nor on one from [`Engine::start`].
+    pub fn take_up(&self) {
+        self.duty.send_if_modified(|duty| {
+            if matches!(duty, Duty::On(_)) {
+                return false;
+            }
+            *duty = Duty::On(GENERATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+            true
+        });
+    }
+
+    /// Stops an engine started with [`Engine::start_idle`]: the turn under way ends, nothing
+    /// more is pushed, and what it held in memory is dropped (the store keeps it).
+    pub fn put_down(&self) {
+        self.duty.send_if_modified(|duty| {
+            let changed = *duty != Duty::Off;
+            *duty = Duty::Off;
+            changed
+        });
     }
 
     fn build(
@@ -499,6 +557,7 @@ impl Engine {
             queue,
             published,
             running,
+            duty: Arc::new(watch::channel(Duty::Untold).0),
         };
         (engine, engine_loop, receiver)
     }
@@ -572,6 +631,51 @@ fn unfinished_deployments(reader: &crate::store::Reader) -> Result<Vec<Deploymen
         .collect())
 }
 
+/// Where each engine's `On` generations come from: any number, as long as it is new.
+static GENERATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// Resolves once a loop started for `On(generation)` must stop: it was put down, or put down
+/// and taken up again since. Never for a loop without a duty (or whose handles are gone).
+async fn told_to_stop(stop: &mut Option<(watch::Receiver<Duty>, u64)>) {
+    let Some((duty, generation)) = stop else {
+        return std::future::pending().await;
+    };
+    let generation = *generation;
+    if duty
+        .wait_for(|duty| *duty != Duty::On(generation))
+        .await
+        .is_err()
+    {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Waits until an idle engine is told to run and answers the generation; meanwhile requests
+/// wait while nothing was said and are refused while it is put down. `None` once every handle
+/// is gone.
+async fn wait_until_on(
+    duty: &mut watch::Receiver<Duty>,
+    receiver: &mut mpsc::UnboundedReceiver<Message>,
+) -> Option<u64> {
+    loop {
+        let told = *duty.borrow_and_update();
+        match told {
+            Duty::On(generation) => return Some(generation),
+            Duty::Untold => duty.changed().await.ok()?,
+            Duty::Off => tokio::select! {
+                changed = duty.changed() => changed.ok()?,
+                message = receiver.recv() => refuse(vec![message?], not_primary),
+            },
+        }
+    }
+}
+
+fn not_primary() -> EngineError {
+    EngineError::Store(StoreError::NotLeader(
+        "this node is not the primary: its deployment engine does not run".into(),
+    ))
+}
+
 impl Loop {
     /// Takes up every unfinished deployment; answers the work to re-issue for each.
     fn take_up(&mut self, unfinished: Vec<Deployment>) -> Vec<(String, Vec<Action>)> {
@@ -601,24 +705,33 @@ impl Loop {
         resumed
     }
 
-    /// Re-issues the work `take_up` answered, then runs the loop.
+    /// Re-issues the work `take_up` answered, then runs the loop (until `stop` says so).
     async fn resume_and_run(
         mut self,
         resumed: Vec<(String, Vec<Action>)>,
-        receiver: mpsc::UnboundedReceiver<Message>,
+        receiver: &mut mpsc::UnboundedReceiver<Message>,
+        stop: Option<(watch::Receiver<Duty>, u64)>,
     ) {
         let _ = self.refresh_targets().await;
         for (id, actions) in resumed {
             self.execute(&id, actions).await;
         }
-        self.run(receiver).await;
+        self.run(receiver, stop).await;
     }
 
-    async fn run(mut self, mut receiver: mpsc::UnboundedReceiver<Message>) {
+    /// The loop: turns until the queue closes or, for an engine started idle, until it is
+    /// told to stop. A turn under way always ends first.
+    async fn run(
+        mut self,
+        receiver: &mut mpsc::UnboundedReceiver<Message>,
+        mut stop: Option<(watch::Receiver<Duty>, u64)>,
+    ) {
         let mut tick = tokio::time::interval(self.settings.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let first = tokio::select! {
+                biased;
+                () = told_to_stop(&mut stop) => return,
                 message = receiver.recv() => match message {
                     Some(message) => message,
                     None => return,
@@ -634,6 +747,37 @@ impl Loop {
             }
             self.turn(batch).await;
         }
+    }
+
+    /// A loop with the same seams and handles as this one and nothing in memory.
+    fn fresh(&self) -> Loop {
+        Loop {
+            store: self.store.clone(),
+            secrets: self.secrets.clone(),
+            transport: self.transport.clone(),
+            analysis: self.analysis.clone(),
+            alerts: self.alerts.clone(),
+            clock: self.clock.clone(),
+            settings: self.settings.clone(),
+            deployments: HashMap::new(),
+            unsaved: HashMap::new(),
+            unhealthy: None,
+            contents: HashMap::new(),
+            targets: HashMap::new(),
+            queue: self.queue.clone(),
+            published: self.published.clone(),
+            running: self.running.clone(),
+            suspended: None,
+            evidence_owed: BTreeSet::new(),
+        }
+    }
+
+    /// A stopped engine runs no deployment.
+    fn forget_running(&self) {
+        if let Ok(mut running) = self.running.lock() {
+            running.clear();
+        }
+        metrics::gauge!("edgeplane_deployments_in_progress").set(0.0);
     }
 
     /// One turn: step everything, persist, answer, publish, act.
@@ -671,6 +815,12 @@ impl Loop {
                 }
                 Message::Start { deployment, reply } => {
                     let id = deployment.deployment_id.clone();
+                    // Started already: a start sent while the engine was idle is also
+                    // re-sent from the store when it takes up its work.
+                    if self.deployments.contains_key(&id) {
+                        replies.push((reply, id));
+                        continue;
+                    }
                     let admitted = (*deployment).clone();
                     match self.begin(*deployment, now, &context).await {
                         Ok(new_actions) => {
@@ -1549,11 +1699,15 @@ fn store_refuses_writes(error: &StoreError) -> bool {
 /// While the store refuses writes: callers hear so, and edge answers and ticks are dropped (the
 /// work they concern is re-issued from the stored records once writes resume).
 fn refuse_while_suspended(batch: Vec<Message>) {
-    let refusal = || {
+    refuse(batch, || {
         EngineError::Store(StoreError::Recovering(
             "the store refuses writes; deployments are paused until they resume".into(),
         ))
-    };
+    });
+}
+
+/// Answers every caller in `batch` with `refusal` and drops the rest.
+fn refuse(batch: Vec<Message>, refusal: fn() -> EngineError) {
     for message in batch {
         match message {
             Message::Start { reply, .. } | Message::Operator { reply, .. } => {

@@ -1,7 +1,9 @@
 //! What replication asks of the store: a primary's log entries applied at their own (term,
 //! index), the log's applied prefix dropped, a snapshot's content taken in place, a digest of
 //! the content, the fence that keeps a node that is not primary from writing, and the gate
-//! that holds acknowledgements until the standby holds a batch (sync replication).
+//! that holds acknowledgements until the standby holds a batch (sync replication). The
+//! writes of replication run on the store's writer thread, so a failing disk is recovered
+//! from on a standby as on a primary.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -186,95 +188,35 @@ impl Store {
     /// write transaction, so this log stays identical to the primary's. The first entry must
     /// follow this log's last; an entry whose command fails here means the two stores
     /// differ, and nothing of the batch is kept. Answers the new last (term, index).
-    pub fn apply_replicated(&self, entries: &[LogEntry]) -> Result<(u64, u64), StoreError> {
-        let txn = self.shared.database()?.begin_write()?;
-        let (_, mut last) = last_log_position(&txn)?;
-        for entry in entries {
-            if entry.index != last + 1 {
-                return Err(StoreError::Invalid(format!(
-                    "log entry {} does not follow entry {last}",
-                    entry.index
-                )));
-            }
-            {
-                let mut meta = txn.open_table(META)?;
-                let raw = meta.get(TERM_KEY)?.map(|v| v.value().to_vec());
-                if entry.term > current_term_of(&raw) {
-                    meta.insert(TERM_KEY, entry.term.to_be_bytes().as_slice())?;
-                }
-            }
-            apply_in(&txn, &entry.envelope).map_err(|error| {
-                StoreError::Corrupt(format!(
-                    "replicated log entry {} (term {}) does not apply here: {error}",
-                    entry.index, entry.term
-                ))
-            })?;
-            append_log_and_audit_at(&txn, &entry.envelope, entry.term, entry.index)?;
-            last = entry.index;
-        }
-        let position = last_log_position(&txn)?;
-        txn.commit()?;
+    ///
+    /// It runs on the writer thread: an I/O error stops writes and reopens the file as for a
+    /// command, the batch is answered with the refusal (`Recovering`, `StorageFull`) and
+    /// nothing of it is kept, so the log, and what the standby acknowledges, never goes past
+    /// what is durable. The caller applies it again once writes resume.
+    pub fn apply_replicated(&self, entries: Vec<LogEntry>) -> Result<(u64, u64), StoreError> {
+        let position = self
+            .writer
+            .run_alone(move |db| apply_entries(db, &entries))?;
         self.replication.committed(position.1);
         Ok(position)
     }
 
     /// Drops the log entries up to `up_to` (never past the last one) and remembers the
-    /// (term, index) of the last one dropped. Answers how many were dropped.
+    /// (term, index) of the last one dropped. Answers how many were dropped. On the writer
+    /// thread, like [`Store::apply_replicated`].
     pub fn compact_log(&self, up_to: u64) -> Result<u64, StoreError> {
-        let txn = self.shared.database()?.begin_write()?;
-        let dropped = {
-            let mut log = txn.open_table(LOG)?;
-            let Some(first) = log.first()?.map(|(k, _)| k.value()) else {
-                return Ok(0);
-            };
-            let last = log.last()?.map(|(k, _)| k.value()).unwrap_or(first);
-            let up_to = up_to.min(last);
-            if up_to < first {
-                return Ok(0);
-            }
-            let term = match log.get(up_to)? {
-                Some(value) => codec::decode::<LogEntry>(value.value())?.term,
-                None => return Ok(0),
-            };
-            log.retain_in(first..=up_to, |_, _| false)?;
-            let mut position = [0u8; 16];
-            position[..8].copy_from_slice(&term.to_be_bytes());
-            position[8..].copy_from_slice(&up_to.to_be_bytes());
-            txn.open_table(META)?
-                .insert(COMPACTED_KEY, position.as_slice())?;
-            up_to - first + 1
-        };
-        txn.commit()?;
-        Ok(dropped)
+        self.writer.run_alone(move |db| compact(db, up_to))
     }
 
     /// Replaces this store's whole content with that of the store restored in `source_dir`
     /// (a snapshot of the primary whose last log entry is `position`), in one durable
     /// transaction: a reader sees the old content or the new, never a mix. The log goes on
-    /// after `position`; entries this store had beyond it are dropped.
+    /// after `position`; entries this store had beyond it are dropped. On the writer thread,
+    /// like [`Store::apply_replicated`].
     pub fn install_from(&self, source_dir: &Path, position: (u64, u64)) -> Result<(), StoreError> {
-        let source = redb::Database::open(source_dir.join(STORE_FILE))?;
-        let from = source.begin_read()?;
-        let txn = self.shared.database()?.begin_write()?;
-        for name in TABLES {
-            if *name == LOG.name() {
-                continue;
-            }
-            with_table!(*name, copy_table(&from, &txn))?;
-        }
-        txn.open_table(LOG)?.retain(|_, _| false)?;
-        {
-            let mut meta = txn.open_table(META)?;
-            let mut raw = [0u8; 16];
-            raw[..8].copy_from_slice(&position.0.to_be_bytes());
-            raw[8..].copy_from_slice(&position.1.to_be_bytes());
-            meta.insert(COMPACTED_KEY, raw.as_slice())?;
-            let term = meta.get(TERM_KEY)?.map(|v| v.value().to_vec());
-            if current_term_of(&term) < position.0 {
-                meta.insert(TERM_KEY, position.0.to_be_bytes().as_slice())?;
-            }
-        }
-        txn.commit()?;
+        let source_dir = source_dir.to_path_buf();
+        self.writer
+            .run_alone(move |db| install(db, &source_dir, position))?;
         self.replication.committed(position.1);
         Ok(())
     }
@@ -304,6 +246,96 @@ impl Store {
         }
         Ok(hex::encode(hasher.finalize()))
     }
+}
+
+/// [`Store::apply_replicated`]'s transaction.
+fn apply_entries(db: &redb::Database, entries: &[LogEntry]) -> Result<(u64, u64), StoreError> {
+    let txn = db.begin_write()?;
+    let (_, mut last) = last_log_position(&txn)?;
+    for entry in entries {
+        if entry.index != last + 1 {
+            return Err(StoreError::Invalid(format!(
+                "log entry {} does not follow entry {last}",
+                entry.index
+            )));
+        }
+        {
+            let mut meta = txn.open_table(META)?;
+            let raw = meta.get(TERM_KEY)?.map(|v| v.value().to_vec());
+            if entry.term > current_term_of(&raw) {
+                meta.insert(TERM_KEY, entry.term.to_be_bytes().as_slice())?;
+            }
+        }
+        apply_in(&txn, &entry.envelope).map_err(|error| match error {
+            // The disk failed, not the entry: the batch is tried again once writes resume.
+            StoreError::Unavailable(_) => error,
+            error => StoreError::Corrupt(format!(
+                "replicated log entry {} (term {}) does not apply here: {error}",
+                entry.index, entry.term
+            )),
+        })?;
+        append_log_and_audit_at(&txn, &entry.envelope, entry.term, entry.index)?;
+        last = entry.index;
+    }
+    let position = last_log_position(&txn)?;
+    txn.commit()?;
+    Ok(position)
+}
+
+/// [`Store::compact_log`]'s transaction.
+fn compact(db: &redb::Database, up_to: u64) -> Result<u64, StoreError> {
+    let txn = db.begin_write()?;
+    let dropped = {
+        let mut log = txn.open_table(LOG)?;
+        let Some(first) = log.first()?.map(|(k, _)| k.value()) else {
+            return Ok(0);
+        };
+        let last = log.last()?.map(|(k, _)| k.value()).unwrap_or(first);
+        let up_to = up_to.min(last);
+        if up_to < first {
+            return Ok(0);
+        }
+        let term = match log.get(up_to)? {
+            Some(value) => codec::decode::<LogEntry>(value.value())?.term,
+            None => return Ok(0),
+        };
+        log.retain_in(first..=up_to, |_, _| false)?;
+        let mut position = [0u8; 16];
+        position[..8].copy_from_slice(&term.to_be_bytes());
+        position[8..].copy_from_slice(&up_to.to_be_bytes());
+        txn.open_table(META)?
+            .insert(COMPACTED_KEY, position.as_slice())?;
+        up_to - first + 1
+    };
+    txn.commit()?;
+    Ok(dropped)
+}
+
+/// [`Store::install_from`]'s transaction.
+fn install(db: &redb::Database, source_dir: &Path, position: (u64, u64)) -> Result<(), StoreError> {
+    let source = redb::Database::open(source_dir.join(STORE_FILE))?;
+    let from = source.begin_read()?;
+    let txn = db.begin_write()?;
+    for name in TABLES {
+        if *name == LOG.name() {
+            continue;
+        }
+        with_table!(*name, copy_table(&from, &txn))?;
+    }
+    txn.open_table(LOG)?.retain(|_, _| false)?;
+    {
+        let mut meta = txn.open_table(META)?;
+        let mut raw = [0u8; 16];
+        raw[..8].copy_from_slice(&position.0.to_be_bytes());
+        raw[8..].copy_from_slice(&position.1.to_be_bytes());
+        meta.insert(COMPACTED_KEY, raw.as_slice())?;
+        let term = meta.get(TERM_KEY)?.map(|v| v.value().to_vec());
+        if current_term_of(&term) < position.0 {
+            meta.insert(TERM_KEY, position.0.to_be_bytes().as_slice())?;
+        }
+    }
+    txn.commit()?;
+    Ok(())
 }
 
 fn copy_table<K: redb::Key + 'static, V: redb::Value + 'static>(
@@ -419,10 +451,16 @@ mod tests {
         }
         assert!(primary.apply_blocking(create_user("bob")).is_err());
         let entries = primary.reader().unwrap().log_entries(1, 100).unwrap();
-        assert_eq!(replica.apply_replicated(&entries[..2]).unwrap(), (1, 2));
+        assert_eq!(
+            replica.apply_replicated(entries[..2].to_vec()).unwrap(),
+            (1, 2)
+        );
         // An entry that does not follow the last one is refused whole.
-        assert!(replica.apply_replicated(&entries[..1]).is_err());
-        assert_eq!(replica.apply_replicated(&entries[2..]).unwrap(), (1, 3));
+        assert!(replica.apply_replicated(entries[..1].to_vec()).is_err());
+        assert_eq!(
+            replica.apply_replicated(entries[2..].to_vec()).unwrap(),
+            (1, 3)
+        );
         assert_eq!(
             replica.reader().unwrap().log_entries(1, 100).unwrap(),
             entries
@@ -450,8 +488,88 @@ mod tests {
         ));
         primary.apply_blocking(create_user("ann")).unwrap();
         let entries = primary.reader().unwrap().log_entries(1, 100).unwrap();
-        replica.apply_replicated(&entries).unwrap();
+        replica.apply_replicated(entries).unwrap();
         assert!(replica.reader().unwrap().user("ann").unwrap().is_some());
+    }
+
+    #[test]
+    fn a_replicated_batch_the_disk_fails_is_not_kept_and_applies_once_writes_resume() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let primary = Store::open(a.path()).unwrap();
+        let replica = Store::open_with(
+            b.path(),
+            crate::store::StoreOptions {
+                reopen_backoff: Duration::from_millis(5),
+                reopen_backoff_max: Duration::from_millis(50),
+            },
+        )
+        .unwrap();
+        replica.set_writable(false);
+        for name in ["ann", "bob", "cy"] {
+            primary.apply_blocking(create_user(name)).unwrap();
+        }
+        let entries = primary.reader().unwrap().log_entries(1, 100).unwrap();
+        replica.apply_replicated(entries[..1].to_vec()).unwrap();
+
+        // The commit fails, then the first attempt to reopen the file.
+        replica.faults().fail_writes(2, std::io::ErrorKind::Other);
+        let refused = replica.apply_replicated(entries[1..].to_vec());
+        assert!(
+            matches!(refused, Err(StoreError::Recovering(_))),
+            "{refused:?}"
+        );
+        // What `/ready` reports, and nothing acknowledged past what is durable.
+        let status = replica.status();
+        assert!(!status.writable, "{status:?}");
+        assert_eq!(status.refusal, Some(crate::store::Refusal::Io));
+        assert_eq!(*replica.commits().borrow(), 1);
+
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !replica.status().writable {
+            assert!(Instant::now() < deadline, "writes never resumed");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let reader = replica.reader().unwrap();
+        assert_eq!(reader.last_log_position().unwrap(), (1, 1));
+        assert!(reader.user("bob").unwrap().is_none());
+        drop(reader);
+        assert_eq!(
+            replica.apply_replicated(entries[1..].to_vec()).unwrap(),
+            (1, 3)
+        );
+        assert_eq!(*replica.commits().borrow(), 3);
+        assert_eq!(
+            primary.replicated_content_digest().unwrap(),
+            replica.replicated_content_digest().unwrap()
+        );
+    }
+
+    #[test]
+    fn a_replicated_batch_on_a_full_disk_is_refused_as_full_until_space_is_freed() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let primary = Store::open(a.path()).unwrap();
+        let replica = Store::open(b.path()).unwrap();
+        replica.set_writable(false);
+        primary.apply_blocking(create_user("ann")).unwrap();
+        let entries = primary.reader().unwrap().log_entries(1, 100).unwrap();
+        replica.faults().fill();
+        let refused = replica.apply_replicated(entries.clone());
+        assert!(
+            matches!(refused, Err(StoreError::StorageFull(_))),
+            "{refused:?}"
+        );
+        // Refused at once while the disk stays full.
+        assert!(matches!(
+            replica.apply_replicated(entries.clone()),
+            Err(StoreError::StorageFull(_))
+        ));
+        replica.faults().clear();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !replica.status().writable {
+            assert!(Instant::now() < deadline, "writes never resumed");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(replica.apply_replicated(entries).unwrap(), (1, 1));
     }
 
     #[test]
@@ -496,7 +614,7 @@ mod tests {
         assert!(replica.reader().unwrap().user("other").unwrap().is_none());
         primary.apply_blocking(create_user("eve")).unwrap();
         let next = primary.reader().unwrap().log_entries(5, 10).unwrap();
-        assert_eq!(replica.apply_replicated(&next).unwrap(), (1, 5));
+        assert_eq!(replica.apply_replicated(next).unwrap(), (1, 5));
         assert_eq!(
             primary.replicated_content_digest().unwrap(),
             replica.replicated_content_digest().unwrap()

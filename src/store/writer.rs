@@ -5,6 +5,10 @@
 //! redb admits one write transaction at a time and each durable commit costs an fsync, so
 //! callers that each committed on their own waited in line for one fsync apiece; queued here,
 //! the commands that arrive during one fsync share the next.
+//!
+//! The store's own writes outside the command log's door (replicated entries on a standby, log
+//! compaction, installing a copy) run here too, each alone in its turn, so that an I/O error
+//! they meet stops writes and is recovered from exactly as a command's would be.
 
 use std::collections::VecDeque;
 use std::io;
@@ -63,6 +67,37 @@ struct Request {
     reply: Reply,
 }
 
+/// Answers a job once the writer knows what its failure means: `Some` replaces the job's own
+/// error with the one writes are now refused with.
+type Finish = Box<dyn FnOnce(Option<StoreError>) + Send>;
+
+/// Runs a job; answers whether it failed on storage, and how to answer its caller.
+type RunJob = Box<dyn FnOnce(&redb::Database) -> (bool, Finish) + Send>;
+
+/// A write transaction of the store's own, run alone on the writer thread.
+struct Job {
+    run: RunJob,
+    /// Answers its caller without running it.
+    refuse: Finish,
+}
+
+/// What the writer thread is asked to do, in order. Commands stay unboxed: they are nearly
+/// all of the traffic, and a box each would cost an allocation per write.
+#[allow(clippy::large_enum_variant)]
+enum Work {
+    Command(Request),
+    Job(Job),
+}
+
+impl Work {
+    fn refuse(self, error: StoreError) {
+        match self {
+            Work::Command(request) => request.reply.send(Err(error)),
+            Work::Job(job) => (job.refuse)(Some(error)),
+        }
+    }
+}
+
 /// A committed batch's answers, held until the standby acknowledges `index`.
 struct Held {
     index: u64,
@@ -72,7 +107,7 @@ struct Held {
 /// The handle to the writer thread; dropping it lets the thread finish what is queued, and
 /// waits for it.
 pub(super) struct Writer {
-    requests: Option<mpsc::Sender<Request>>,
+    requests: Option<mpsc::Sender<Work>>,
     thread: Option<JoinHandle<()>>,
     release: Option<JoinHandle<()>>,
 }
@@ -122,11 +157,45 @@ impl Writer {
     }
 
     fn submit(&self, envelope: CommandEnvelope, reply: Reply) -> Result<(), StoreError> {
+        self.send(Work::Command(Request { envelope, reply }))
+    }
+
+    fn send(&self, work: Work) -> Result<(), StoreError> {
         self.requests
             .as_ref()
             .ok_or_else(stopped)?
-            .send(Request { envelope, reply })
+            .send(work)
             .map_err(|_| stopped())
+    }
+
+    /// Runs `job` in its own write transaction on the writer thread, in order with the
+    /// commands, and waits for it. While writes are refused it is refused the same way; an
+    /// I/O error it meets stops writes until the file is reopened, and it answers with the
+    /// refusal, so its caller tries again once writes resume.
+    pub(super) fn run_alone<T: Send + 'static>(
+        &self,
+        job: impl FnOnce(&redb::Database) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (reply, answer) = mpsc::sync_channel::<Result<T, StoreError>>(1);
+        let refused = reply.clone();
+        let job = Job {
+            run: Box::new(move |db| {
+                let outcome = job(db);
+                let failed = matches!(outcome, Err(StoreError::Unavailable(_)));
+                let finish: Finish = Box::new(move |refusal| {
+                    let _ = reply.send(match refusal {
+                        Some(error) => Err(error),
+                        None => outcome,
+                    });
+                });
+                (failed, finish)
+            }),
+            refuse: Box::new(move |error| {
+                let _ = refused.send(Err(error.unwrap_or_else(stopped)));
+            }),
+        };
+        self.send(Work::Job(job))?;
+        answer.recv().map_err(|_| stopped())?
     }
 }
 
@@ -171,12 +240,12 @@ fn last_index(db: &redb::Database) -> Option<u64> {
 
 fn run(
     shared: &Shared,
-    queue: &mpsc::Receiver<Request>,
+    queue: &mpsc::Receiver<Work>,
     replication: &Replication,
     hold: &mpsc::Sender<Held>,
 ) {
-    // Commands taken from the queue but not yet applied, oldest first.
-    let mut waiting: VecDeque<Request> = VecDeque::new();
+    // Work taken from the queue but not yet done, oldest first.
+    let mut waiting: VecDeque<Work> = VecDeque::new();
     let mut recovery: Option<Recovery> = None;
     let mut next_probe = Instant::now() + PROBE_DISK_EVERY;
     loop {
@@ -185,7 +254,7 @@ fn run(
                 .as_ref()
                 .map_or(next_probe, |r| r.next_attempt.min(next_probe));
             match queue.recv_timeout(wake.saturating_duration_since(Instant::now())) {
-                Ok(request) => waiting.push_back(request),
+                Ok(work) => waiting.push_back(work),
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => return,
             }
@@ -205,31 +274,47 @@ fn run(
         }
         while waiting.len() < MAX_BATCH_COMMANDS {
             match queue.try_recv() {
-                Ok(request) => waiting.push_back(request),
+                Ok(work) => waiting.push_back(work),
                 Err(_) => break,
             }
         }
         if recovery.is_some() {
             // Refused at once rather than queued: a caller should hear now that it must retry.
             let refusal = shared.health.refusal_error();
-            for request in waiting.drain(..) {
-                request.reply.send(Err(refusal.clone()));
+            for work in waiting.drain(..) {
+                work.refuse(refusal.clone());
             }
             continue;
         }
         let db = match shared.database() {
             Ok(db) => db,
             Err(error) => {
-                for request in waiting.drain(..) {
-                    request.reply.send(Err(error.clone()));
+                for work in waiting.drain(..) {
+                    work.refuse(error.clone());
                 }
                 continue;
             }
         };
-        let n = waiting.len().min(MAX_BATCH_COMMANDS);
+        if let Some(Work::Job(_)) = waiting.front() {
+            if let Some(Work::Job(job)) = waiting.pop_front()
+                && let Some(state) = run_job(shared, db, job)
+            {
+                recovery = Some(state);
+            }
+            continue;
+        }
+        // The commands up to the next job, at most a batch of them.
+        let n = waiting
+            .iter()
+            .take(MAX_BATCH_COMMANDS)
+            .take_while(|work| matches!(work, Work::Command(_)))
+            .count();
         let (envelopes, replies): (Vec<_>, Vec<_>) = waiting
             .drain(..n)
-            .map(|request| (request.envelope, request.reply))
+            .filter_map(|work| match work {
+                Work::Command(request) => Some((request.envelope, request.reply)),
+                Work::Job(_) => None,
+            })
             .unzip();
         // A panic in one batch answers that batch with an error and leaves the writer
         // serving the next: the aborted transaction left nothing behind.
@@ -291,9 +376,31 @@ fn run(
             .map(|(envelope, reply)| Request { envelope, reply })
             .collect();
         for request in rest.into_iter().rev() {
-            waiting.push_front(request);
+            waiting.push_front(Work::Command(request));
         }
     }
+}
+
+/// Runs a job alone; answers the recovery to start when its I/O error poisoned the database.
+fn run_job(shared: &Shared, db: Arc<redb::Database>, job: Job) -> Option<Recovery> {
+    let Job { run, refuse } = job;
+    // A panic answers the job with an error and leaves the writer serving: the aborted
+    // transaction left nothing behind.
+    let Ok((failed, finish)) = std::panic::catch_unwind(AssertUnwindSafe(|| run(&db))) else {
+        tracing::error!("the store writer panicked in a write of its own");
+        refuse(Some(StoreError::Unavailable(
+            "the store writer failed".into(),
+        )));
+        return None;
+    };
+    if failed && poisoned(&db) {
+        drop(db);
+        let state = stop_writes(shared);
+        finish(Some(shared.health.refusal_error()));
+        return Some(state);
+    }
+    finish(None);
+    None
 }
 
 /// Whether an I/O error has left the database refusing every transaction (redb's

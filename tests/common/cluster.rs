@@ -12,12 +12,14 @@ pub(crate) const SECRET: &str = "a-cluster-secret-for-tests";
 /// Longest a test waits for the cluster to reach a state it must reach.
 pub(crate) const SETTLE: Duration = Duration::from_secs(30);
 
-/// A port free right now, so each node can name the other before either starts.
-pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+/// Two different ports free right now, so each node can name the other before either
+/// starts. Both are held until both are known: a port let go of at once may be handed out
+/// again for the second.
+pub(crate) fn free_ports() -> (u16, u16) {
+    let bind = || std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    let (a, b) = (bind(), bind());
+    let port = |l: &std::net::TcpListener| l.local_addr().expect("address").port();
+    (port(&a), port(&b))
 }
 
 /// One node's data dir and settings.
@@ -36,7 +38,7 @@ impl Node {
 
 /// A primary and a standby that name each other.
 pub(crate) fn pair(sync: bool, extra: &[(&str, &str)]) -> (Node, Node) {
-    let (p, s) = (free_port(), free_port());
+    let (p, s) = free_ports();
     let node = |port: u16, peer: u16, role: &str| {
         let url = format!("http://127.0.0.1:{port}");
         let mut env: Vec<(String, String)> = vec![
