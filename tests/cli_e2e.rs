@@ -712,3 +712,97 @@ async fn rollout_commands_list_pause_resume_and_roll_back_a_running_canary() {
 
     plane.stop().await;
 }
+
+/// The value of `key:` in `config show`'s aligned fields.
+fn shown_field<'a>(stdout: &'a str, key: &str) -> Option<&'a str> {
+    stdout.lines().find_map(|line| {
+        line.strip_prefix(key)
+            .and_then(|rest| rest.strip_prefix(':'))
+            .map(str::trim)
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_list_and_show_print_what_an_operator_reads() {
+    let plane = Plane::start().await;
+    let client = Client::new();
+    client.login(&plane.base).await;
+
+    let name = unique("cli-shown");
+    let file = client.file(
+        "shown.yaml",
+        &cache_rule_yaml(
+            &name,
+            &format!("{}/*", unique("/shown")),
+            120,
+            "metadata:\n  team: web\n",
+        ),
+    );
+    client
+        .ok(&["config", "apply", "-f", file.to_str().expect("path")])
+        .await;
+    client
+        .ok(&["config", "approve", &format!("{name}@1.0.0")])
+        .await;
+
+    let listed = client.ok(&["config", "list", "--name", &name]).await;
+    let header = listed.stdout.lines().next().unwrap_or_default();
+    for column in ["NAME", "TYPE", "VERSION", "STATUS", "DEPLOYED", "ID"] {
+        assert!(header.contains(column), "{listed:?}");
+    }
+    let row = listed
+        .stdout
+        .lines()
+        .find(|line| line.starts_with(&name))
+        .unwrap_or_else(|| panic!("a row for {name}: {listed:?}"));
+    let words: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(
+        &words[1..4],
+        &["CacheRule", "1.0.0", "Approved"],
+        "{listed:?}"
+    );
+    let nothing = client
+        .ok(&["config", "list", "--name", &unique("no-such")])
+        .await;
+    assert_eq!(nothing.stdout.trim(), "no configurations");
+
+    let shown = client.ok(&["config", "show", &name]).await;
+    assert_eq!(shown_field(&shown.stdout, "name"), Some(name.as_str()));
+    assert_eq!(shown_field(&shown.stdout, "type"), Some("CacheRule"));
+    assert_eq!(shown_field(&shown.stdout, "version"), Some("1.0.0"));
+    assert_eq!(shown_field(&shown.stdout, "status"), Some("Approved"));
+    assert_eq!(
+        shown_field(&shown.stdout, "description"),
+        Some("static assets")
+    );
+    assert_eq!(shown_field(&shown.stdout, "metadata"), Some("team=web"));
+    assert!(
+        shown_field(&shown.stdout, "approved").is_some_and(|a| a.starts_with("by admin at ")),
+        "{shown:?}"
+    );
+    let content = shown
+        .stdout
+        .split_once("content:\n")
+        .map(|(_, rest)| rest)
+        .unwrap_or_else(|| panic!("content follows: {shown:?}"));
+    let content: Value = serde_json::from_str(content).expect("content is JSON");
+    assert_eq!(content["ttl"], 120, "{content}");
+
+    let version = client
+        .ok(&["config", "show", &format!("{name}@1.0.0")])
+        .await;
+    assert!(
+        shown_field(&version.stdout, "created").is_some_and(|c| c.starts_with("by admin at ")),
+        "{version:?}"
+    );
+    assert!(
+        shown_field(&version.stdout, "change").is_some(),
+        "{version:?}"
+    );
+    let missing = client
+        .run(&["config", "show", &format!("{name}@9.9.9")], None)
+        .await;
+    assert_eq!(missing.code, 1, "{missing:?}");
+
+    plane.stop().await;
+}
