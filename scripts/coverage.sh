@@ -48,7 +48,8 @@ if [ ! -x "$llvm_bin/llvm-profdata" ] || [ ! -x "$llvm_bin/llvm-cov" ]; then
     fi
 fi
 
-if [ ! -x "$LLVM_COV" ] || ! "$LLVM_COV" llvm-cov --version 2>/dev/null | grep -qF "$LLVM_COV_VERSION"; then
+installed=$("$LLVM_COV" llvm-cov --version 2>/dev/null || true)
+if [ "$installed" != "cargo-llvm-cov $LLVM_COV_VERSION" ]; then
     echo "== installing cargo-llvm-cov $LLVM_COV_VERSION into $TOOLS"
     cargo install cargo-llvm-cov --locked --version "$LLVM_COV_VERSION" --root "$TOOLS"
 fi
