@@ -597,3 +597,212 @@ async fn errors_say_which_url_failed_or_what_the_api_said() {
 
     plane.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollout_commands_list_pause_resume_and_roll_back_a_running_canary() {
+    let plane = Plane::start().await;
+    let client = Client::new();
+    client.login(&plane.base).await;
+
+    let name = unique("cli-steered");
+    let file = client.file(
+        "steered.yaml",
+        &cache_rule_yaml(&name, &format!("{}/*", unique("/steered")), 60, ""),
+    );
+    client
+        .ok(&["config", "apply", "-f", file.to_str().expect("path")])
+        .await;
+    client
+        .ok(&["config", "approve", &format!("{name}@1.0.0")])
+        .await;
+    // A watch long enough that the canary is still running when the operator steps in.
+    let started = client
+        .ok(&[
+            "deploy",
+            &name,
+            "--strategy",
+            "canary",
+            "--monitor-duration",
+            "10m",
+            "--output",
+            "json",
+        ])
+        .await;
+    let started: Value = serde_json::from_str(&started.stdout).expect("deploy JSON");
+    let id = started["deploymentId"].as_str().expect("id").to_string();
+
+    // Pausing needs a started deployment: wait (bounded) until the engine took it.
+    let deadline = Instant::now() + COMMAND_DEADLINE;
+    loop {
+        let shown = client
+            .ok(&["rollout", "status", &id, "--output", "json"])
+            .await;
+        let shown: Value = serde_json::from_str(&shown.stdout).expect("status JSON");
+        if shown["status"] != "Pending" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never started: {shown}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let listed = client.ok(&["rollout", "list", "--output", "json"]).await;
+    let listed: Value = serde_json::from_str(&listed.stdout).expect("list JSON");
+    assert!(
+        listed["deployments"]
+            .as_array()
+            .expect("deployments")
+            .iter()
+            .any(|d| d["deploymentId"] == id.as_str()),
+        "{listed}"
+    );
+    let table = client
+        .ok(&["rollout", "list", "--configuration", &name])
+        .await;
+    let row = table
+        .stdout
+        .lines()
+        .find(|line| line.starts_with(&id))
+        .unwrap_or_else(|| panic!("a row for {id}: {table:?}"));
+    assert!(row.contains("1.0.0") && row.contains("Canary"), "{row}");
+
+    let refused = client
+        .run(&["rollout", "pause", &id, "--reason", "why not"], None)
+        .await;
+    assert_eq!(refused.code, 2, "{refused:?}");
+    assert!(
+        refused.stderr.contains("unexpected argument '--reason'"),
+        "{refused:?}"
+    );
+
+    let paused = client.ok(&["rollout", "pause", &id]).await;
+    assert_eq!(paused.stdout.trim(), format!("deployment {id} Paused"));
+    let promoted = client.run(&["rollout", "promote", &id], None).await;
+    assert_eq!(promoted.code, 1, "{promoted:?}");
+    assert!(promoted.stderr.contains("resume it first"), "{promoted:?}");
+    let resumed = client.ok(&["rollout", "resume", &id]).await;
+    assert!(
+        resumed.stdout.starts_with(&format!("deployment {id} "))
+            && !resumed.stdout.contains("Paused"),
+        "{resumed:?}"
+    );
+
+    client
+        .ok(&["rollout", "rollback", &id, "--reason", "operator's call"])
+        .await;
+    let watched = client
+        .run(&["rollout", "status", &id, "--watch"], None)
+        .await;
+    assert_eq!(
+        watched.code, 3,
+        "a rolled-back deployment exits 3: {watched:?}"
+    );
+    assert!(
+        watched
+            .stdout
+            .lines()
+            .last()
+            .is_some_and(|line| line.starts_with(&format!("deployment {id} RolledBack"))),
+        "{watched:?}"
+    );
+    let finished = client.run(&["rollout", "pause", &id], None).await;
+    assert_eq!(
+        finished.code, 1,
+        "a finished deployment is not paused: {finished:?}"
+    );
+
+    plane.stop().await;
+}
+
+/// The value of `key:` in `config show`'s aligned fields.
+fn shown_field<'a>(stdout: &'a str, key: &str) -> Option<&'a str> {
+    stdout.lines().find_map(|line| {
+        line.strip_prefix(key)
+            .and_then(|rest| rest.strip_prefix(':'))
+            .map(str::trim)
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_list_and_show_print_what_an_operator_reads() {
+    let plane = Plane::start().await;
+    let client = Client::new();
+    client.login(&plane.base).await;
+
+    let name = unique("cli-shown");
+    let file = client.file(
+        "shown.yaml",
+        &cache_rule_yaml(
+            &name,
+            &format!("{}/*", unique("/shown")),
+            120,
+            "metadata:\n  team: web\n",
+        ),
+    );
+    client
+        .ok(&["config", "apply", "-f", file.to_str().expect("path")])
+        .await;
+    client
+        .ok(&["config", "approve", &format!("{name}@1.0.0")])
+        .await;
+
+    let listed = client.ok(&["config", "list", "--name", &name]).await;
+    let header = listed.stdout.lines().next().unwrap_or_default();
+    for column in ["NAME", "TYPE", "VERSION", "STATUS", "DEPLOYED", "ID"] {
+        assert!(header.contains(column), "{listed:?}");
+    }
+    let row = listed
+        .stdout
+        .lines()
+        .find(|line| line.starts_with(&name))
+        .unwrap_or_else(|| panic!("a row for {name}: {listed:?}"));
+    let words: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(
+        &words[1..4],
+        &["CacheRule", "1.0.0", "Approved"],
+        "{listed:?}"
+    );
+    let nothing = client
+        .ok(&["config", "list", "--name", &unique("no-such")])
+        .await;
+    assert_eq!(nothing.stdout.trim(), "no configurations");
+
+    let shown = client.ok(&["config", "show", &name]).await;
+    assert_eq!(shown_field(&shown.stdout, "name"), Some(name.as_str()));
+    assert_eq!(shown_field(&shown.stdout, "type"), Some("CacheRule"));
+    assert_eq!(shown_field(&shown.stdout, "version"), Some("1.0.0"));
+    assert_eq!(shown_field(&shown.stdout, "status"), Some("Approved"));
+    assert_eq!(
+        shown_field(&shown.stdout, "description"),
+        Some("static assets")
+    );
+    assert_eq!(shown_field(&shown.stdout, "metadata"), Some("team=web"));
+    assert!(
+        shown_field(&shown.stdout, "approved").is_some_and(|a| a.starts_with("by admin at ")),
+        "{shown:?}"
+    );
+    let content = shown
+        .stdout
+        .split_once("content:\n")
+        .map(|(_, rest)| rest)
+        .unwrap_or_else(|| panic!("content follows: {shown:?}"));
+    let content: Value = serde_json::from_str(content).expect("content is JSON");
+    assert_eq!(content["ttl"], 120, "{content}");
+
+    let version = client
+        .ok(&["config", "show", &format!("{name}@1.0.0")])
+        .await;
+    assert!(
+        shown_field(&version.stdout, "created").is_some_and(|c| c.starts_with("by admin at ")),
+        "{version:?}"
+    );
+    assert!(
+        shown_field(&version.stdout, "change").is_some(),
+        "{version:?}"
+    );
+    let missing = client
+        .run(&["config", "show", &format!("{name}@9.9.9")], None)
+        .await;
+    assert_eq!(missing.code, 1, "{missing:?}");
+
+    plane.stop().await;
+}

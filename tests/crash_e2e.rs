@@ -396,21 +396,34 @@ async fn sigterm_lets_a_request_in_flight_finish_then_exits_0() {
     let token = login(&client(), &server.base, "admin", ADMIN_PASSWORD).await;
     let address = server.base.trim_start_matches("http://").to_string();
 
-    // A create whose body the test sends in two halves, with the SIGTERM in between.
+    // A create sent with `Expect: 100-continue`: the server answers 100 only once the handler
+    // reads the body, so the SIGTERM comes while the request is in flight, not before the
+    // server has read it.
     let body = json!({"name": "in-flight", "type": "CacheRule",
                       "content": cache_rule("/in-flight/*", 60)})
     .to_string();
-    let (first, rest) = body.split_at(body.len() / 2);
     let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
     let head = format!(
         "POST /api/v1/configurations HTTP/1.1\r\nHost: {address}\r\n\
          Authorization: Bearer {token}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n",
+         Content-Length: {}\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes()).await.unwrap();
-    stream.write_all(first.as_bytes()).await.unwrap();
     stream.flush().await.unwrap();
+    let mut interim = Vec::new();
+    while !interim.ends_with(b"\r\n\r\n") {
+        let byte = tokio::time::timeout(DEADLINE, stream.read_u8())
+            .await
+            .expect("100 Continue in time")
+            .expect("100 Continue read");
+        interim.push(byte);
+    }
+    assert!(
+        interim.starts_with(b"HTTP/1.1 100"),
+        "{}",
+        String::from_utf8_lossy(&interim)
+    );
 
     let status = Command::new("kill")
         .args(["-TERM", &server.child.id().to_string()])
@@ -427,7 +440,7 @@ async fn sigterm_lets_a_request_in_flight_finish_then_exits_0() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
-    stream.write_all(rest.as_bytes()).await.unwrap();
+    stream.write_all(body.as_bytes()).await.unwrap();
     let mut response = String::new();
     tokio::time::timeout(DEADLINE, stream.read_to_string(&mut response))
         .await
