@@ -18,7 +18,7 @@
 //! on their timelines and re-issues the work left without a decision.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
@@ -74,6 +74,21 @@ pub struct PushContent {
     pub content: Arc<Value>,
     pub metadata: BTreeMap<String, String>,
     pub mode: PushMode,
+    /// The body on the wire, encoded (and checksummed) by the transport's first push of this
+    /// content and mode and shared by every clone: a push to a thousand edges encodes its
+    /// content once, not a thousand times.
+    pub encoded: Arc<OnceLock<bytes::Bytes>>,
+}
+
+impl PushContent {
+    /// The same content pushed in `mode`; an encoded body belongs to one mode only.
+    pub fn with_mode(mut self, mode: PushMode) -> Self {
+        if self.mode != mode {
+            self.mode = mode;
+            self.encoded = Arc::default();
+        }
+        self
+    }
 }
 
 /// An edge's answer to a push or rollback.
@@ -137,6 +152,7 @@ pub async fn load_content(
         content: Arc::new(content),
         metadata: found.metadata,
         mode: PushMode::Apply,
+        encoded: Arc::default(),
     })
 }
 
@@ -1322,10 +1338,14 @@ impl Loop {
                         continue;
                     }
                     let key = (deployment.configuration_id.clone(), version.clone());
-                    let Some(mut content) = self.contents.get(&key).cloned() else {
+                    let Some(cached) = self.contents.get_mut(&key) else {
                         continue;
                     };
-                    content.mode = mode;
+                    // Kept in the mode last pushed, so every push of a wave shares one body.
+                    if cached.mode != mode {
+                        *cached = cached.clone().with_mode(mode);
+                    }
+                    let content = cached.clone();
                     let Some((_, target)) = self.targets.get(&location).cloned() else {
                         self.answer(
                             deployment_id,
