@@ -668,9 +668,13 @@ impl Loop {
         // A start the store could not serve: it stays admitted and starts once writes resume.
         let mut start_refused: Option<StoreError> = None;
         let mut context = self.settings.step.clone();
-        // Answers alone never start a wave on their own health check worth a fresh read: a
-        // read at most a second old serves them; anything else reads the edges again.
-        let answers_only = batch.iter().all(|m| matches!(m, Message::Answer { .. }));
+        // Answers alone never start a wave on their own health check worth a fresh read, and
+        // news of samples asks for an analysis, which reads no health: a read at most a second
+        // old serves such a turn (the heartbeat intake sends samples many times a second while
+        // a fleet heartbeats); anything else reads the edges again.
+        let answers_only = batch
+            .iter()
+            .all(|m| matches!(m, Message::Answer { .. } | Message::Samples(_)));
         context.unhealthy = self.unhealthy_edges(now, answers_only).await;
         // Answers wait here, by deployment and in order, and are stepped together.
         let mut answers: BTreeMap<String, Vec<Event>> = BTreeMap::new();
