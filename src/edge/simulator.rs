@@ -268,6 +268,28 @@ struct SimEdge {
     heartbeats_sent: AtomicU64,
     terms: super::term::TermGuard,
     control_planes: ControlPlanes,
+    verified: Arc<VerifiedContent>,
+}
+
+/// The content the fleet last checksummed, shared by its edges. A push to a thousand
+/// simulated edges carries the same content a thousand times; canonicalising and hashing it
+/// a thousand times in one process would measure the simulator, not the control plane. Each
+/// edge still checks that what it got is what was hashed, and the pushed checksum against it.
+#[derive(Default)]
+struct VerifiedContent(Mutex<Option<(serde_json::Value, String)>>);
+
+impl VerifiedContent {
+    fn checksum(&self, content: &serde_json::Value) -> String {
+        let mut last = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((verified, checksum)) = last.as_ref()
+            && verified == content
+        {
+            return checksum.clone();
+        }
+        let checksum = crate::protocol::checksum(content);
+        *last = Some((content.clone(), checksum.clone()));
+        checksum
+    }
 }
 
 impl SimEdge {
@@ -327,7 +349,7 @@ impl SimEdge {
             if request.content.is_null() {
                 return nacked("content is required");
             }
-            let checksum = crate::protocol::checksum(&request.content);
+            let checksum = self.verified.checksum(&request.content);
             if !checksum.eq_ignore_ascii_case(&request.checksum) {
                 return nacked(&format!(
                     "checksum mismatch: content hashes to {checksum}, push says {}",
@@ -626,6 +648,7 @@ impl Fleet {
         let (stop, stop_rx) = watch::channel(false);
         let mut edges = Vec::with_capacity(opts.edges);
         let mut tasks = Vec::with_capacity(opts.edges * 2);
+        let verified = Arc::new(VerifiedContent::default());
         for (i, spec) in fleet_specs(opts.edges).into_iter().enumerate() {
             let listener = tokio::net::TcpListener::bind(SocketAddr::new(opts.listen_host, 0))
                 .await
@@ -649,6 +672,7 @@ impl Fleet {
                 heartbeats_sent: AtomicU64::new(0),
                 terms: super::term::TermGuard::in_memory(),
                 control_planes: ControlPlanes::new(&spec.location_id, control_planes.clone()),
+                verified: verified.clone(),
                 spec,
             });
             let mut stop_rx = stop_rx.clone();
@@ -1067,6 +1091,66 @@ pub async fn run(opts: SimulateOptions) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn edge(verified: &Arc<VerifiedContent>) -> SimEdge {
+        let spec = fleet_specs(1).remove(0);
+        SimEdge {
+            control_planes: ControlPlanes::new(
+                &spec.location_id,
+                vec!["http://127.0.0.1:9".into()],
+            ),
+            spec,
+            endpoint: "http://127.0.0.1:9".into(),
+            token: RwLock::new("token".into()),
+            down: AtomicBool::new(false),
+            knobs: Mutex::new(Knobs {
+                push_latency: Duration::ZERO,
+                nack_rate: 0.0,
+            }),
+            rng: Mutex::new(StdRng::seed_from_u64(1)),
+            state: Mutex::new(SimState::default()),
+            requests_per_sec: 1000.0,
+            started_at: Timestamp(0),
+            heartbeats_sent: AtomicU64::new(0),
+            terms: crate::edge::term::TermGuard::in_memory(),
+            verified: verified.clone(),
+        }
+    }
+
+    fn push_of(content: serde_json::Value, checksum: String) -> PushRequest {
+        PushRequest {
+            version: "1.0.0".into(),
+            config_type: ConfigType::CacheRule,
+            checksum,
+            content,
+            metadata: BTreeMap::new(),
+            mode: PushMode::Apply,
+        }
+    }
+
+    #[test]
+    fn edges_sharing_a_verified_checksum_still_refuse_a_wrong_one() {
+        let verified = Arc::new(VerifiedContent::default());
+        let (first, second) = (edge(&verified), edge(&verified));
+        let content = serde_json::json!({"pathPattern": "/a/*", "ttl": 60});
+        let other = serde_json::json!({"pathPattern": "/a/*", "ttl": 61});
+        let right = crate::protocol::checksum(&content);
+        let acked = first.apply_push("c", push_of(content.clone(), right.clone()));
+        assert!(matches!(acked, PushReply::Acked { .. }), "{acked:?}");
+        // The same content under another checksum, and other content under this one.
+        let wrong = crate::protocol::checksum(&other);
+        for refused in [
+            second.apply_push("c", push_of(content.clone(), wrong)),
+            second.apply_push("c", push_of(other, right.clone())),
+        ] {
+            assert!(
+                matches!(&refused, PushReply::Nacked { reason } if reason.starts_with("checksum mismatch")),
+                "{refused:?}"
+            );
+        }
+        let acked = second.apply_push("c", push_of(content, right.to_uppercase()));
+        assert!(matches!(acked, PushReply::Acked { .. }), "{acked:?}");
+    }
 
     #[test]
     fn nine_edges_are_the_nine_pops() {

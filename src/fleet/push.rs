@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use rand::Rng;
 use serde::de::DeserializeOwned;
@@ -243,11 +244,23 @@ impl PushClient {
         configuration_id: &str,
         request: &PushRequest,
     ) -> Result<PushOutcome, PushError> {
+        let body = serde_json::to_vec(request).map_err(|e| PushError::Setup(e.to_string()))?;
+        self.push_encoded(endpoint, token, configuration_id, body.into())
+            .await
+    }
+
+    /// [`PushClient::push`] of a body already encoded, shared by every edge it goes to.
+    pub async fn push_encoded(
+        &self,
+        endpoint: &str,
+        token: &str,
+        configuration_id: &str,
+        body: Bytes,
+    ) -> Result<PushOutcome, PushError> {
         let url = format!(
             "{}/edge/v1/configurations/{configuration_id}",
             endpoint.trim_end_matches('/')
         );
-        let body = serde_json::to_vec(request).map_err(|e| PushError::Setup(e.to_string()))?;
         self.send_reply(endpoint, reqwest::Method::PUT, url, token, body)
             .await
     }
@@ -269,7 +282,7 @@ impl PushClient {
             deactivate_if_none: to_version.is_none(),
         };
         let body = serde_json::to_vec(&request).map_err(|e| PushError::Setup(e.to_string()))?;
-        self.send_reply(endpoint, reqwest::Method::POST, url, token, body)
+        self.send_reply(endpoint, reqwest::Method::POST, url, token, body.into())
             .await
     }
 
@@ -289,7 +302,13 @@ impl PushClient {
         );
         let body = serde_json::to_vec(announcement).map_err(|e| PushError::Setup(e.to_string()))?;
         let (status, reply, _, attempts) = self
-            .with_retries(endpoint, reqwest::Method::POST, &url, token, Some(body))
+            .with_retries(
+                endpoint,
+                reqwest::Method::POST,
+                &url,
+                token,
+                Some(body.into()),
+            )
             .await?;
         if status != 200 {
             return Err(PushError::Status {
@@ -332,7 +351,7 @@ impl PushClient {
         method: reqwest::Method,
         url: String,
         token: &str,
-        body: Vec<u8>,
+        body: Bytes,
     ) -> Result<PushOutcome, PushError> {
         let (status, reply, started, attempts) = self
             .with_retries(endpoint, method, &url, token, Some(body))
@@ -361,8 +380,8 @@ impl PushClient {
         method: reqwest::Method,
         url: &str,
         token: &str,
-        body: Option<Vec<u8>>,
-    ) -> Result<(u16, bytes::Bytes, Instant, u32), PushError> {
+        body: Option<Bytes>,
+    ) -> Result<(u16, Bytes, Instant, u32), PushError> {
         // The semaphore is never closed, so acquire only fails if that invariant breaks.
         let _permit = self
             .in_flight
@@ -392,8 +411,8 @@ impl PushClient {
         method: &reqwest::Method,
         url: &str,
         token: &str,
-        body: Option<&Vec<u8>>,
-    ) -> Result<(u16, bytes::Bytes), AttemptError> {
+        body: Option<&Bytes>,
+    ) -> Result<(u16, Bytes), AttemptError> {
         let mut request = self.http.request(method.clone(), url).bearer_auth(token);
         let ours = self.term();
         if ours > 0 {
@@ -518,6 +537,26 @@ fn trimmed(body: &[u8]) -> String {
     text.into_owned()
 }
 
+/// The body of a push of `content`: its checksum and canonical form are computed here, once
+/// per content and mode (see [`PushContent::encoded`]).
+fn encode(content: &PushContent) -> Result<Bytes, PushError> {
+    let request = PushRequest {
+        version: content.version.clone(),
+        config_type: content.config_type,
+        checksum: checksum(&content.content),
+        content: if content.mode == PushMode::Activate {
+            Value::Null
+        } else {
+            (*content.content).clone()
+        },
+        metadata: content.metadata.clone(),
+        mode: content.mode,
+    };
+    serde_json::to_vec(&request)
+        .map(Bytes::from)
+        .map_err(|e| PushError::Setup(e.to_string()))
+}
+
 /// The engine's answer for what the push client got back.
 fn answer(result: Result<PushOutcome, PushError>) -> EdgeAnswer {
     match result {
@@ -536,26 +575,22 @@ impl EdgeTransport for PushClient {
     fn push(&self, target: EdgeTarget, content: PushContent) -> BoxFuture<'static, EdgeAnswer> {
         let client = self.clone();
         Box::pin(async move {
-            let body = if content.mode == PushMode::Activate {
-                Value::Null
-            } else {
-                (*content.content).clone()
-            };
-            let request = PushRequest {
-                version: content.version.clone(),
-                config_type: content.config_type,
-                checksum: checksum(&content.content),
-                content: body,
-                metadata: content.metadata.clone(),
-                mode: content.mode,
+            let body = match content.encoded.get() {
+                Some(body) => body.clone(),
+                None => match encode(&content) {
+                    Ok(body) => content.encoded.get_or_init(|| body).clone(),
+                    Err(error) => {
+                        return answer(Err(error));
+                    }
+                },
             };
             answer(
                 client
-                    .push(
+                    .push_encoded(
                         &target.endpoint,
                         &target.token,
                         &content.configuration_id,
-                        &request,
+                        body,
                     )
                     .await,
             )
@@ -604,6 +639,41 @@ mod tests {
                 "{attempt}: {wait:?}"
             );
         }
+    }
+
+    fn content(mode: PushMode) -> PushContent {
+        PushContent {
+            configuration_id: "config-1".into(),
+            version: "1.0.1".into(),
+            config_type: crate::model::ConfigType::CacheRule,
+            content: Arc::new(serde_json::json!({"ttl": 60, "pathPattern": "/a/*"})),
+            metadata: Default::default(),
+            mode,
+            encoded: Arc::default(),
+        }
+    }
+
+    #[test]
+    fn a_shared_body_is_the_push_request_of_its_mode() {
+        let apply = content(PushMode::Apply);
+        let body = encode(&apply).unwrap();
+        let request: PushRequest = serde_json::from_slice(&body).unwrap();
+        assert_eq!(request.checksum, checksum(&apply.content));
+        assert_eq!(request.content, *apply.content);
+        assert_eq!(request.mode, PushMode::Apply);
+        apply.encoded.get_or_init(|| body.clone());
+
+        // Clones share the encoded body; another mode starts without one.
+        assert_eq!(
+            apply.clone().with_mode(PushMode::Apply).encoded.get(),
+            Some(&body)
+        );
+        let activate = apply.with_mode(PushMode::Activate);
+        assert!(activate.encoded.get().is_none());
+        let request: PushRequest = serde_json::from_slice(&encode(&activate).unwrap()).unwrap();
+        assert_eq!(request.mode, PushMode::Activate);
+        assert!(request.content.is_null());
+        assert_eq!(request.checksum, checksum(&activate.content));
     }
 
     #[test]

@@ -36,14 +36,17 @@ pub const VERDICT_KEY: &str = "verdict";
 /// samples.
 type Evidence = Vec<(String, Timestamp, u64)>;
 
-/// Reads per-edge totals of `locations` over `[from, to)`, the evidence they rest on, and when
-/// the newest heartbeat among them was received.
+/// Reads per-edge totals of `locations` over `[from, to)`, the evidence they rest on, and, with
+/// `heartbeats`, when the newest heartbeat among them was received. That costs an edge record
+/// per location, which only a canary's verdict needs: a baseline or a snapshot of a thousand
+/// edges goes without.
 fn group(
     store: &Store,
     locations: &[String],
     from: Timestamp,
     to: Timestamp,
     now: Timestamp,
+    heartbeats: bool,
 ) -> Result<(GroupSample, Evidence, Option<Timestamp>), StoreError> {
     let reader = store.reader()?;
     let mut edges = Vec::with_capacity(locations.len());
@@ -53,6 +56,8 @@ fn group(
         let samples = reader.series(location, from, to, now)?;
         if let Some((t, newest)) = samples.last() {
             evidence.push((location.clone(), *t, newest.requests));
+        }
+        if heartbeats && !samples.is_empty() {
             let received = reader
                 .edge(location)?
                 .and_then(|record| record.location.last_heartbeat);
@@ -205,8 +210,8 @@ impl Analysis for MetricsAnalysis {
                 let baseline = request.baseline.clone();
                 tokio::task::spawn_blocking(move || {
                     Ok::<_, StoreError>((
-                        group(&store, &canary, from, now, now)?,
-                        group(&store, &baseline, from, now, now)?.0,
+                        group(&store, &canary, from, now, now, true)?,
+                        group(&store, &baseline, from, now, now, false)?.0,
                     ))
                 })
                 .await
@@ -293,7 +298,7 @@ impl Analysis for MetricsAnalysis {
         Box::pin(async move {
             let from = Timestamp(now.millis() - SNAPSHOT_WINDOW_MS);
             let totals = tokio::task::spawn_blocking(move || {
-                group(&store, &locations, from, now, now).map(|(g, ..)| g.aggregate())
+                group(&store, &locations, from, now, now, false).map(|(g, ..)| g.aggregate())
             })
             .await
             .ok()?

@@ -22,7 +22,7 @@
 //! unfinished deployments again from the replicated store when it is promoted.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
@@ -78,6 +78,21 @@ pub struct PushContent {
     pub content: Arc<Value>,
     pub metadata: BTreeMap<String, String>,
     pub mode: PushMode,
+    /// The body on the wire, encoded (and checksummed) by the transport's first push of this
+    /// content and mode and shared by every clone: a push to a thousand edges encodes its
+    /// content once, not a thousand times.
+    pub encoded: Arc<OnceLock<bytes::Bytes>>,
+}
+
+impl PushContent {
+    /// The same content pushed in `mode`; an encoded body belongs to one mode only.
+    pub fn with_mode(mut self, mode: PushMode) -> Self {
+        if self.mode != mode {
+            self.mode = mode;
+            self.encoded = Arc::default();
+        }
+        self
+    }
 }
 
 /// An edge's answer to a push or rollback.
@@ -141,6 +156,7 @@ pub async fn load_content(
         content: Arc::new(content),
         metadata: found.metadata,
         mode: PushMode::Apply,
+        encoded: Arc::default(),
     })
 }
 
@@ -796,9 +812,13 @@ impl Loop {
         // A start the store could not serve: it stays admitted and starts once writes resume.
         let mut start_refused: Option<StoreError> = None;
         let mut context = self.settings.step.clone();
-        // Answers alone never start a wave on their own health check worth a fresh read: a
-        // read at most a second old serves them; anything else reads the edges again.
-        let answers_only = batch.iter().all(|m| matches!(m, Message::Answer { .. }));
+        // Answers alone never start a wave on their own health check worth a fresh read, and
+        // news of samples asks for an analysis, which reads no health: a read at most a second
+        // old serves such a turn (the heartbeat intake sends samples many times a second while
+        // a fleet heartbeats); anything else reads the edges again.
+        let answers_only = batch
+            .iter()
+            .all(|m| matches!(m, Message::Answer { .. } | Message::Samples(_)));
         context.unhealthy = self.unhealthy_edges(now, answers_only).await;
         // Answers wait here, by deployment and in order, and are stepped together.
         let mut answers: BTreeMap<String, Vec<Event>> = BTreeMap::new();
@@ -1472,10 +1492,14 @@ impl Loop {
                         continue;
                     }
                     let key = (deployment.configuration_id.clone(), version.clone());
-                    let Some(mut content) = self.contents.get(&key).cloned() else {
+                    let Some(cached) = self.contents.get_mut(&key) else {
                         continue;
                     };
-                    content.mode = mode;
+                    // Kept in the mode last pushed, so every push of a wave shares one body.
+                    if cached.mode != mode {
+                        *cached = cached.clone().with_mode(mode);
+                    }
+                    let content = cached.clone();
                     let Some((_, target)) = self.targets.get(&location).cloned() else {
                         self.answer(
                             deployment_id,
