@@ -500,6 +500,19 @@ impl Reader {
         Ok(out)
     }
 
+    /// Edges `offset..offset + limit` in id order, out of all of them: only the page is
+    /// decoded, so listing a fleet of thousands costs one page, not the fleet.
+    pub fn edges_page(&self, offset: usize, limit: usize) -> Result<Page<EdgeRecord>, StoreError> {
+        let table = self.txn.open_table(EDGES)?;
+        let total = table.len()? as usize;
+        let mut items = Vec::with_capacity(limit.min(total.saturating_sub(offset)));
+        for entry in table.iter()?.skip(offset).take(limit) {
+            let (_, value) = entry?;
+            items.push(codec::decode(value.value())?);
+        }
+        Ok(Page { items, total })
+    }
+
     /// A deployment, its edges and timeline put back together.
     pub fn deployment(&self, id: &str) -> Result<Option<Deployment>, StoreError> {
         deployments::read(
