@@ -9,11 +9,17 @@
 //! delivers `Completed` (published only after the final state is durable), measured from that
 //! last ack on the same clock (the bench and the server share the machine), over the runs
 //! whose stream opened before the end (a small fleet is often done before it opens). RSS is the
-//! server process's `VmRSS` after the runs. The figures go to stdout and, as a chart of
-//! propagation and RSS against fleet size, to `docs/fleet-scale.svg`.
+//! server process's `VmRSS`: with the fleet and catalogue in place, after each run (so growth
+//! across deployments shows) and after the last, with its anonymous part from `smaps_rollup`.
+//! The figures go to stdout and, as a chart of propagation and RSS against fleet size, to
+//! `docs/fleet-scale.svg`.
 //!
 //! `cargo bench --bench fleet_scale [-- --large]` (env: `FLEET_RUNS`, default 21 runs per
-//! size; `FLEET_LARGE_RUNS`, default 5 at 10,000 edges; `FLEET_CHART`, the SVG path).
+//! size; `FLEET_LARGE_RUNS`, default 5 at 10,000 edges; `FLEET_CHART`, the SVG path;
+//! `FLEET_SIZES`, e.g. `10000`, measures only those sizes and draws no chart;
+//! `FLEET_SERVER_WRAPPER`, e.g. `heaptrack -o /tmp/fleet`, runs the server under a profiler,
+//! which is given SIGTERM at the end so that it can finish its output). The server inherits
+//! the bench's environment, so `MALLOC_ARENA_MAX` and the like reach it.
 
 mod common;
 
@@ -41,6 +47,9 @@ fn env_number(name: &str, default: usize) -> usize {
 /// The control plane in its own process, so its memory is its own.
 struct Server {
     child: Child,
+    /// The server's own process: the child, or under a wrapper the wrapper's child.
+    pid: u32,
+    wrapped: bool,
     base: String,
     _dir: tempfile::TempDir,
 }
@@ -48,7 +57,17 @@ struct Server {
 impl Server {
     fn start() -> anyhow::Result<Server> {
         let dir = tempfile::tempdir()?;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_edgeplane"))
+        let wrapper = std::env::var("FLEET_SERVER_WRAPPER").unwrap_or_default();
+        let mut words = wrapper.split_whitespace();
+        let mut command = match words.next() {
+            Some(program) => {
+                let mut command = Command::new(program);
+                command.args(words).arg(env!("CARGO_BIN_EXE_edgeplane"));
+                command
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_edgeplane")),
+        };
+        let mut child = command
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir.path())
             .env("EDGEPLANE_BOOTSTRAP_ADMIN_PASSWORD", PASSWORD)
@@ -81,30 +100,68 @@ impl Server {
         // Keep draining stdout so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
         anyhow::ensure!(!address.is_empty(), "the server did not start");
+        let wrapped = !wrapper.trim().is_empty();
+        let pid = if wrapped {
+            server_under(child.id())
+                .ok_or_else(|| anyhow::anyhow!("no server under the wrapper"))?
+        } else {
+            child.id()
+        };
         Ok(Server {
             child,
+            pid,
+            wrapped,
             base: format!("http://{address}"),
             _dir: dir,
         })
     }
 
     fn rss_mib(&self) -> f64 {
-        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+        self.proc_kib("status", "VmRSS:") / 1024.0
+    }
+
+    /// The resident memory that is the process's own heap and stacks, not mapped files.
+    fn anonymous_mib(&self) -> f64 {
+        self.proc_kib("smaps_rollup", "Anonymous:") / 1024.0
+    }
+
+    /// A `key: n kB` line of one of the server's `/proc` files.
+    fn proc_kib(&self, file: &str, key: &str) -> f64 {
+        std::fs::read_to_string(format!("/proc/{}/{file}", self.pid))
             .unwrap_or_default()
             .lines()
-            .find(|l| l.starts_with("VmRSS:"))
+            .find(|l| l.starts_with(key))
             .and_then(|l| l.split_whitespace().nth(1))
             .and_then(|n| n.parse::<f64>().ok())
-            .map(|kib| kib / 1024.0)
             .unwrap_or(f64::NAN)
     }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        if self.wrapped {
+            // The server shuts down on SIGTERM and the wrapper then ends by itself.
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.pid.to_string()])
+                .status();
+        } else {
+            let _ = self.child.kill();
+        }
         let _ = self.child.wait();
     }
+}
+
+/// The `edgeplane` process among a wrapper's children.
+fn server_under(wrapper: u32) -> Option<u32> {
+    let children =
+        std::fs::read_to_string(format!("/proc/{wrapper}/task/{wrapper}/children")).ok()?;
+    children
+        .split_whitespace()
+        .filter_map(|pid| pid.parse::<u32>().ok())
+        .find(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|comm| comm.trim() == "edgeplane")
+        })
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -123,7 +180,10 @@ struct SizeFigures {
     propagation_ms: Vec<f64>,
     completed_after_ack_ms: Vec<f64>,
     rss_fleet_mib: f64,
+    /// After each run, in order.
+    rss_runs_mib: Vec<f64>,
     rss_after_mib: f64,
+    anonymous_after_mib: f64,
 }
 
 async fn measure(edges: usize, runs: usize) -> anyhow::Result<SizeFigures> {
@@ -219,6 +279,7 @@ async fn measure(edges: usize, runs: usize) -> anyhow::Result<SizeFigures> {
     let path = format!("/configurations/{configuration_id}");
     let mut propagation_ms = Vec::with_capacity(runs);
     let mut completed_after_ack_ms = Vec::with_capacity(runs);
+    let mut rss_runs_mib = Vec::with_capacity(runs);
     for run in 0..runs {
         let ttl = 60 + run;
         let version = if run == 0 {
@@ -287,8 +348,10 @@ async fn measure(edges: usize, runs: usize) -> anyhow::Result<SizeFigures> {
         if live {
             completed_after_ack_ms.push(read_completed.millis_since(last_ack).max(0) as f64);
         }
+        rss_runs_mib.push(server.rss_mib());
     }
     let rss_after_mib = server.rss_mib();
+    let anonymous_after_mib = server.anonymous_mib();
     fleet.shutdown().await;
     propagation_ms.sort_by(f64::total_cmp);
     completed_after_ack_ms.sort_by(f64::total_cmp);
@@ -299,18 +362,20 @@ async fn measure(edges: usize, runs: usize) -> anyhow::Result<SizeFigures> {
         propagation_ms,
         completed_after_ack_ms,
         rss_fleet_mib,
+        rss_runs_mib,
         rss_after_mib,
+        anonymous_after_mib,
     })
 }
 
 fn report(figures: &[SizeFigures]) {
     println!(
-        "| edges | configurations | runs | propagation p50 | p90 | max | reads Completed after last ack, p50 / max (runs timed live) | RSS with fleet | RSS after runs |"
+        "| edges | configurations | runs | propagation p50 | p90 | max | reads Completed after last ack, p50 / max (runs timed live) | RSS with fleet | RSS after runs | of which anonymous |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for f in figures {
         println!(
-            "| {} | {} | {} | {:.0} ms | {:.0} ms | {:.0} ms | {:.0} / {:.0} ms ({}) | {:.0} MiB | {:.0} MiB |",
+            "| {} | {} | {} | {:.0} ms | {:.0} ms | {:.0} ms | {:.0} / {:.0} ms ({}) | {:.0} MiB | {:.0} MiB | {:.0} MiB |",
             f.edges,
             f.configurations,
             f.runs,
@@ -322,6 +387,15 @@ fn report(figures: &[SizeFigures]) {
             f.completed_after_ack_ms.len(),
             f.rss_fleet_mib,
             f.rss_after_mib,
+            f.anonymous_after_mib,
+        );
+    }
+    for f in figures {
+        let runs: Vec<String> = f.rss_runs_mib.iter().map(|m| format!("{m:.0}")).collect();
+        println!(
+            "RSS at {} edges after each run (MiB): {}",
+            f.edges,
+            runs.join(", ")
         );
     }
     if let (Some(first), Some(thousand)) =
@@ -427,10 +501,20 @@ fn chart(figures: &[SizeFigures], path: &std::path::Path) -> anyhow::Result<()> 
 fn main() -> anyhow::Result<()> {
     let large = std::env::args().any(|a| a == "--large");
     let runs = env_number("FLEET_RUNS", 21);
-    let mut sizes = vec![(10, runs), (100, runs), (1000, runs)];
-    if large {
-        sizes.push((10_000, env_number("FLEET_LARGE_RUNS", 5)));
-    }
+    let large_runs = env_number("FLEET_LARGE_RUNS", 5);
+    let only: Option<Vec<usize>> = std::env::var("FLEET_SIZES").ok().map(|list| {
+        list.split(',')
+            .filter_map(|n| n.trim().replace('_', "").parse().ok())
+            .collect()
+    });
+    let sizes: Vec<(usize, usize)> = match &only {
+        Some(list) => list
+            .iter()
+            .map(|&edges| (edges, if edges >= 10_000 { large_runs } else { runs }))
+            .collect(),
+        None if large => vec![(10, runs), (100, runs), (1000, runs), (10_000, large_runs)],
+        None => vec![(10, runs), (100, runs), (1000, runs)],
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -439,6 +523,9 @@ fn main() -> anyhow::Result<()> {
         figures.push(runtime.block_on(measure(edges, runs))?);
     }
     report(&figures);
+    if only.is_some() {
+        return Ok(());
+    }
     let path = std::env::var("FLEET_CHART").map_or_else(
         |_| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/fleet-scale.svg"),
         std::path::PathBuf::from,

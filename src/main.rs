@@ -287,6 +287,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::Serve { store, listen } => {
+            cap_malloc_arenas();
             let settings = settings(&store, listen)?;
             let _logs = edgeplane::telemetry::init_logs(&settings.log);
             for warning in &settings.warnings {
@@ -428,6 +429,30 @@ fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
     }
+}
+
+/// The server runs with at most two glibc malloc arenas. By default glibc gives each thread
+/// that allocates an arena of its own, up to eight per core, and returns little of them:
+/// the blocking pool's threads come and go under 10,000 heartbeating edges, and the arenas
+/// they left held twice the heap in use (RSS 322 MiB against 155 MiB with two). The limit is
+/// read only when malloc starts, so the process starts itself again with it, in place (same
+/// pid, for systemd); an operator's own `MALLOC_ARENA_MAX` is left as it is.
+fn cap_malloc_arenas() {
+    use std::os::unix::process::CommandExt;
+
+    const VARIABLE: &str = "MALLOC_ARENA_MAX";
+    if std::env::var_os(VARIABLE).is_some() {
+        return;
+    }
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let error = std::process::Command::new(exe)
+        .args(std::env::args_os().skip(1))
+        .env(VARIABLE, "2")
+        .exec();
+    // Only reached when the exec failed: serve as we are.
+    eprintln!("edgeplane: cannot restart with {VARIABLE}=2 ({error}); serving without it");
 }
 
 fn main() -> ExitCode {

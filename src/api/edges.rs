@@ -232,6 +232,24 @@ pub async fn list(
     let is_healthy = parse_bool(&filter.is_healthy, "isHealthy")?;
     let now = Timestamp::now();
     let healthy_within = state.settings().edges.healthy_within.as_millis() as i64;
+    let unfiltered = filter.region.is_none()
+        && filter.country_code.is_none()
+        && filter.edge_type.is_none()
+        && is_active.is_none()
+        && is_healthy.is_none();
+    if unfiltered {
+        let (offset, limit) = (page.offset, page.limit);
+        let found = state
+            .store()
+            .read(move |r| r.edges_page(offset, limit))
+            .await?;
+        let views = found
+            .items
+            .into_iter()
+            .map(|r| view(&state, r.location))
+            .collect();
+        return Ok(axum::Json(EdgeLocationList::of(views, found.total, page)));
+    }
     let records = state.store().read(|r| r.edges()).await?;
     let views: Vec<EdgeLocation> = records
         .into_iter()
