@@ -3,22 +3,19 @@
 //! unreadable CA file, nowhere to keep the credentials. Each exits 2 with the reason and
 //! writes no credentials file.
 
-use std::io::Write;
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Output;
 
-const DEADLINE: Duration = Duration::from_secs(60);
+use common::process::{edgeplane, run_to_end};
 
-/// Runs `edgeplane ARGS` with `home` as HOME and XDG_CONFIG_HOME's parent (or neither), and
-/// `stdin` piped in.
+/// Runs `edgeplane login ARGS` with `home` as HOME and XDG_CONFIG_HOME's parent (or neither),
+/// and `stdin` piped in.
 fn login(args: &[&str], home: Option<&Path>, stdin: &str) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_edgeplane"));
+    let mut command = edgeplane(&["login"]);
     command
-        .arg("login")
         .args(args)
-        .env_remove("EDGEPLANE_URL")
-        .env_remove("EDGEPLANE_TOKEN")
         .env_remove("XDG_CONFIG_HOME")
         .env_remove("HOME")
         .env("NO_COLOR", "1");
@@ -27,26 +24,7 @@ fn login(args: &[&str], home: Option<&Path>, stdin: &str) -> Output {
             .env("HOME", home)
             .env("XDG_CONFIG_HOME", home.join("config"));
     }
-    let mut child = command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start edgeplane");
-    {
-        // A command refused before it reads its input has closed the pipe: that is its answer.
-        let mut input = child.stdin.take().expect("stdin");
-        let _ = input.write_all(stdin.as_bytes());
-    }
-    let deadline = Instant::now() + DEADLINE;
-    while child.try_wait().expect("wait").is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "edgeplane login {args:?} did not exit"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().expect("output")
+    run_to_end(command, stdin)
 }
 
 #[test]

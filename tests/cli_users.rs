@@ -5,35 +5,18 @@
 
 mod common;
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Output, Stdio};
-use std::time::Instant;
+use std::process::Output;
 
-use common::process::{DEADLINE, client, edgeplane, get, serve};
+use common::process::{client, edgeplane, get, run_to_end, serve};
 
 const PASSWORD: &str = "a-long-password-for-alice";
 
 /// Runs `edgeplane ARGS --data-dir DIR` to its end (bounded), `stdin` on its standard input.
 fn run_in(data_dir: &Path, args: &[&str], stdin: &str) -> Output {
-    let mut child = edgeplane(args)
-        .args(["--data-dir", data_dir.to_str().expect("utf-8 path")])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start edgeplane");
-    {
-        // A command refused before it reads its input has closed the pipe: that is its answer.
-        let mut input = child.stdin.take().expect("stdin");
-        let _ = input.write_all(stdin.as_bytes());
-    }
-    let deadline = Instant::now() + DEADLINE;
-    while child.try_wait().expect("wait").is_none() {
-        assert!(Instant::now() < deadline, "edgeplane {args:?} did not exit");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    child.wait_with_output().expect("output")
+    let mut command = edgeplane(args);
+    command.args(["--data-dir", data_dir.to_str().expect("utf-8 path")]);
+    run_to_end(command, stdin)
 }
 
 fn stdout(output: &Output) -> String {

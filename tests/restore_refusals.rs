@@ -5,31 +5,13 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Output;
 
-use common::process::{DEADLINE, edgeplane};
+use common::process::{edgeplane, run_to_end};
 
 /// Runs `edgeplane ARGS` to its end (bounded), `stdin` on its standard input.
 fn run(args: &[&str], stdin: &str) -> Output {
-    use std::io::Write;
-    let mut child = edgeplane(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start edgeplane");
-    {
-        // A command refused before it reads its input has closed the pipe: that is its answer.
-        let mut input = child.stdin.take().expect("stdin");
-        let _ = input.write_all(stdin.as_bytes());
-    }
-    let deadline = Instant::now() + DEADLINE;
-    while child.try_wait().expect("wait").is_none() {
-        assert!(Instant::now() < deadline, "edgeplane {args:?} did not exit");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().expect("output")
+    run_to_end(edgeplane(args), stdin)
 }
 
 fn path(path: &Path) -> &str {

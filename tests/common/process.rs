@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
@@ -204,6 +204,36 @@ pub(crate) fn wait_bounded(child: &mut Child) -> ExitStatus {
             panic!("process did not exit in time");
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs `command` to its end with `stdin` on its standard input and returns what it printed,
+/// failing the test (and killing it) past the deadline. Output is read while it runs, so a
+/// command that prints a lot cannot stall on a full pipe.
+pub(crate) fn run_to_end(mut command: Command, stdin: &str) -> Output {
+    use std::io::Write;
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start edgeplane");
+    {
+        // A command refused before it reads its input has closed the pipe: that is its answer.
+        let mut input = child.stdin.take().expect("stdin");
+        let _ = input.write_all(stdin.as_bytes());
+    }
+    let pid = child.id().to_string();
+    let (done, output) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(child.wait_with_output());
+    });
+    match output.recv_timeout(DEADLINE) {
+        Ok(output) => output.expect("output"),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-KILL", &pid]).status();
+            panic!("{command:?} did not exit in time");
+        }
     }
 }
 
