@@ -310,15 +310,7 @@ impl PushClient {
                 Some(body.into()),
             )
             .await?;
-        if status != 200 {
-            return Err(PushError::Status {
-                endpoint: endpoint.to_owned(),
-                status,
-                attempts,
-                body: trimmed(&reply),
-            });
-        }
-        parse_json(endpoint, &reply)
+        ok_json(endpoint, status, attempts, &reply)
     }
 
     /// `GET {endpoint}/edge/v1/active-configurations`.
@@ -334,15 +326,7 @@ impl PushClient {
         let (status, body, _, attempts) = self
             .with_retries(endpoint, reqwest::Method::GET, &url, token, None)
             .await?;
-        if status != 200 {
-            return Err(PushError::Status {
-                endpoint: endpoint.to_owned(),
-                status,
-                attempts,
-                body: trimmed(&body),
-            });
-        }
-        parse_json(endpoint, &body)
+        ok_json(endpoint, status, attempts, &body)
     }
 
     async fn send_reply(
@@ -523,6 +507,24 @@ fn classify(error: reqwest::Error) -> AttemptError {
         return AttemptError::Connect(detail);
     }
     AttemptError::Protocol(detail)
+}
+
+/// The JSON body of a 200 answer; any other status is [`PushError::Status`].
+fn ok_json<T: DeserializeOwned>(
+    endpoint: &str,
+    status: u16,
+    attempts: u32,
+    body: &[u8],
+) -> Result<T, PushError> {
+    if status != 200 {
+        return Err(PushError::Status {
+            endpoint: endpoint.to_owned(),
+            status,
+            attempts,
+            body: trimmed(body),
+        });
+    }
+    parse_json(endpoint, body)
 }
 
 fn parse_json<T: DeserializeOwned>(endpoint: &str, body: &[u8]) -> Result<T, PushError> {
