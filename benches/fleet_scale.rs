@@ -19,7 +19,7 @@
 //! `FLEET_SIZES`, e.g. `10000`, measures only those sizes and draws no chart;
 //! `FLEET_SERVER_WRAPPER`, e.g. `heaptrack -o /tmp/fleet`, runs the server under a profiler,
 //! which is given SIGTERM at the end so that it can finish its output). The server inherits
-//! the bench's environment, so `MALLOC_ARENA_MAX` and the like reach it.
+//! the bench's environment, so `_RJEM_MALLOC_CONF` and the like reach it.
 
 mod common;
 
